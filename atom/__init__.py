@@ -1,0 +1,1 @@
+"""ATOM decision logic: four SELECTION scores + thresholds + policy -> a treatment decision."""

@@ -1,0 +1,1 @@
+"""Run model files: one small protocol and its ONNX Runtime implementation."""

@@ -1,0 +1,124 @@
+"""The one error hierarchy of hccatom.
+
+Every error the SDK raises on purpose derives from :class:`HccatomError`, so an embedding
+application can catch one type. Subclasses say *what kind* of thing was wrong (the input,
+the bundle, the engine, the segmentation) so that callers and the CLI can react (exit codes,
+messages) without parsing text. Messages say what was wrong, where, and what to do; they
+never contain patient identifiers.
+
+This module imports nothing from the package so that every layer (``hccatom.engines``,
+``hccatom.atom``) can derive its errors from the same base without import cycles.
+"""
+
+from __future__ import annotations
+
+
+class HccatomError(Exception):
+    """Base class of every error raised by hccatom on purpose."""
+
+
+# --- bad input -------------------------------------------------------------------------
+class InputError(HccatomError, ValueError):
+    """The caller's input is wrong (CLI exit code 2)."""
+
+
+class CTInputError(InputError):
+    """A CT source cannot be read or does not look like a CT volume in Hounsfield units."""
+
+
+class ClinicalInputError(InputError):
+    """Clinical variables are missing, unknown, out of range or in the wrong unit.
+
+    ``problems`` lists every bad field at once as ``(field, message)`` pairs.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[tuple[str, str]] = list(problems or [])
+
+
+class ScoreInputError(InputError):
+    """Scores or thresholds given to ATOM are missing, not finite or outside [0, 1]."""
+
+
+# --- bad bundle ------------------------------------------------------------------------
+class BundleError(HccatomError):
+    """A model bundle is missing, tampered with, malformed or incompatible (exit code 3)."""
+
+
+class BundleNotFoundError(BundleError, FileNotFoundError):
+    """The bundle path, its manifest or a file the manifest lists does not exist."""
+
+
+class BundleIntegrityError(BundleError):
+    """A bundle file's sha256 differs from the manifest, or a zip member escapes the root."""
+
+
+class BundleVersionError(BundleError):
+    """The bundle's schema major version is not one this runtime reads."""
+
+
+class BundleFormatError(BundleError):
+    """The manifest or a spec inside the bundle does not validate."""
+
+
+# --- engines -----------------------------------------------------------------------------
+class EngineError(HccatomError):
+    """A model file cannot be run."""
+
+
+class EngineUnavailableError(EngineError):
+    """The requested device or execution provider is not available here (exit code 4)."""
+
+
+class EngineInputError(EngineError, ValueError):
+    """Feeds given to an engine miss an input or have the wrong dtype or shape."""
+
+
+# --- segmentation ----------------------------------------------------------------------
+class SegmentationError(HccatomError):
+    """Segmentation finished but its result cannot be used downstream."""
+
+
+class NoLiverError(SegmentationError):
+    """No liver voxels were found where the chain needs a liver."""
+
+
+class NoTumourError(SegmentationError):
+    """No tumour voxels were found where the chain needs a tumour."""
+
+
+# --- build time --------------------------------------------------------------------------
+class ExportError(HccatomError):
+    """Converting or checking a trained model failed (build time only)."""
+
+
+class ParityError(ExportError):
+    """An exported model does not reproduce its source within the tolerance."""
+
+
+class CheckpointError(ExportError):
+    """A checkpoint does not match the model it is loaded into."""
+
+
+__all__ = [
+    "BundleError",
+    "BundleFormatError",
+    "BundleIntegrityError",
+    "BundleNotFoundError",
+    "BundleVersionError",
+    "CTInputError",
+    "CheckpointError",
+    "ClinicalInputError",
+    "EngineError",
+    "EngineInputError",
+    "EngineUnavailableError",
+    "ExportError",
+    "HccatomError",
+    "InputError",
+    "NoLiverError",
+    "NoTumourError",
+    "ParityError",
+    "ScoreInputError",
+    "SegmentationError",
+]
