@@ -7,8 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import hccatom
-
 
 def test_subpackages_live_under_one_namespace() -> None:
     import hccatom.atom
