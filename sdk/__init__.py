@@ -3,6 +3,8 @@
 Research use only: not a medical device, not validated for clinical decisions.
 """
 
+from hccatom.clinical import ClinicalVariables
+from hccatom.ct_io import read_ct
 from hccatom.errors import (
     BundleError,
     ClinicalInputError,
@@ -20,10 +22,12 @@ __all__ = [
     "BundleError",
     "CTInputError",
     "ClinicalInputError",
+    "ClinicalVariables",
     "EngineUnavailableError",
     "HccatomError",
     "InputError",
     "SegmentationError",
     "Volume",
     "__version__",
+    "read_ct",
 ]

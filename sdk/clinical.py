@@ -1,0 +1,286 @@
+"""``ClinicalVariables``: the 20 clinical inputs of SELECTION, with units and plausible ranges.
+
+The variables and their grouping follow the paper (see
+``shared/reference/selection-architecture-facts.md``): ``lab`` (8), ``demo`` (6) and
+``iv`` (6). Units are part of every field name. Ranges are *plausibility* limits that catch
+typing and unit errors, not clinical reference ranges.
+
+Conventions worth knowing:
+
+* ``tumour_number`` is the count of intrahepatic lesions (integer >= 1). When a record only
+  says "multiple", enter the smallest count you know (at least 2); a bundle whose model was
+  trained with a capped count (e.g. "3 or more") caps it in its
+  :class:`~hccatom.clinical_encoding.ClinicalEncoding`, not here.
+* ``max_tumour_diameter_mm`` is the largest lesion's diameter (not radius), in mm.
+* ``pvtt`` is portal-vein tumour thrombus / macrovascular invasion; ``metastasis`` is
+  extrahepatic spread; ``hbv`` is hepatitis B infection.
+
+Invalid input raises :class:`~hccatom.errors.ClinicalInputError` listing *every* bad field
+at once (``problems``), each with its allowed range and, where the value looks like a
+different unit (albumin in g/dL, bilirubin in mg/dL, platelets per uL, diameter in cm, ...),
+a hint saying so. Construction through the class (``ClinicalVariables(**values)``),
+``from_mapping`` and ``from_json`` all behave the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hccatom.errors import ClinicalInputError
+
+__all__ = ["FIELD_RANGES", "GROUPS", "BclcStage", "ClinicalVariables", "Sex"]
+
+
+class Sex(str, Enum):
+    """Sex as recorded in the clinical record."""
+
+    male = "male"
+    female = "female"
+
+
+class BclcStage(str, Enum):
+    """Barcelona Clinic Liver Cancer stage (the cohorts are A, B or C)."""
+
+    A = "A"
+    B = "B"
+    C = "C"
+
+
+# name -> (low, high, unit) for every numeric field; used for Field constraints and messages.
+FIELD_RANGES: dict[str, tuple[float, float, str]] = {
+    "albumin_g_per_l": (10.0, 70.0, "g/L"),
+    "alt_u_per_l": (1.0, 5000.0, "U/L"),
+    "ast_u_per_l": (1.0, 5000.0, "U/L"),
+    "total_bilirubin_umol_per_l": (2.0, 1000.0, "umol/L"),
+    "prothrombin_time_s": (8.0, 60.0, "s"),
+    "inr": (0.7, 8.0, "ratio"),
+    "platelets_10e9_per_l": (5.0, 1500.0, "10^9/L"),
+    "child_pugh_score": (5, 15, "points"),
+    "age_years": (18.0, 100.0, "years"),
+    "ecog": (0, 4, "ECOG performance status"),
+    "afp_ng_per_ml": (0.0, 5.0e6, "ng/mL"),
+    "tumour_number": (1, 50, "lesions"),
+    "max_tumour_diameter_mm": (10.0, 300.0, "mm"),
+}
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "lab": (
+        "albumin_g_per_l",
+        "alt_u_per_l",
+        "ast_u_per_l",
+        "total_bilirubin_umol_per_l",
+        "prothrombin_time_s",
+        "inr",
+        "platelets_10e9_per_l",
+        "child_pugh_score",
+    ),
+    "demo": ("age_years", "sex", "ecog", "comorbidity", "hbv", "ascites"),
+    "iv": (
+        "afp_ng_per_ml",
+        "tumour_number",
+        "max_tumour_diameter_mm",
+        "bclc_stage",
+        "metastasis",
+        "pvtt",
+    ),
+}
+"""The paper's three groups, each in the authors' order (lab 8, demo 6, IV 6)."""
+
+
+def _num(name: str, description: str) -> Any:
+    lo, hi, unit = FIELD_RANGES[name]
+    return Field(ge=lo, le=hi, description=f"{description} [{unit}], {lo:g}..{hi:g}")
+
+
+def _finite_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+# field -> function(value) returning a unit hint or None (only consulted for bad values).
+_UNIT_HINTS: dict[str, Callable[[float], str | None]] = {
+    "albumin_g_per_l": lambda v: (
+        f"{v:g} looks like g/dL; g/L = g/dL x 10 (e.g. {v * 10:g})" if 1.0 <= v <= 7.0 else None
+    ),
+    "total_bilirubin_umol_per_l": lambda v: (
+        f"{v:g} looks like mg/dL; umol/L = mg/dL x 17.1 (e.g. {v * 17.1:.1f})"
+        if 0.0 < v < 2.0
+        else None
+    ),
+    "platelets_10e9_per_l": lambda v: (
+        f"{v:g} looks like a count per uL (per mm^3); 10^9/L = per uL / 1000 (e.g. {v / 1000:g})"
+        if v >= 5000
+        else None
+    ),
+    "max_tumour_diameter_mm": lambda v: (
+        f"{v:g} looks like cm; mm = cm x 10 (e.g. {v * 10:g})" if 0.1 <= v < 10.0 else None
+    ),
+    "alt_u_per_l": lambda v: (
+        f"{v:g} looks like ukat/L; U/L = ukat/L x 60 (e.g. {v * 60:g})" if 0 < v < 1 else None
+    ),
+    "ast_u_per_l": lambda v: (
+        f"{v:g} looks like ukat/L; U/L = ukat/L x 60 (e.g. {v * 60:g})" if 0 < v < 1 else None
+    ),
+    "prothrombin_time_s": lambda v: (
+        f"{v:g} looks like an INR, not a time in seconds" if 0.5 <= v < 8.0 else None
+    ),
+    "inr": lambda v: (
+        f"{v:g} looks like a prothrombin time in seconds, not an INR" if 8.0 < v <= 60 else None
+    ),
+    "age_years": lambda v: f"{v:g} looks like months, not years" if 216 <= v <= 1200 else None,
+}
+
+
+class ClinicalVariables(BaseModel):
+    """The 20 clinical variables of one patient (paper units; see the module doc)."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        use_enum_values=False,
+        allow_inf_nan=False,
+        json_schema_extra={"title": "hccatom clinical variables (SELECTION, 20 fields)"},
+    )
+
+    # lab group
+    albumin_g_per_l: float = _num("albumin_g_per_l", "Serum albumin")
+    alt_u_per_l: float = _num("alt_u_per_l", "Alanine aminotransferase")
+    ast_u_per_l: float = _num("ast_u_per_l", "Aspartate aminotransferase")
+    total_bilirubin_umol_per_l: float = _num("total_bilirubin_umol_per_l", "Total bilirubin")
+    prothrombin_time_s: float = _num("prothrombin_time_s", "Prothrombin time")
+    inr: float = _num("inr", "International normalised ratio")
+    platelets_10e9_per_l: float = _num("platelets_10e9_per_l", "Platelet count")
+    child_pugh_score: int = _num("child_pugh_score", "Child-Pugh score (integer)")
+    # demo group
+    age_years: float = _num("age_years", "Age")
+    sex: Sex = Field(description="Sex: 'male' or 'female'")
+    ecog: int = _num("ecog", "ECOG performance status (integer)")
+    comorbidity: bool = Field(description="Any relevant comorbidity (true/false)")
+    hbv: bool = Field(description="Hepatitis B virus infection (true/false)")
+    ascites: bool = Field(description="Ascites present (true/false)")
+    # IV (tumour) group
+    afp_ng_per_ml: float = _num("afp_ng_per_ml", "Alpha-fetoprotein")
+    tumour_number: int = _num(
+        "tumour_number",
+        "Count of intrahepatic lesions (integer; for 'multiple' enter the smallest known "
+        "count, >= 2)",
+    )
+    max_tumour_diameter_mm: float = _num(
+        "max_tumour_diameter_mm", "Largest tumour diameter (not radius)"
+    )
+    bclc_stage: BclcStage = Field(description="BCLC stage: 'A', 'B' or 'C'")
+    metastasis: bool = Field(description="Extrahepatic metastasis (true/false)")
+    pvtt: bool = Field(description="Portal vein tumour thrombus / vascular invasion (true/false)")
+
+    GROUPS: ClassVar[dict[str, tuple[str, ...]]] = GROUPS
+
+    def __init__(self, **data: Any) -> None:
+        """Validate; on failure raise :class:`ClinicalInputError` listing every bad field."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _to_clinical_error(exc, data) from None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ClinicalVariables:
+        """Build from a dict (e.g. parsed JSON); extra or missing fields are errors."""
+        if not isinstance(values, Mapping):
+            raise ClinicalInputError(
+                f"Clinical variables must be a mapping of field -> value, got "
+                f"{type(values).__name__}."
+            )
+        bad_keys = [k for k in values if not isinstance(k, str)]
+        if bad_keys:
+            raise ClinicalInputError(
+                f"Clinical variable names must be strings; got {bad_keys!r}.",
+                [(repr(k), "not a string field name") for k in bad_keys],
+            )
+        return cls(**dict(values))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ClinicalVariables:
+        """Read a JSON object of the 20 fields from a file."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ClinicalInputError(f"Clinical JSON file not found: {p}.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ClinicalInputError(f"Cannot read clinical JSON file {p}: {exc}.") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ClinicalInputError(
+                f"Clinical file {p} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                f"{exc.msg})."
+            ) from None
+        if not isinstance(data, dict):
+            raise ClinicalInputError(
+                f"Clinical file {p} must hold a JSON object of field -> value, got "
+                f"{type(data).__name__}."
+            )
+        return cls.from_mapping(data)
+
+    def group_values(self, group: str) -> tuple[Any, ...]:
+        """Raw values of one group (``lab``, ``demo`` or ``iv``) in the authors' order."""
+        if group not in GROUPS:
+            raise KeyError(f"unknown group {group!r}; expected one of {sorted(GROUPS)}")
+        return tuple(getattr(self, name) for name in GROUPS[group])
+
+
+def _allowed(name: str) -> str:
+    if name in FIELD_RANGES:
+        lo, hi, unit = FIELD_RANGES[name]
+        kind = "integer" if isinstance(lo, int) else "number"
+        return f"allowed: {kind} {lo:g}..{hi:g} {unit}"
+    if name == "sex":
+        return "allowed: 'male' or 'female'"
+    if name == "bclc_stage":
+        return "allowed: 'A', 'B' or 'C'"
+    return "allowed: true or false"
+
+
+def _to_clinical_error(exc: ValidationError, data: Mapping[str, Any]) -> ClinicalInputError:
+    problems: dict[str, str] = {}
+    fields = ClinicalVariables.model_fields
+    for err in exc.errors():
+        loc = err["loc"]
+        name = str(loc[0]) if loc else "<input>"
+        if err["type"] == "extra_forbidden":
+            problems[name] = (
+                "not a known clinical variable (check the spelling and units in the name; "
+                "see ClinicalVariables.model_json_schema())"
+            )
+            continue
+        if err["type"] == "missing":
+            problems[name] = f"missing; {_allowed(name)}"
+            continue
+        value = data.get(name, err.get("input"))
+        msg = f"got {value!r}; {_allowed(name)}"
+        number = _finite_number(value)
+        hint = _UNIT_HINTS.get(name)
+        if number is not None and hint is not None:
+            text = hint(number)
+            if text:
+                msg += f" (unit mix-up? {text})"
+        if name not in fields:
+            msg = f"{err['msg']}"
+        problems[name] = msg
+    ordered = sorted(problems.items(), key=lambda kv: _field_order(kv[0]))
+    listing = "; ".join(f"{name}: {msg}" for name, msg in ordered)
+    return ClinicalInputError(
+        f"Invalid clinical variables ({len(ordered)} problem(s)): {listing}.", ordered
+    )
+
+
+def _field_order(name: str) -> tuple[int, str]:
+    names = list(ClinicalVariables.model_fields)
+    return (names.index(name) if name in names else len(names), name)

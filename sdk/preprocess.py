@@ -1,0 +1,374 @@
+"""The paper's CT preprocessing as pure functions on Volumes and label maps.
+
+Chain (each step a function; parameters come from the bundle's :class:`PreprocessSpec`,
+whose defaults are the paper's values):
+
+1. :func:`resample_z` - slice thickness to ``slice_thickness_mm`` (paper: 1 mm) by a 1-D
+   spline along z only; in-plane voxels untouched.
+2. :func:`window_hu` - clip to the HU window (paper: [-50, 350]).
+3. :func:`pick_slice` - the axial slice with the largest tumour area in mm^2.
+4. :func:`crop_liver_box` - a square ``crop_mm`` (paper: 224 mm) box around the liver on
+   that slice, resampled to ``image_size_px`` (224) pixels.
+5. :func:`model_image` - window mapped to [0, 1], then ``(x - mean) / std`` (0.5/0.5),
+   replicated to 3 channels: float32 ``(3, H, W)``.
+
+Images are in the canonical LPS orientation of :mod:`hccatom.volume`, so a 2-D slice
+``[y, x]`` shows the patient in the usual radiological view (anterior up, patient's left on
+the image's right).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import overload
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import ndimage
+from scipy.interpolate import make_interp_spline
+
+from hccatom.errors import CTInputError, NoLiverError, NoTumourError
+from hccatom.volume import Volume
+
+__all__ = [
+    "CropResult",
+    "PreprocessSpec",
+    "SlicePick",
+    "crop_liver_box",
+    "model_image",
+    "pick_slice",
+    "resample_z",
+    "resize_center_crop",
+    "window_hu",
+]
+
+
+class PreprocessSpec(BaseModel):
+    """CT preprocessing parameters a bundle stores; defaults are the paper's values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    slice_thickness_mm: float = Field(
+        1.0, gt=0, le=20, description="Target slice thickness after z resampling (paper: 1 mm)"
+    )
+    z_spline_order: int = Field(3, ge=0, le=5, description="Spline order along z (3 = cubic)")
+    hu_window: tuple[float, float] = Field(
+        (-50.0, 350.0), description="HU window [low, high] (paper: [-50, 350])"
+    )
+    apply_window_before_segmentation: bool = Field(
+        False,
+        description=(
+            "Clip the CT to hu_window before segmentation. Default False: nnU-Net normalises "
+            "raw HU itself; the paper's window applies to the SELECTION images."
+        ),
+    )
+    crop_mm: float = Field(224.0, gt=0, description="Side of the square liver box (mm)")
+    image_size_px: int = Field(224, ge=8, description="Side of the model image (pixels)")
+    crop_pad_value_hu: float | None = Field(
+        None, description="HU outside the image inside the box; None = the window's low value"
+    )
+    crop_interpolation_order: int = Field(1, ge=0, le=5, description="In-plane order (1 = linear)")
+    norm_mean: float = Field(0.5, description="Mean subtracted after mapping the window to [0, 1]")
+    norm_std: float = Field(0.5, gt=0, description="Std divided by after subtracting the mean")
+    resize_center_crop_px: int | None = Field(
+        None,
+        description=(
+            "Optional authors' test transform: resize the image to this size, then centre-crop "
+            "image_size_px (their code: 256 -> 224). None = off."
+        ),
+    )
+    liver_label: int = Field(1, ge=0, le=255)
+    tumour_label: int = Field(2, ge=0, le=255)
+
+    @model_validator(mode="after")
+    def _check(self) -> PreprocessSpec:
+        lo, hi = self.hu_window
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"hu_window must be finite with low < high, got {self.hu_window}")
+        if self.liver_label == self.tumour_label:
+            raise ValueError("liver_label and tumour_label must differ")
+        if self.resize_center_crop_px is not None and self.resize_center_crop_px < (
+            self.image_size_px
+        ):
+            raise ValueError("resize_center_crop_px must be >= image_size_px")
+        return self
+
+    @property
+    def pad_value_hu(self) -> float:
+        """HU used outside the image inside the crop box."""
+        return self.hu_window[0] if self.crop_pad_value_hu is None else self.crop_pad_value_hu
+
+
+# --- 1. z resampling --------------------------------------------------------------------
+def resample_z(volume: Volume, thickness_mm: float = 1.0, order: int = 3) -> Volume:
+    """Resample along z to slices of ``thickness_mm``; in-plane voxels are untouched.
+
+    Grid: the source covers ``extent = n_z * spacing_z`` mm; the result has
+    ``n = max(1, round(extent / thickness_mm))`` slices of exactly ``thickness_mm``, centred
+    on the same physical centre, so the extent is preserved to within half a slice. The
+    origin moves along the volume's z axis (its direction column) to the new first slice
+    centre. Interpolation is a 1-D interpolating spline of ``order`` along z (not-a-knot
+    ends, :func:`scipy.interpolate.make_interp_spline`), which reproduces polynomials up to
+    that order exactly; the outermost new slices, up to half a source slice beyond the
+    outermost source centres, extend the end polynomial. ``order=0`` is nearest-neighbour
+    and keeps the dtype (use it for label maps); other orders return float32.
+    """
+    if not (math.isfinite(thickness_mm) and thickness_mm > 0):
+        raise ValueError(f"thickness_mm must be positive, got {thickness_mm}")
+    if order not in range(6):
+        raise ValueError(f"order must be 0..5, got {order}")
+    nz = volume.shape[0]
+    sz = volume.spacing[0]
+    n_new = max(1, round(nz * sz / thickness_mm))
+    step = thickness_mm / sz  # new slice step in source index units
+    first = (nz - 1) / 2.0 - (n_new - 1) / 2.0 * step
+    positions = first + step * np.arange(n_new)
+    src = np.asarray(volume.array)
+    if order == 0 or nz == 1:
+        idx = np.clip(np.rint(positions), 0, nz - 1).astype(np.intp)
+        out = src[idx]
+        if order != 0:
+            out = out.astype(np.float32)
+    else:
+        k = min(order, nz - 1)
+        out = np.empty((n_new, *src.shape[1:]), dtype=np.float32)
+        x = np.arange(nz, dtype=np.float64)
+        rows = max(1, 2_000_000 // max(1, nz * src.shape[2]))  # bound float64 temporaries
+        for y0 in range(0, src.shape[1], rows):
+            block = src[:, y0 : y0 + rows].astype(np.float64)
+            spline = make_interp_spline(x, block, k=k, axis=0)
+            out[:, y0 : y0 + rows] = spline(positions, extrapolate=True)
+    zdir = np.asarray(volume.direction, dtype=float)[:, 0]
+    origin = np.asarray(volume.origin, dtype=float) + zdir * (first * sz)
+    note = f"z resampled {sz:g} mm x {nz} -> {thickness_mm:g} mm x {n_new} (order {order})"
+    return volume.with_array(
+        out,
+        spacing=(thickness_mm, volume.spacing[1], volume.spacing[2]),
+        origin=tuple(origin),
+        note=note,
+    )
+
+
+# --- 2. window --------------------------------------------------------------------------
+@overload
+def window_hu(volume: Volume, lo: float = ..., hi: float = ...) -> Volume: ...
+@overload
+def window_hu(volume: np.ndarray, lo: float = ..., hi: float = ...) -> np.ndarray: ...
+def window_hu(
+    volume: Volume | np.ndarray, lo: float = -50.0, hi: float = 350.0
+) -> Volume | np.ndarray:
+    """Clip HU to ``[lo, hi]`` (paper: [-50, 350]); float32, same type as the input."""
+    if not lo < hi:
+        raise ValueError(f"window must have lo < hi, got [{lo}, {hi}]")
+    if isinstance(volume, Volume):
+        clipped = np.clip(volume.array, lo, hi).astype(np.float32, copy=False)
+        return volume.with_array(clipped, note=f"HU window [{lo:g}, {hi:g}]")
+    return np.clip(np.asarray(volume), lo, hi).astype(np.float32, copy=False)
+
+
+# --- 3. slice pick ----------------------------------------------------------------------
+class SlicePick(BaseModel):
+    """The axial slice chosen for the model image."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(description="z index in the label/CT array")
+    z_mm: float = Field(description="Superior (z) LPS coordinate of the slice centre, mm")
+    tumour_area_mm2: float
+    liver_area_mm2: float = Field(description="Liver including tumour on this slice, mm^2")
+
+
+def pick_slice(labels: Volume, liver_label: int = 1, tumour_label: int = 2) -> SlicePick:
+    """The axial slice with the largest tumour area (mm^2); ties -> larger liver area.
+
+    Liver area counts liver and tumour voxels (the organ). Raises :class:`NoLiverError`
+    if the map has no liver label at all and :class:`NoTumourError` if it has no tumour.
+    """
+    lab = np.asarray(labels.array)
+    pixel_mm2 = labels.spacing[1] * labels.spacing[2]
+    tumour = (lab == tumour_label).sum(axis=(1, 2))
+    liver_only = (lab == liver_label).sum(axis=(1, 2))
+    if not liver_only.any():
+        raise NoLiverError(
+            f"The label map has no liver voxels (label {liver_label}); the segmentation found "
+            "no liver. Check that the CT covers the upper abdomen and is a contrast CT."
+        )
+    if not tumour.any():
+        raise NoTumourError(
+            f"The label map has no tumour voxels (label {tumour_label}); SELECTION needs a "
+            "visible tumour to pick the slice."
+        )
+    organ = liver_only + tumour
+    # lexicographic: tumour area first, then organ area; first index wins remaining ties
+    best = int(np.lexsort((-np.arange(lab.shape[0]), organ, tumour))[-1])
+    zdir = np.asarray(labels.direction, dtype=float)[:, 0]
+    z_mm = float(labels.origin[0] + zdir[0] * best * labels.spacing[0])
+    return SlicePick(
+        index=best,
+        z_mm=z_mm,
+        tumour_area_mm2=float(tumour[best] * pixel_mm2),
+        liver_area_mm2=float(organ[best] * pixel_mm2),
+    )
+
+
+# --- 4. liver box crop ------------------------------------------------------------------
+@dataclass(frozen=True)
+class CropResult:
+    """A square in-plane crop of one slice, in HU, with what was done to get it."""
+
+    image: np.ndarray
+    """(size_px, size_px) float32 HU."""
+    labels: np.ndarray
+    """(size_px, size_px) uint8 labels on the same grid (nearest neighbour)."""
+    slice_index: int
+    box_mm: float
+    """Side of the square box actually used (>= the requested box)."""
+    pixel_spacing_mm: tuple[float, float]
+    """(y, x) spacing of the output pixels, mm."""
+    centre_yx_mm: tuple[float, float]
+    """Box centre in mm from the slice's first voxel centre, (y, x)."""
+    liver_extent_mm: tuple[float, float]
+    """(y, x) extent of the liver bounding box on the slice, mm."""
+    box_enlarged: bool
+    """The liver was wider than the requested box, which was enlarged to fit it."""
+    liver_touches_border: bool
+    """The liver reaches the image edge on this slice (it may be cut off)."""
+    padded: bool
+    """Part of the box lies outside the image and was filled with the pad value."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def crop_liver_box(
+    ct: Volume,
+    labels: Volume,
+    slice_index: int,
+    box_mm: float = 224.0,
+    size_px: int = 224,
+    pad_value: float = -50.0,
+    *,
+    liver_label: int = 1,
+    tumour_label: int = 2,
+    order: int = 1,
+) -> CropResult:
+    """Crop a square ``box_mm`` box centred on the liver's bounding box on one slice.
+
+    The box is measured in mm with the slice's real (possibly anisotropic) pixel spacing,
+    enlarged to the liver's larger extent if the liver is wider (flagged), filled with
+    ``pad_value`` outside the image (paper: the window's low value) and resampled to
+    ``size_px`` x ``size_px`` by spline interpolation of ``order`` (labels: nearest).
+    """
+    if not ct.same_grid(labels):
+        raise CTInputError(
+            f"CT and label map are on different grids (shapes {ct.shape} vs {labels.shape}, "
+            f"spacing {ct.spacing} vs {labels.spacing}); segment the same CT you crop."
+        )
+    if not 0 <= slice_index < ct.shape[0]:
+        raise ValueError(f"slice_index {slice_index} outside 0..{ct.shape[0] - 1}")
+    if not (box_mm > 0 and size_px >= 1):
+        raise ValueError("box_mm must be > 0 and size_px >= 1")
+    lab2d = np.asarray(labels.array[slice_index])
+    organ = (lab2d == liver_label) | (lab2d == tumour_label)
+    if not organ.any():
+        raise NoLiverError(
+            f"No liver on slice {slice_index}: the box cannot be centred. Check the "
+            "segmentation or the picked slice."
+        )
+    sy, sx = ct.spacing[1], ct.spacing[2]
+    ys, xs = np.nonzero(organ)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
+    ext_y, ext_x = (y1 - y0 + 1) * sy, (x1 - x0 + 1) * sx
+    side = max(box_mm, ext_y, ext_x)
+    enlarged = side > box_mm
+    cy, cx = (y0 + y1) / 2.0 * sy, (x0 + x1) / 2.0 * sx
+    pix = side / size_px
+    offs = (np.arange(size_px) + 0.5) * pix - side / 2.0
+    yy = (cy + offs) / sy  # source index coordinates of output pixel centres
+    xx = (cx + offs) / sx
+    ny, nx = lab2d.shape
+    yy = _snap(yy, ny)
+    xx = _snap(xx, nx)
+    grid_y, grid_x = np.meshgrid(yy, xx, indexing="ij")
+    coords = np.stack([grid_y, grid_x])
+    img = ndimage.map_coordinates(
+        np.asarray(ct.array[slice_index], dtype=np.float32),
+        coords,
+        order=order,
+        mode="constant",
+        cval=pad_value,
+    ).astype(np.float32)
+    lab_out = ndimage.map_coordinates(lab2d, coords, order=0, mode="constant", cval=0)
+    padded = bool(yy[0] < 0 or yy[-1] > ny - 1 or xx[0] < 0 or xx[-1] > nx - 1)
+    touches = bool(y0 == 0 or x0 == 0 or y1 == ny - 1 or x1 == nx - 1)
+    notes = []
+    if enlarged:
+        notes.append(
+            f"liver extent {ext_y:.1f} x {ext_x:.1f} mm exceeds the {box_mm:g} mm box; box "
+            f"enlarged to {side:.1f} mm"
+        )
+    if touches:
+        notes.append("liver touches the image border on this slice; it may be cut off")
+    if padded:
+        notes.append(f"box extends outside the image; filled with {pad_value:g} HU")
+    return CropResult(
+        image=img,
+        labels=lab_out.astype(np.uint8),
+        slice_index=slice_index,
+        box_mm=float(side),
+        pixel_spacing_mm=(pix, pix),
+        centre_yx_mm=(float(cy), float(cx)),
+        liver_extent_mm=(float(ext_y), float(ext_x)),
+        box_enlarged=enlarged,
+        liver_touches_border=touches,
+        padded=padded,
+        notes=tuple(notes),
+    )
+
+
+def _snap(coords: np.ndarray, n: int, tol: float = 1e-6) -> np.ndarray:
+    """Snap coordinates within ``tol`` of the first/last sample onto it (float round-off
+    would otherwise turn an edge pixel into padding)."""
+    out = coords.copy()
+    out[(out < 0) & (out > -tol)] = 0.0
+    out[(out > n - 1) & (out < n - 1 + tol)] = n - 1
+    return out
+
+
+# --- 5. model image ---------------------------------------------------------------------
+def model_image(
+    crop_hu: np.ndarray | CropResult,
+    window: Sequence[float] = (-50.0, 350.0),
+    mean: float | Sequence[float] = 0.5,
+    std: float | Sequence[float] = 0.5,
+) -> np.ndarray:
+    """HU crop -> float32 ``(3, H, W)``: clip to ``window``, map to [0, 1], ``(x-mean)/std``.
+
+    ``mean``/``std`` may be one value or one per channel (the authors normalise each of the
+    three identical channels with 0.5/0.5).
+    """
+    image = crop_hu.image if isinstance(crop_hu, CropResult) else np.asarray(crop_hu)
+    if image.ndim != 2:
+        raise ValueError(f"model_image needs a 2-D (H, W) crop, got shape {image.shape}")
+    lo, hi = float(window[0]), float(window[1])
+    if not lo < hi:
+        raise ValueError(f"window must have low < high, got {tuple(window)}")
+    unit = (np.clip(image.astype(np.float64), lo, hi) - lo) / (hi - lo)
+    m = np.broadcast_to(np.asarray(mean, dtype=np.float64), (3,)).reshape(3, 1, 1)
+    s = np.broadcast_to(np.asarray(std, dtype=np.float64), (3,)).reshape(3, 1, 1)
+    if np.any(s <= 0):
+        raise ValueError("std must be positive")
+    return ((unit[None] - m) / s).astype(np.float32)
+
+
+def resize_center_crop(image: np.ndarray, resize_px: int, crop_px: int) -> np.ndarray:
+    """Bilinear resize of the last two axes to ``resize_px``, then a centre crop of
+    ``crop_px`` (the authors' test transform: 256 then 224). Works on (H, W) or (C, H, W)."""
+    if crop_px > resize_px:
+        raise ValueError("crop_px must be <= resize_px")
+    arr = np.asarray(image, dtype=np.float32)
+    h, w = arr.shape[-2:]
+    zoom = [1.0] * (arr.ndim - 2) + [resize_px / h, resize_px / w]
+    resized = ndimage.zoom(arr, zoom, order=1, mode="nearest", grid_mode=True)
+    top = (resize_px - crop_px) // 2
+    return np.ascontiguousarray(resized[..., top : top + crop_px, top : top + crop_px])
