@@ -26,7 +26,10 @@ SimpleITK's ``(x, y, z)`` order is confined to this module.
 
 from __future__ import annotations
 
+import gzip
 import math
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -174,7 +177,10 @@ def _read_path(path: Path, series_uid: str | None, notes: list[str]) -> tuple[si
     if path.stat().st_size == 0:
         raise CTInputError(f"CT file {path} is empty (0 bytes). Re-export or re-copy it.")
     reader = _file_info(path)
-    if reader.GetImageIO() == "GDCMImageIO" or _get(reader, "0008|0060") is not None:
+    image_io = sitk.ImageFileReader.GetImageIOFromFileName(str(path))
+    if image_io == "NiftiImageIO":
+        _check_nifti_complete(path)
+    if image_io == "GDCMImageIO" or _get(reader, "0008|0060") is not None:
         _check_modality(_get(reader, "0008|0060"), str(path), notes)
     return _read_file(path), str(path)
 
@@ -187,6 +193,52 @@ def _file_info(path: Path) -> sitk.ImageFileReader:
     except RuntimeError as exc:
         raise _read_error(path, exc) from None
     return reader
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse a truncated NIfTI: ITK reads those without complaint (garbage voxels).
+
+    Compares the bytes the header promises (vox_offset + voxels x bitpix / 8) with the
+    bytes present; a ``.gz`` file is decompressed as a stream to count them (and a broken
+    gzip stream is itself an error).
+    """
+    truncated = CTInputError(
+        f"{path} looks like an image file but cannot be read: it is corrupt or truncated "
+        "(fewer voxel bytes than its NIfTI header promises). Re-export or re-copy it."
+    )
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with gzip.open(path, "rb") if gz else path.open("rb") as f:
+            head = f.read(540)
+            size = len(head)
+            if gz:
+                while chunk := f.read(1 << 22):
+                    size += len(chunk)
+            else:
+                size = path.stat().st_size
+    except (OSError, EOFError, zlib.error):
+        raise truncated from None
+    if len(head) < 348:
+        raise truncated
+    for endian in "<>":
+        (hdr_size,) = struct.unpack(endian + "i", head[:4])
+        if hdr_size == 348:
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            dims = struct.unpack(endian + "8h", head[40:56])
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            break
+        if hdr_size == 540 and len(head) >= 540:
+            bitpix = struct.unpack(endian + "h", head[14:16])[0]
+            dims = struct.unpack(endian + "8q", head[16:80])
+            offset = struct.unpack(endian + "q", head[168:176])[0]
+            break
+    else:
+        return  # unknown header flavour: leave it to ITK
+    ndim = max(0, min(int(dims[0]), 7))
+    n_voxels = math.prod(max(1, int(d)) for d in dims[1 : 1 + ndim])
+    expected = max(offset, 348) + n_voxels * max(1, bitpix) // 8
+    if size < expected:
+        raise truncated
 
 
 def _read_file(path: Path) -> sitk.Image:
