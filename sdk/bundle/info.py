@@ -1,0 +1,71 @@
+"""``bundle info``: a readable summary of a bundle's manifest (no model is run)."""
+
+from __future__ import annotations
+
+from hccatom.atom import MODELS
+from hccatom.bundle.reader import Bundle
+
+
+def _size(n: int) -> str:
+    step = 1024.0
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < step or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= step
+    return f"{n} B"  # pragma: no cover
+
+
+def bundle_summary(bundle: Bundle) -> str:
+    """Name, version, intended use, provenance, models, thresholds, policy, files."""
+    m = bundle.manifest
+    sel = m.selection
+    lines = [
+        f"{m.name} {m.version}  (schema {m.schema_version}, created "
+        f"{m.created_at.isoformat(timespec='seconds')})",
+        f"  source:        {bundle.source}",
+        f"  sha256:        {bundle.sha256}",
+        f"  intended use:  {m.intended_use}",
+    ]
+    if m.synthetic:
+        lines.append("  SYNTHETIC:     models trained on synthetic data only; not the paper's")
+    prov = m.provenance
+    lines.append(f"  trained by:    {prov.trained_by}; data: {prov.training_data}")
+    if prov.exported_with:
+        lines.append(f"  exported with: {prov.exported_with}")
+    layout = "fused (one graph, four scores)" if sel.fused else "four separate graphs"
+    if sel.fused and sel.models:
+        layout += " + four separate graphs"
+    lines.append(f"  SELECTION:     {layout}; image {sel.image_channels}x{sel.image_size_px}x"
+                 f"{sel.image_size_px}, normalise mean {sel.norm_mean} std {sel.norm_std}")
+    lines.append("  thresholds:    " + ", ".join(f"{k} {m.thresholds[k]:.4f}" for k in MODELS))
+    pol = m.policy
+    lines.append(f"  policy:        {pol.policy_id} (margin {pol.margin}, favourable when score "
+                 f"{pol.favourable_when} MSS, ties -> {pol.tie_preference}, "
+                 f"rescue {'on' if pol.rescue else 'off'})")
+    seg = m.segmentation.spec
+    lines.append(
+        f"  segmentation:  {m.segmentation.directory}/ {seg.configuration}, patch "
+        f"{seg.patch_size}, spacing {seg.target_spacing_mm} mm, folds "
+        f"{[f.fold for f in seg.folds]}, {seg.num_output_channels} output channels"
+    )
+    if m.parity:
+        lines.append("  parity:")
+        for key, rep in sorted(m.parity.items()):
+            lines.append(f"    {key}: {_parity_line(rep)}")
+    total = sum(f.size_bytes for f in m.files)
+    lines.append(f"  files ({len(m.files)}, {_size(total)}):")
+    for f in m.files:
+        lines.append(f"    {f.path}  {_size(f.size_bytes)}  {f.role}  {f.sha256[:12]}")
+    return "\n".join(lines)
+
+
+def _parity_line(rep: object) -> str:
+    if not isinstance(rep, dict):
+        return str(rep)
+    keys = [k for k in rep if any(w in k for w in ("max", "mean", "passed", "ok", "tol"))]
+    shown = {k: rep[k] for k in keys if isinstance(rep[k], (int, float, bool, str))}
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "(report stored)"
+
+
+__all__ = ["bundle_summary"]

@@ -1,0 +1,345 @@
+"""Open a bundle (directory or ``.zip``), validate its manifest and verify every checksum.
+
+Nothing here unpickles anything: the manifest is JSON validated by pydantic, model files are
+opened later by ONNX Runtime. A zip is checked member by member before anything is written
+(no absolute paths, no ``..``, no links, no unlisted files, sizes as listed) and the listed
+files are extracted into a private temporary folder that lives as long as the
+:class:`Bundle`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import stat
+import tempfile
+import weakref
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from pydantic import ValidationError
+
+from hccatom.bundle.manifest import (
+    SCHEMA_VERSION,
+    SUPPORTED_MAJOR,
+    FileEntry,
+    Manifest,
+    parse_schema_version,
+)
+from hccatom.errors import (
+    BundleError,
+    BundleFormatError,
+    BundleIntegrityError,
+    BundleNotFoundError,
+    BundleVersionError,
+)
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sha256_stream(fh: IO[bytes], dest: IO[bytes] | None = None) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    for block in iter(lambda: fh.read(_CHUNK), b""):
+        h.update(block)
+        n += len(block)
+        if dest is not None:
+            dest.write(block)
+    return h.hexdigest(), n
+
+
+def _ignorable(rel: str) -> bool:
+    """OS clutter that may sit in a bundle without being listed (never loaded)."""
+    parts = PurePosixPath(rel).parts
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def _validation_summary(err: ValidationError, limit: int = 8) -> str:
+    lines = []
+    for e in err.errors()[:limit]:
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{where}: {e['msg']}")
+    more = len(err.errors()) - limit
+    if more > 0:
+        lines.append(f"... and {more} more")
+    return "; ".join(lines)
+
+
+def parse_manifest(raw: bytes, where: str) -> Manifest:
+    """Parse and validate manifest bytes; version first, so a new major says so plainly."""
+    try:
+        data: Any = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleFormatError(f"{where}: manifest.json is not valid JSON ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise BundleFormatError(f"{where}: manifest.json must hold a JSON object.")
+    version = data.get("schema_version")
+    if version is None:
+        raise BundleFormatError(f"{where}: manifest.json has no 'schema_version'.")
+    try:
+        major, minor = parse_schema_version(str(version))
+    except ValueError as exc:
+        raise BundleFormatError(f"{where}: {exc}.") from exc
+    reads = ", ".join(f"{m}.x" for m in SUPPORTED_MAJOR)
+    if major not in SUPPORTED_MAJOR:
+        raise BundleVersionError(
+            f"{where}: bundle schema version {version} is not supported; this hccatom reads "
+            f"schema {reads}. Use an hccatom release that reads {major}.x, or rebuild the "
+            "bundle with this one."
+        )
+    if minor > parse_schema_version(SCHEMA_VERSION)[1]:
+        log.warning(
+            "%s: schema %s is newer than this hccatom's %s; fields it does not know are "
+            "ignored", where, version, SCHEMA_VERSION,
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise BundleFormatError(
+            f"{where}: manifest.json does not validate: {_validation_summary(exc)}."
+        ) from exc
+
+
+class Bundle:
+    """An opened, checksum-verified bundle. Files are read from :attr:`root`.
+
+    For a zip the listed files live in a private temporary folder, removed by
+    :meth:`close` (or when the object is garbage collected). Use as a context manager to
+    clean up promptly.
+    """
+
+    def __init__(
+        self, manifest: Manifest, root: Path, source: Path, sha256: str,
+        tmp: Path | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.root = root
+        self.source = source
+        #: sha256 of ``manifest.json``: names the whole content, since it lists every hash.
+        self.sha256 = sha256
+        self._finalizer = (
+            weakref.finalize(self, shutil.rmtree, tmp, True) if tmp is not None else None
+        )
+
+    @property
+    def name(self) -> str:
+        """The bundle's name."""
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        """The bundle's own version."""
+        return self.manifest.version
+
+    def path(self, rel: str) -> Path:
+        """Absolute path of a listed bundle file or folder."""
+        return self.root.joinpath(*PurePosixPath(rel).parts)
+
+    @property
+    def segmentation_dir(self) -> Path:
+        """Folder of the segmentation export (what :class:`hccatom.Segmenter` opens)."""
+        return self.path(self.manifest.segmentation.directory)
+
+    def close(self) -> None:
+        """Remove the extracted files of a zip bundle (no-op for a directory)."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.name!r} {self.version}, {self.source})"
+
+
+def _check_directory(root: Path, manifest: Manifest) -> None:
+    listed = {f.path for f in manifest.files}
+    for entry in manifest.files:
+        _check_file(root, entry)
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(root).as_posix()
+        if rel == MANIFEST_NAME or rel in listed or _ignorable(rel):
+            continue
+        raise BundleIntegrityError(
+            f"{root}: file {rel!r} is in the bundle but not in its manifest; remove it or "
+            "rebuild the bundle."
+        )
+
+
+def _check_file(root: Path, entry: FileEntry) -> None:
+    path = root.joinpath(*PurePosixPath(entry.path).parts)
+    if not path.is_file():
+        raise BundleNotFoundError(
+            f"{root}: the manifest lists {entry.path!r} but the file is missing; the bundle "
+            "is incomplete: copy it again or rebuild it."
+        )
+    size = path.stat().st_size
+    if size != entry.size_bytes:
+        raise BundleIntegrityError(
+            f"{root}: {entry.path!r} has {size} bytes, the manifest says {entry.size_bytes}; "
+            "the file was changed or truncated: restore the original bundle."
+        )
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise BundleIntegrityError(
+            f"{root}: checksum mismatch for {entry.path!r} (sha256 {digest[:12]}..., manifest "
+            f"{entry.sha256[:12]}...): the file was modified; restore the original bundle."
+        )
+
+
+def _open_directory(path: Path) -> Bundle:
+    mpath = path / MANIFEST_NAME
+    if not mpath.is_file():
+        raise BundleNotFoundError(
+            f"{path}: no {MANIFEST_NAME} at the bundle root; is this a hccatom bundle?"
+        )
+    raw = mpath.read_bytes()
+    manifest = parse_manifest(raw, str(path))
+    _check_directory(path, manifest)
+    return Bundle(manifest, path, path, hashlib.sha256(raw).hexdigest())
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    if name.startswith("/") or "\\" in name or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute or non-POSIX path"
+    if any(p == ".." for p in PurePosixPath(name).parts):
+        return "escapes the bundle root with '..'"
+    mode = info.external_attr >> 16
+    if mode and stat.S_ISLNK(mode):
+        return "is a symbolic link"
+    return None
+
+
+def _zip_root(names: list[str]) -> str:
+    """'' when manifest.json is at the zip root, 'folder/' when the zip holds one folder."""
+    if MANIFEST_NAME in names:
+        return ""
+    tops = {n.split("/", 1)[0] for n in names if not _ignorable(n)}
+    if len(tops) == 1:
+        top = next(iter(tops)) + "/"
+        if top + MANIFEST_NAME in names:
+            return top
+    return "?"
+
+
+def _open_zip(path: Path) -> Bundle:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleFormatError(f"{path}: not a readable zip file ({exc}).") from exc
+    with zf:
+        infos = zf.infolist()
+        for info in infos:
+            problem = _member_problem(info)
+            if problem:
+                raise BundleIntegrityError(
+                    f"{path}: zip member {info.filename!r} {problem}; refusing to open this "
+                    "bundle. Rebuild it with `hccatom bundle build`."
+                )
+        names = [i.filename for i in infos if not i.is_dir()]
+        if len(names) != len(set(names)):
+            raise BundleIntegrityError(f"{path}: the zip lists a member twice; refusing it.")
+        prefix = _zip_root(names)
+        if prefix == "?":
+            raise BundleNotFoundError(
+                f"{path}: no {MANIFEST_NAME} at the zip root (or in its single top folder); "
+                "is this a hccatom bundle?"
+            )
+        raw = zf.read(prefix + MANIFEST_NAME)
+        manifest = parse_manifest(raw, str(path))
+        listed = {prefix + f.path: f for f in manifest.files}
+        for n in names:
+            if n != prefix + MANIFEST_NAME and n not in listed and not _ignorable(n):
+                raise BundleIntegrityError(
+                    f"{path}: zip member {n!r} is not in the manifest; refusing it."
+                )
+        by_name = {i.filename: i for i in infos}
+        tmp = Path(tempfile.mkdtemp(prefix="hccatom-bundle-"))
+        try:
+            for member, entry in listed.items():
+                found = by_name.get(member)
+                if found is None:
+                    raise BundleNotFoundError(
+                        f"{path}: the manifest lists {entry.path!r} but the zip lacks it; "
+                        "the bundle is incomplete: rebuild it."
+                    )
+                if found.file_size != entry.size_bytes:
+                    raise BundleIntegrityError(
+                        f"{path}: {entry.path!r} has {found.file_size} bytes, the manifest says "
+                        f"{entry.size_bytes}; the file was changed: restore the original."
+                    )
+                dest = tmp.joinpath(*PurePosixPath(entry.path).parts)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(found) as src, dest.open("wb") as out:
+                    digest, _ = _sha256_stream(src, out)
+                if digest != entry.sha256:
+                    raise BundleIntegrityError(
+                        f"{path}: checksum mismatch for {entry.path!r} (sha256 "
+                        f"{digest[:12]}..., manifest {entry.sha256[:12]}...): the file was "
+                        "modified; restore the original bundle."
+                    )
+            (tmp / MANIFEST_NAME).write_bytes(raw)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return Bundle(manifest, tmp, path, hashlib.sha256(raw).hexdigest(), tmp=tmp)
+
+
+def load_bundle(path: str | Path | Bundle) -> Bundle:
+    """Open a bundle directory or zip; validate the manifest; verify every checksum.
+
+    Raises :class:`BundleNotFoundError` (no such path, no manifest, a listed file missing),
+    :class:`BundleIntegrityError` (checksum or size mismatch, unlisted file, unsafe zip
+    member), :class:`BundleVersionError` (unknown schema major version) or
+    :class:`BundleFormatError` (the manifest does not validate).
+    """
+    if isinstance(path, Bundle):  # convenience: already open
+        return path
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise BundleNotFoundError(f"{p}: no such bundle (directory or .zip).")
+    if p.is_dir():
+        return _open_directory(p)
+    if zipfile.is_zipfile(p):
+        return _open_zip(p)
+    raise BundleFormatError(f"{p}: a bundle is a directory or a .zip file; this is neither.")
+
+
+def iter_model_files(bundle: Bundle) -> Iterator[tuple[FileEntry, Path]]:
+    """Every listed ``.onnx`` file with its path on disk."""
+    for f in bundle.manifest.files:
+        if f.path.endswith(".onnx"):
+            yield f, bundle.path(f.path)
+
+
+__all__ = [
+    "MANIFEST_NAME",
+    "Bundle",
+    "BundleError",
+    "iter_model_files",
+    "load_bundle",
+    "parse_manifest",
+    "sha256_file",
+]
