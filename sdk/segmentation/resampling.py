@@ -1,0 +1,154 @@
+"""nnU-Net v2's resampling (``default_resampling.py``) with numpy/scipy only.
+
+nnU-Net resizes with ``skimage.transform.resize(x, shape, order, mode='edge',
+anti_aliasing=False)``. In scikit-image 0.19+ that is exactly
+``scipy.ndimage.zoom(x, out/in, order, mode='nearest', grid_mode=True)`` (pixel centres
+aligned, edge values extended, cubic B-spline prefiltered with the same mode) followed by
+clipping to the input's [min, max] (``clip=True``). :func:`skimage_resize` reproduces that
+without importing scikit-image.
+
+When the spacing is anisotropic (max/min > threshold), nnU-Net resizes each slice across the
+low-resolution axis in-plane and then interpolates along that axis with
+``map_coordinates(order=order_z, mode='nearest')`` at ``scale * (i + 0.5) - 0.5``;
+:func:`resample` follows the same decision rule and steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from hccatom.segmentation.spec import ResamplingSpec
+
+
+def compute_new_shape(
+    old_shape: Sequence[int], old_spacing: Sequence[float], new_spacing: Sequence[float]
+) -> tuple[int, ...]:
+    """nnU-Net's ``compute_new_shape``: round(old_spacing / new_spacing * old_shape)."""
+    return tuple(
+        round(float(s) / float(n) * int(k))
+        for s, n, k in zip(old_spacing, new_spacing, old_shape, strict=True)
+    )
+
+
+def _is_anisotropic(spacing: Sequence[float], threshold: float) -> bool:
+    return bool(np.max(spacing) / np.min(spacing) > threshold)
+
+
+def _lowres_axes(spacing: Sequence[float]) -> list[int]:
+    sp = np.asarray(spacing, dtype=float)
+    return [int(i) for i in np.where(max(sp) / sp == 1)[0]]
+
+
+def separate_z_axis(
+    current_spacing: Sequence[float],
+    new_spacing: Sequence[float],
+    force_separate_z: bool | None = None,
+    threshold: float = 3.0,
+) -> int | None:
+    """nnU-Net's ``determine_do_sep_z_and_axis``: the axis to resample separately, or None.
+
+    The current spacing is tested first, then the target spacing. Ties for the largest
+    spacing (2 or 3 axes) mean no separate axis.
+    """
+    axes: list[int] | None
+    if force_separate_z is not None:
+        axes = _lowres_axes(current_spacing) if force_separate_z else None
+    elif _is_anisotropic(current_spacing, threshold):
+        axes = _lowres_axes(current_spacing)
+    elif _is_anisotropic(new_spacing, threshold):
+        axes = _lowres_axes(new_spacing)
+    else:
+        axes = None
+    if axes is None or len(axes) != 1:
+        return None
+    return axes[0]
+
+
+def skimage_resize(image: np.ndarray, new_shape: Sequence[int], order: int) -> np.ndarray:
+    """``skimage.transform.resize(image, new_shape, order, mode='edge', anti_aliasing=False)``.
+
+    Returns float64 (as scikit-image does for float64/integer input; float32 input gives
+    float32 values computed in float64).
+    """
+    img = np.asarray(image)
+    if img.dtype not in (np.float32, np.float64):
+        img = img.astype(np.float64)
+    if tuple(new_shape) == img.shape and order > 0:
+        # zoom factor 1 with grid_mode maps every output voxel onto its input voxel
+        out = img.astype(np.float64, copy=True)
+    else:
+        factors = np.divide(img.shape, tuple(new_shape))  # as scikit-image computes them
+        zoom = [1 / f for f in factors]
+        out = ndimage.zoom(
+            img, zoom, order=order, mode="nearest", grid_mode=True, output=np.float64
+        )
+    if order > 0:
+        np.clip(out, img.min(), img.max(), out=out)
+    return out
+
+
+def _nearest_along(length_in: int, length_out: int) -> np.ndarray:
+    """Indices that ``map_coordinates(order=0, mode='nearest')`` picks along one axis."""
+    scale = float(length_in) / length_out
+    coords = scale * (np.arange(length_out, dtype=np.float64) + 0.5) - 0.5
+    picked = ndimage.map_coordinates(
+        np.arange(length_in, dtype=np.float64), coords[None], order=0, mode="nearest"
+    )
+    return picked.astype(np.intp)
+
+
+def _resample_separate(
+    channel: np.ndarray, new_shape: tuple[int, ...], axis: int, order: int, order_z: int
+) -> np.ndarray:
+    shape = channel.shape
+    in_plane = tuple(s for i, s in enumerate(new_shape) if i != axis)
+    tmp_shape = list(new_shape)
+    tmp_shape[axis] = shape[axis]
+    tmp = np.empty(tmp_shape, dtype=np.float64)
+    for k in range(shape[axis]):
+        src = np.take(channel, k, axis=axis)
+        idx: list[slice | int] = [slice(None)] * 3
+        idx[axis] = k
+        tmp[tuple(idx)] = skimage_resize(src, in_plane, order)
+    if shape[axis] == new_shape[axis]:
+        return tmp
+    if order_z == 0:
+        return np.take(tmp, _nearest_along(shape[axis], new_shape[axis]), axis=axis)
+    # general order along the separate axis: the same map_coordinates call as nnU-Net
+    grids = np.mgrid[: new_shape[0], : new_shape[1], : new_shape[2]].astype(np.float64)
+    for d in range(3):
+        scale = float(tmp.shape[d]) / new_shape[d]
+        grids[d] = scale * (grids[d] + 0.5) - 0.5
+    return ndimage.map_coordinates(tmp, grids, order=order_z, mode="nearest")
+
+
+def resample(
+    data: np.ndarray,
+    new_shape: Sequence[int],
+    current_spacing: Sequence[float],
+    new_spacing: Sequence[float],
+    spec: ResamplingSpec,
+    dtype: np.dtype | type = np.float32,
+) -> np.ndarray:
+    """nnU-Net's ``resample_data_or_seg_to_shape`` (not a segmentation) for ``(C, z, y, x)``.
+
+    Returns ``data`` itself when the shape does not change (as nnU-Net does).
+    """
+    if data.ndim != 4:
+        raise ValueError(f"resample expects (C, z, y, x), got shape {data.shape}")
+    target = tuple(int(s) for s in new_shape)
+    if tuple(data.shape[1:]) == target:
+        return data
+    axis = separate_z_axis(
+        current_spacing, new_spacing, spec.force_separate_z, spec.anisotropy_threshold
+    )
+    out = np.empty((data.shape[0], *target), dtype=dtype)
+    for c in range(data.shape[0]):
+        if axis is not None:
+            out[c] = _resample_separate(data[c], target, axis, spec.order, spec.order_z)
+        else:
+            out[c] = skimage_resize(data[c], target, spec.order)
+    return out

@@ -1,0 +1,186 @@
+"""``SegmentationSpec``: the nnU-Net v2 plan values the segmentation runtime needs (only those).
+
+Written by ``hccatom export nnunet`` next to the ONNX files (``segmentation_spec.json``) and
+embedded in bundles. Every value comes from the model folder (``plans.json``,
+``dataset.json``, the checkpoints); the runtime hard-codes none of them.
+
+Axis conventions are nnU-Net's: the image array is what nnU-Net's ``SimpleITKIO`` reads,
+``(z, y, x)`` with spacing ``(z, y, x)`` — the same as :class:`hccatom.Volume`. Lists that
+nnU-Net stores *after* ``transpose_forward`` (``patch_size``, ``target_spacing_mm``, the
+mirror axes) are kept in that transposed order, exactly as in ``plans.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hccatom.errors import BundleFormatError
+
+SPEC_FILENAME = "segmentation_spec.json"
+SCHEMA = "hccatom.segmentation-spec/1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CTIntensityStats(_Model):
+    """Foreground intensity statistics of the training set (HU), used by ``CTNormalization``.
+
+    Normalised value = (clip(HU, percentile_00_5, percentile_99_5) - mean) / max(std, 1e-8).
+    """
+
+    mean: float
+    std: float
+    percentile_00_5: float = Field(description="Lower clip bound, HU.")
+    percentile_99_5: float = Field(description="Upper clip bound, HU.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> CTIntensityStats:
+        if self.percentile_00_5 > self.percentile_99_5:
+            raise ValueError("percentile_00_5 must be <= percentile_99_5")
+        return self
+
+
+class ResamplingSpec(_Model):
+    """Arguments of nnU-Net's ``resample_data_or_seg_to_shape`` for one kind of array.
+
+    ``order``: spline order in-plane (or in 3-D); ``order_z``: order along the low-resolution
+    axis when it is resampled separately; ``force_separate_z``: None = decide by the
+    anisotropy rule (max/min spacing > ``anisotropy_threshold``, current spacing tested
+    first, then the target spacing).
+    """
+
+    order: int = Field(ge=0, le=5)
+    order_z: int = Field(default=0, ge=0, le=5)
+    force_separate_z: bool | None = None
+    anisotropy_threshold: float = Field(default=3.0, gt=0)
+
+
+class FoldModel(_Model):
+    """One fold's ONNX file (relative to the export directory) and its sha256."""
+
+    fold: int | Literal["all"]
+    onnx: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class LabelMeaning(_Model):
+    """What each network output channel means in hccatom's label map.
+
+    ``channel_to_label[c]`` is the hccatom label (0 background, 1 liver, 2 tumour) written
+    where channel ``c`` wins the argmax; ``channel_names[c]`` is the dataset.json name.
+    """
+
+    channel_names: list[str]
+    channel_to_label: list[Literal[0, 1, 2]]
+    liver_channel: int = Field(ge=1)
+    tumour_channel: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LabelMeaning:
+        n = len(self.channel_to_label)
+        if len(self.channel_names) != n:
+            raise ValueError("channel_names and channel_to_label must have the same length")
+        if self.channel_to_label[0] != 0:
+            raise ValueError("channel 0 is nnU-Net's background and must map to label 0")
+        for name, ch, lab in (
+            ("liver_channel", self.liver_channel, 1),
+            ("tumour_channel", self.tumour_channel, 2),
+        ):
+            if ch >= n or self.channel_to_label[ch] != lab:
+                raise ValueError(f"{name}={ch} must be a channel that maps to label {lab}")
+        if self.liver_channel == self.tumour_channel:
+            raise ValueError("liver_channel and tumour_channel must differ")
+        return self
+
+
+class SegmentationSpec(_Model):
+    """Everything the torch-free runtime needs to reproduce nnU-Net v2 inference."""
+
+    schema_: Literal["hccatom.segmentation-spec/1"] = Field(
+        default="hccatom.segmentation-spec/1", alias="schema"
+    )
+    configuration: str = Field(description="nnU-Net configuration, e.g. '3d_fullres'.")
+    dims: Literal[2, 3] = Field(description="Network dimensionality (2 for the '2d' config).")
+    patch_size: list[int] = Field(description="Tile size, transposed axis order (plans.json).")
+    target_spacing_mm: list[float] = Field(
+        description="Configuration spacing, transposed axis order; 2 entries for 2-D."
+    )
+    transpose_forward: list[int]
+    transpose_backward: list[int]
+    normalization: Literal["CTNormalization"] = "CTNormalization"
+    ct_intensity: CTIntensityStats
+    resampling_data: ResamplingSpec
+    resampling_probabilities: ResamplingSpec
+    mirror_axes: list[int] = Field(
+        description="Axes nnU-Net allows for test-time mirroring (spatial, 0-based)."
+    )
+    num_output_channels: int = Field(ge=2)
+    folds: list[FoldModel] = Field(min_length=1)
+    labels: LabelMeaning
+    input_name: str = "image"
+    output_name: str = "logits"
+    dynamic_patch: bool = Field(
+        default=False, description="False: the ONNX spatial dims are fixed to patch_size."
+    )
+    gaussian_sigma_scale: float = 1.0 / 8
+    gaussian_value_scale: float = 10.0
+    provenance: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where it came from: dataset, trainer, plans, nnU-Net version, checkpoint.",
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("transpose_forward", "transpose_backward")
+    @classmethod
+    def _perm(cls, v: list[int]) -> list[int]:
+        if sorted(v) != [0, 1, 2]:
+            raise ValueError(f"must be a permutation of [0, 1, 2], got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SegmentationSpec:
+        if len(self.patch_size) != self.dims or len(self.target_spacing_mm) != self.dims:
+            raise ValueError("patch_size and target_spacing_mm need one entry per network axis")
+        if any(p < 1 for p in self.patch_size) or any(s <= 0 for s in self.target_spacing_mm):
+            raise ValueError("patch_size and target_spacing_mm must be positive")
+        if [self.transpose_forward[i] for i in self.transpose_backward] != [0, 1, 2]:
+            raise ValueError("transpose_backward must invert transpose_forward")
+        if any(a < 0 or a >= self.dims for a in self.mirror_axes):
+            raise ValueError(f"mirror_axes must lie in 0..{self.dims - 1}")
+        if len(self.labels.channel_to_label) != self.num_output_channels:
+            raise ValueError("labels must describe every output channel")
+        return self
+
+    # --- file I/O ---------------------------------------------------------------------
+    def to_json(self) -> str:
+        """Serialise (with the ``schema`` key) as pretty JSON."""
+        return self.model_dump_json(by_alias=True, indent=2)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``segmentation_spec.json`` into ``directory``."""
+        path = Path(directory) / SPEC_FILENAME
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SegmentationSpec:
+        """Read a spec file (or the spec inside an export directory)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / SPEC_FILENAME
+        if not p.is_file():
+            raise BundleFormatError(
+                f"no segmentation spec at {p}; point at an `hccatom export nnunet` output "
+                f"directory (it holds {SPEC_FILENAME} and the fold ONNX files)"
+            )
+        try:
+            return cls.model_validate(json.loads(p.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise BundleFormatError(f"invalid segmentation spec {p.name}: {exc}") from exc
