@@ -14,6 +14,7 @@ from hccatom.errors import (
     InputError,
     SegmentationError,
 )
+from hccatom.segmentation import Segmenter
 from hccatom.volume import Volume
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "HccatomError",
     "InputError",
     "SegmentationError",
+    "Segmenter",
     "Volume",
     "__version__",
     "read_ct",
