@@ -368,6 +368,11 @@ def _check_scalar_3d(image: sitk.Image, where: str) -> None:
             "vector image); expected a single grey value (HU) per voxel."
         )
     size = image.GetSize()
+    if image.GetDimension() > 3:
+        raise CTInputError(
+            f"{where} is a {image.GetDimension()}-D image (size {size}); expected one 3-D CT "
+            "volume. Split time series or multi-phase stacks into one volume per phase."
+        )
     if image.GetDimension() != 3 or min(size) < 2:
         raise CTInputError(
             f"{where} is a 2-D image (size {size} in x, y, z); expected a 3-D CT volume "

@@ -320,6 +320,12 @@ def test_error_2d_image(real_data: Path, tmp_path: Path) -> None:
         read_ct(flat)
 
 
+def test_error_4d_image() -> None:
+    img = sitk.Image([4, 4, 4, 3], sitk.sitkInt16)
+    with pytest.raises(CTInputError, match="4-D image"):
+        read_ct(img)
+
+
 def test_error_colour_image() -> None:
     rgb = sitk.GetImageFromArray(np.zeros((3, 8, 8, 3), np.int16), isVector=True)
     with pytest.raises(CTInputError, match="3 values per voxel"):
