@@ -1,0 +1,347 @@
+"""``Predictor``: two CT phases + clinical variables -> :class:`Recommendation`.
+
+::
+
+    predictor = hccatom.Predictor.from_bundle("bundle.zip")           # engines made once
+    rec = predictor.recommend({"arterial": "art.nii.gz", "portal": "ven.nii.gz"},
+                              hccatom.ClinicalVariables.from_json("clinical.json"))
+    print(rec.final_plan); rec.to_json("rec.json")
+
+The Predictor holds the verified bundle and the engines; each call is a chain of the plain
+stage functions in :mod:`hccatom.chain`, timed per stage. No per-call state is stored on
+the object, so one Predictor serves concurrent ``recommend`` calls from several threads
+with results identical to serial calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hccatom import __version__
+from hccatom.atom import decide
+from hccatom.bundle import Bundle, load_bundle
+from hccatom.chain import (
+    PhaseImage,
+    QualityThresholds,
+    SelectionScorer,
+    as_clinical,
+    check_phase_keys,
+    encode_clinical,
+    phase_image,
+    phase_report,
+    prepare_phase,
+    quality_flags,
+    segmentation_input,
+)
+from hccatom.clinical import ClinicalVariables
+from hccatom.engines import Engine, OnnxRuntimeEngine
+from hccatom.errors import HccatomError, InputError
+from hccatom.recommendation import (
+    BundleRef,
+    EngineInfo,
+    Phase,
+    PhaseReport,
+    Recommendation,
+)
+from hccatom.segmentation import Segmenter
+from hccatom.volume import Volume
+
+PHASES: tuple[Phase, Phase] = ("arterial", "portal")
+
+
+@dataclass(frozen=True)
+class CTStudy:
+    """The two contrast phases of one study; each anything :func:`hccatom.read_ct` accepts
+    (DICOM folder, NIfTI/NRRD/MHA path, SimpleITK image, :class:`hccatom.Volume`)."""
+
+    arterial: Any
+    portal: Any
+
+    @classmethod
+    def coerce(cls, ct: CTStudy | Mapping[str, Any]) -> CTStudy:
+        """A CTStudy from itself or a mapping with exactly 'arterial' and 'portal'."""
+        if isinstance(ct, CTStudy):
+            return ct
+        if isinstance(ct, Mapping):
+            check_phase_keys(ct)
+            return cls(arterial=ct["arterial"], portal=ct["portal"])
+        raise InputError(
+            f"ct must be a CTStudy or a mapping {{'arterial': ..., 'portal': ...}}, not "
+            f"{type(ct).__name__}."
+        )
+
+    def phase(self, name: Phase) -> Any:
+        """The source of one phase."""
+        return self.arterial if name == "arterial" else self.portal
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """A step of one recommendation: ``stage`` started (done 0) or advanced/finished."""
+
+    stage: str
+    done: int
+    total: int
+    elapsed_s: float
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One patient for :meth:`Predictor.recommend_many`: its CT study and clinical data."""
+
+    ct: CTStudy | Mapping[str, Any]
+    clinical: ClinicalVariables | Mapping[str, Any] | str | Path
+    case_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What :meth:`Predictor.recommend_many` yields per case: a result or the error."""
+
+    index: int
+    case_id: str | None
+    recommendation: Recommendation | None = None
+    error: HccatomError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the case produced a recommendation."""
+        return self.recommendation is not None
+
+
+@dataclass
+class _Timer:
+    progress: ProgressCallback | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[Callable[[int, int], None]]:
+        t0 = time.perf_counter()
+
+        def tick(done: int, total: int) -> None:
+            if self.progress is not None:
+                self.progress(ProgressEvent(name, done, total, time.perf_counter() - t0))
+
+        tick(0, 1)
+        try:
+            yield tick
+        finally:
+            elapsed = time.perf_counter() - t0
+            self.timings_ms[name] = self.timings_ms.get(name, 0.0) + elapsed * 1000.0
+            tick(1, 1)
+
+
+class Predictor:
+    """Runs a bundle's chain. Build with :meth:`from_bundle`; thread-safe."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        segmenter: Segmenter,
+        scorer: SelectionScorer,
+        *,
+        device: str = "auto",
+        quality: QualityThresholds | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.segmenter = segmenter
+        self.scorer = scorer
+        self.device = device
+        self.quality = quality or QualityThresholds()
+        m = bundle.manifest
+        self.preprocessing = m.preprocessing
+        self._bundle_ref = BundleRef(
+            name=m.name, version=m.version, sha256=bundle.sha256, synthetic=m.synthetic,
+            intended_use=m.intended_use,
+        )
+
+    @classmethod
+    def from_bundle(
+        cls,
+        path: str | Path | Bundle,
+        device: str = "auto",
+        threads: int | None = None,
+        *,
+        step_size: float = 0.5,
+        mirroring: bool | None = None,
+        quality: QualityThresholds | None = None,
+        engine_factory: Callable[[Path], Engine] | None = None,
+    ) -> Predictor:
+        """Open and verify a bundle (checksums, schema) and create every engine once.
+
+        ``device``: "auto" (TensorRT > CUDA > CPU where present), "cpu", "cuda" or
+        "tensorrt"; an explicit device that is unavailable raises
+        :class:`~hccatom.errors.EngineUnavailableError`. ``threads``: CPU intra-op threads
+        per engine. ``step_size``/``mirroring``: segmentation sliding window options.
+        """
+        bundle = load_bundle(path)
+        m = bundle.manifest
+
+        def make(p: Path) -> Engine:
+            if engine_factory is not None:
+                return engine_factory(p)
+            return OnnxRuntimeEngine(p, device=device, threads=threads)
+
+        seg_spec = m.segmentation.spec
+        seg_engines = [make(bundle.segmentation_dir / f.onnx) for f in seg_spec.folds]
+        segmenter = Segmenter(
+            bundle.segmentation_dir, device=device, step_size=step_size, mirroring=mirroring,
+            threads=threads, spec=seg_spec, engines=seg_engines, verify=False,
+        )
+        sel = m.selection
+        if sel.fused is not None:
+            engines = {"fused": make(bundle.path(sel.fused.path))}
+        else:
+            engines = {k: make(bundle.path(v.path)) for k, v in sel.models.items()}
+        scorer = SelectionScorer(sel, engines)
+        return cls(bundle, segmenter, scorer, device=device, quality=quality)
+
+    # --- partial chain ----------------------------------------------------------------
+    def segment(self, phase: Any, *, progress: Callable[[int, int], None] | None = None
+                ) -> Volume:
+        """Liver/tumour labels (0/1/2) of one phase, on the bundle's z-resampled grid."""
+        ct = prepare_phase(phase, self.preprocessing)
+        return self.segmenter.segment(segmentation_input(ct, self.preprocessing),
+                                      progress=progress)
+
+    def _phase(self, source: Any, name: Phase, timer: _Timer
+               ) -> tuple[PhaseImage, PhaseReport]:
+        spec = self.preprocessing
+        with timer.stage(f"read_{name}"):
+            ct = prepare_phase(source, spec)
+        with timer.stage(f"segment_{name}") as tick:
+            labels = self.segmenter.segment(segmentation_input(ct, spec), progress=tick)
+        with timer.stage(f"crop_{name}"):
+            img = phase_image(ct, labels, spec)
+            report = phase_report(img, labels, spec)
+        return img, report
+
+    def _score(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer
+               ) -> tuple[dict[str, float], dict[Phase, PhaseImage], dict[Phase, PhaseReport]]:
+        study = CTStudy.coerce(ct)
+        with timer.stage("clinical"):
+            cv = as_clinical(clinical)
+            clin = encode_clinical(cv, self.bundle.manifest.selection.clinical_encoding,
+                                   self.bundle.manifest.selection)
+        images: dict[Phase, PhaseImage] = {}
+        reports: dict[Phase, PhaseReport] = {}
+        for name in PHASES:
+            images[name], reports[name] = self._phase(study.phase(name), name, timer)
+        with timer.stage("selection"):
+            feeds = self.scorer.feeds(images["arterial"].image, images["portal"].image, clin)
+            scores = self.scorer.score(feeds)[0]
+        return scores, images, reports
+
+    def score(self, ct: CTStudy | Mapping[str, Any], clinical: Any) -> dict[str, float]:
+        """The four SELECTION scores (TACE, HAIC, TC, HC) without the ATOM decision."""
+        return self._score(ct, clinical, _Timer(None))[0]
+
+    # --- full chain -------------------------------------------------------------------
+    def recommend(
+        self,
+        ct: CTStudy | Mapping[str, Any],
+        clinical: ClinicalVariables | Mapping[str, Any] | str | Path,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> Recommendation:
+        """Run the whole chain for one patient. Raises typed :class:`HccatomError`s."""
+        t0 = time.perf_counter()
+        timer = _Timer(progress)
+        scores, images, reports = self._score(ct, clinical, timer)
+        m = self.bundle.manifest
+        with timer.stage("atom"):
+            decision = decide(scores, m.thresholds, m.policy)
+            flags = quality_flags(images, self.quality)
+        timer.timings_ms["total"] = (time.perf_counter() - t0) * 1000.0
+        return Recommendation(
+            final_plan=decision.final_plan,
+            decision=decision,
+            scores=decision.assessments,
+            phases=reports,
+            quality_flags=flags,
+            timings_ms=timer.timings_ms,
+            engine=EngineInfo(
+                device=self.device,
+                segmentation=self.segmenter.providers,
+                selection=self.scorer.providers,
+                selection_layout="fused" if self.scorer.layout == "fused" else "separate",
+            ),
+            bundle=self._bundle_ref,
+            hccatom_version=__version__,
+        )
+
+    def recommend_many(
+        self,
+        cases: Iterable[Case | tuple[Any, Any]],
+        *,
+        progress: Callable[[int, CaseResult], None] | None = None,
+        workers: int = 1,
+        on_error: Literal["raise", "yield"] = "raise",
+    ) -> Iterator[CaseResult]:
+        """Stream results in input order as they complete.
+
+        ``cases``: :class:`Case` objects or ``(ct, clinical)`` pairs. ``progress(n_done,
+        result)`` is called after each case. ``workers`` > 1 runs cases on a thread pool (at
+        most ``workers`` in flight). ``on_error="yield"`` yields failed cases with their
+        typed error instead of raising.
+        """
+        def run(i: int, case: Case | tuple[Any, Any]) -> CaseResult:
+            c = case if isinstance(case, Case) else Case(ct=case[0], clinical=case[1])
+            try:
+                return CaseResult(i, c.case_id, recommendation=self.recommend(c.ct, c.clinical))
+            except HccatomError as exc:
+                if on_error == "raise":
+                    raise
+                return CaseResult(i, c.case_id, error=exc)
+
+        done = 0
+        if workers <= 1:
+            for i, case in enumerate(cases):
+                result = run(i, case)
+                done += 1
+                if progress is not None:
+                    progress(done, result)
+                yield result
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: list[Any] = []
+            it = iter(enumerate(cases))
+            for i, case in it:
+                pending.append(pool.submit(run, i, case))
+                if len(pending) >= workers:
+                    break
+            while pending:
+                result = pending.pop(0).result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(run, *nxt))
+                done += 1
+                if progress is not None:
+                    progress(done, result)
+                yield result
+
+    def close(self) -> None:
+        """Release the bundle's extracted files (zip bundles)."""
+        self.bundle.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.bundle.name} {self.bundle.version}, device={self.device!r}, "
+                f"selection={self.scorer.layout})")
+
+
+__all__ = ["CTStudy", "Case", "CaseResult", "Predictor", "ProgressEvent"]

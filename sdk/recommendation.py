@@ -1,0 +1,168 @@
+"""``Recommendation``: what one run of the chain returns (pydantic, JSON round trip).
+
+It carries the ATOM decision (final plan, both stages, rationale), the four scores with
+their thresholds and risk groups, per phase the slice the model saw, quality flags, per-stage
+timings, the engine providers, which bundle produced it, and the research-use notice. It
+holds no patient identifiers: nothing from the CT headers or the clinical record is copied
+into it except what the decision needs (the scores).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hccatom.atom import MODELS, Decision, ModelAssessment
+from hccatom.atom.policy import Plan
+
+RESEARCH_USE_NOTICE: Final[str] = (
+    "Research use only: hccatom is not a medical device and its recommendations are not "
+    "validated for clinical decisions. ATOM's policy is a reconstruction of a published "
+    "flowchart; every decision must be made by the treating team."
+)
+
+Phase = Literal["arterial", "portal"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PhaseReport(_Model):
+    """The slice the SELECTION models saw for one phase, and how it was cropped."""
+
+    slice_index: int = Field(description="z index in the resampled CT (slice_thickness_mm).")
+    slice_position_mm: float = Field(description="Superior (z) LPS coordinate, mm.")
+    tumour_area_mm2: float
+    liver_area_mm2: float = Field(description="Liver including tumour on the slice, mm^2.")
+    box_mm: float = Field(description="Side of the square crop box actually used, mm.")
+    liver_extent_mm: tuple[float, float] = Field(description="(y, x) liver extent, mm.")
+    liver_touches_border: bool
+    box_enlarged: bool = Field(description="The liver was wider than the crop box.")
+    padded: bool = Field(description="Part of the box was outside the image.")
+    segmentation_voxels: dict[str, int] = Field(
+        default_factory=dict, description="Voxel count per label in the whole phase."
+    )
+
+
+class QualityFlag(_Model):
+    """Something a reader of the recommendation should check; never blocks the result."""
+
+    code: str = Field(description="Stable identifier, e.g. 'liver_touches_border'.")
+    phase: Phase | None = None
+    message: str
+
+
+class EngineInfo(_Model):
+    """Which execution providers ran the models."""
+
+    device: str = Field(description="The device asked for ('auto', 'cpu', 'cuda', ...).")
+    segmentation: list[str]
+    selection: list[str]
+    selection_layout: Literal["fused", "separate"]
+
+
+class BundleRef(_Model):
+    """The bundle that produced the recommendation."""
+
+    name: str
+    version: str
+    sha256: str = Field(description="sha256 of the bundle's manifest.json (names all files).")
+    synthetic: bool = Field(description="True for bundles of models trained on synthetic data.")
+    intended_use: str
+
+
+class Recommendation(_Model):
+    """ATOM's recommendation for one patient, with everything needed to audit it."""
+
+    final_plan: Plan
+    decision: Decision
+    scores: dict[str, ModelAssessment] = Field(
+        description="TACE, HAIC, TC, HC: score, threshold (MSS), risk group, margin."
+    )
+    phases: dict[Phase, PhaseReport]
+    quality_flags: list[QualityFlag] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict, description="Wall time per stage in ms (plus 'total')."
+    )
+    engine: EngineInfo
+    bundle: BundleRef
+    notice: str = RESEARCH_USE_NOTICE
+    hccatom_version: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    # --- serialisation ---------------------------------------------------------------
+    def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
+        """JSON text; also written to ``path`` when given."""
+        text = self.model_dump_json(indent=indent)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> Recommendation:
+        """Parse JSON text, or read it from a ``.json`` path."""
+        if isinstance(source, Path) or (
+            isinstance(source, str) and not source.lstrip().startswith("{")
+        ):
+            source = Path(source).read_text(encoding="utf-8")
+        return cls.model_validate_json(source)
+
+    def comparable(self) -> dict[str, object]:
+        """The content without run-dependent fields (timings, creation time)."""
+        return self.model_dump(exclude={"timings_ms", "created_at"})
+
+    # --- text --------------------------------------------------------------------------
+    def summary(self, *, timings: bool = True) -> str:
+        """A short readable summary: plan, scores vs thresholds, rationale, flags, timings."""
+        d = self.decision
+        lines = [f"Recommendation: {self.final_plan}"]
+        if d.advice:
+            lines.append(f"  {d.advice}")
+        lines.append("Scores (vs MSS):")
+        for m in MODELS:
+            a = self.scores[m]
+            lines.append(
+                f"  {m:<5} {a.score:.3f}  {'>=' if a.favourable else '< '} {a.threshold:.4f}"
+                f"  {a.risk_group} risk  (margin {a.margin:+.3f})"
+            )
+        lines.append(f"Why ({d.policy_id}):")
+        lines += [f"  - [{r.rule_id}] {r.text}" for r in d.rationale if
+                  not r.rule_id.startswith("risk.")]
+        for name, ph in self.phases.items():
+            lines.append(
+                f"{name.capitalize()} slice {ph.slice_index} (z {ph.slice_position_mm:.1f} mm): "
+                f"tumour {ph.tumour_area_mm2:.0f} mm^2, liver {ph.liver_area_mm2:.0f} mm^2"
+            )
+        if self.quality_flags:
+            lines.append("Quality flags:")
+            lines += [f"  ! {f.message}" for f in self.quality_flags]
+        if timings and self.timings_ms:
+            total = self.timings_ms.get("total")
+            parts = [f"{k} {v:.0f}" for k, v in self.timings_ms.items() if k != "total"]
+            lines.append(
+                "Timings (ms): " + ", ".join(parts)
+                + (f"; total {total:.0f}" if total is not None else "")
+            )
+        lines.append(
+            f"Bundle {self.bundle.name} {self.bundle.version} ({self.bundle.sha256[:12]}), "
+            f"providers: segmentation {', '.join(self.engine.segmentation)}; "
+            f"SELECTION {', '.join(self.engine.selection)}"
+        )
+        if self.bundle.synthetic:
+            lines.append("NOTE: this bundle's models were trained on synthetic data only.")
+        lines.append(self.notice)
+        return "\n".join(lines)
+
+
+__all__ = [
+    "RESEARCH_USE_NOTICE",
+    "BundleRef",
+    "EngineInfo",
+    "PhaseReport",
+    "QualityFlag",
+    "Recommendation",
+]
