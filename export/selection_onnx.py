@@ -154,10 +154,34 @@ def _onnx_export(
                 dynamic_axes={n: {0: "batch"} for n in (*INPUT_NAMES, *output_names)},
             )
         proto = onnx.load(str(path))
+        _restore_unused_inputs(proto, args)
         onnx.helper.set_model_props(proto, dict(metadata))
         onnx.save(proto, str(path), save_as_external_data=external)
     else:
         raise ExportError(f"unknown exporter {exporter!r}; use 'dynamo' or 'legacy'")
+
+
+def _restore_unused_inputs(proto: Any, args: tuple[Tensor, ...]) -> None:
+    """Put back inputs the TorchScript exporter pruned because nothing reads them.
+
+    With ``fusion="image_only"`` the clinical inputs do not reach the output; the graph must
+    still take them, so that every SELECTION model has the same interface.
+    """
+    from onnx import TensorProto, helper
+
+    graph = proto.graph
+    present = {i.name: i for i in graph.input}
+    ordered = []
+    for name, arg in zip(INPUT_NAMES, args, strict=True):
+        if name in present:
+            ordered.append(present[name])
+        else:
+            ordered.append(helper.make_tensor_value_info(
+                name, TensorProto.FLOAT, ["batch", *arg.shape[1:]]
+            ))
+    extra = [i for i in graph.input if i.name not in INPUT_NAMES]
+    del graph.input[:]
+    graph.input.extend([*ordered, *extra])
 
 
 def _export_and_check(
