@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
@@ -281,27 +281,42 @@ def _run_bundle_info(args: argparse.Namespace) -> int:
 
 
 # --- lazy subcommands (export, demo) ----------------------------------------------------
+_EXPORT_DEPS = {"torch", "torchvision", "nnunetv2", "onnx", "onnxscript", "safetensors"}
+
+
+def _missing_extra(exc: ModuleNotFoundError, module: str, command: str) -> HccatomError:
+    missing = exc.name or module
+    if missing.split(".")[0] in _EXPORT_DEPS:
+        return HccatomError(
+            f"`hccatom {command}` needs the export extra ({missing} is not installed): "
+            'pip install "hccatom[export]".'
+        )
+    return HccatomError(
+        f"`hccatom {command}` is not available in this installation ({missing} is missing)."
+    )
+
+
 def _import_command(module: str, command: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        missing = exc.name or module
-        if missing.split(".")[0] in {"torch", "nnunetv2", "onnx", "onnxscript"}:
-            raise HccatomError(
-                f"`hccatom {command}` needs the export extra ({missing} is not installed): "
-                'pip install "hccatom[export]".'
-            ) from exc
-        raise HccatomError(
-            f"`hccatom {command}` is not available in this installation ({module} is "
-            "missing)."
-        ) from exc
+        raise _missing_extra(exc, module, command) from exc
 
 
-def _lazy_runner(module: ModuleType) -> Callable[[argparse.Namespace], int]:
+def _configure_lazy(mod: ModuleType, parser: argparse.ArgumentParser, command: str) -> None:
+    """Let a lazily imported module add its arguments and its runner."""
+    try:
+        mod.configure_parser(parser)
+    except ModuleNotFoundError as exc:
+        raise _missing_extra(exc, mod.__name__, command) from exc
+
     def run(args: argparse.Namespace) -> int:
-        return int(module.run(args))
+        try:
+            return int(mod.run(args))
+        except ModuleNotFoundError as exc:
+            raise _missing_extra(exc, mod.__name__, command) from exc
 
-    return run
+    parser.set_defaults(func=run)
 
 
 def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -319,21 +334,19 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         else:
             continue
         if chosen == path:
-            mod = _import_command(module, " ".join(path))
-            mod.configure_parser(p)
-            p.set_defaults(func=_lazy_runner(mod))
+            command = " ".join(path)
+            _configure_lazy(_import_command(module, command), p, command)
     if chosen[:1] == ("demo",):
         demo_path = ("demo", "build")
         if chosen == demo_path:
             dsub = demo.add_subparsers(dest="demo_command")
             p = dsub.add_parser("build", help=LAZY_COMMANDS[demo_path][1])
-            mod = _import_command(LAZY_COMMANDS[demo_path][0], "demo build")
+            command, module = "demo build", LAZY_COMMANDS[demo_path][0]
         else:
             p = demo
-            mod = _import_command(DEMO_MODULE, "demo")
-        p.add_argument("-h", "--help", action="help", help="show this help message and exit")
-        mod.configure_parser(p)
-        p.set_defaults(func=_lazy_runner(mod))
+            command, module = "demo", DEMO_MODULE
+            p.add_argument("-h", "--help", action="help", help="show this help message and exit")
+        _configure_lazy(_import_command(module, command), p, command)
 
 
 # --- main -----------------------------------------------------------------------------

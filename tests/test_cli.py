@@ -1,0 +1,260 @@
+"""The ``hccatom`` CLI: recommend, bundle build/verify/info, exit codes, lazy subcommands.
+
+Runs ``main([...])`` in-process for speed, plus a few real console-script subprocesses
+(exit codes, no traceback, no torch imported by the runtime commands).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from fixtures.bundle.helpers import (
+    FUSED,
+    SEGMENTATION,
+    build_fixture_bundle,
+    clinical_example,
+    phantom,
+    selection_dirs,
+)
+
+from hccatom.atom import MODELS
+from hccatom.cli import exit_code_for, main
+from hccatom.ct_io import write_volume
+from hccatom.errors import (
+    BundleIntegrityError,
+    CTInputError,
+    EngineInputError,
+    EngineUnavailableError,
+    NoTumourError,
+    ScoreInputError,
+)
+from hccatom.recommendation import Recommendation
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("cli")
+    ph = phantom()
+    out = {
+        "bundle": build_fixture_bundle(d / "bundle.zip"),
+        "arterial": write_volume(ph["arterial"], d / "art.nii.gz"),
+        "portal": write_volume(ph["portal"], d / "ven.nrrd"),
+        "clinical": d / "clinical.json",
+        "dir": d,
+    }
+    out["clinical"].write_text(json.dumps(clinical_example()))
+    return out
+
+
+def _recommend_args(files: dict[str, Path], **over: str) -> list[str]:
+    args = {"--bundle": str(files["bundle"]), "--arterial": str(files["arterial"]),
+            "--portal": str(files["portal"]), "--clinical": str(files["clinical"]),
+            "--device": "cpu"}
+    args.update(over)
+    return ["recommend", *[x for kv in args.items() for x in kv]]
+
+
+def test_recommend_prints_summary_and_writes_json(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rec.json"
+    assert main(_recommend_args(files, **{"--json": str(out)})) == 0
+    text = capsys.readouterr().out
+    rec = Recommendation.from_json(out)
+    assert f"Recommendation: {rec.final_plan}" in text
+    for m in MODELS:
+        assert f"{rec.scores[m].score:.3f}" in text
+    assert "Timings (ms)" in text and "Research use only" in text
+    assert rec.decision.rationale[-1].rule_id in text
+
+
+def test_recommend_json_to_stdout(files: dict[str, Path],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_recommend_args(files, **{"--json": "-"})) == 0
+    rec = Recommendation.model_validate_json(capsys.readouterr().out)
+    assert set(rec.scores) == set(MODELS)
+
+
+@pytest.mark.parametrize(
+    ("over", "code", "needle"),
+    [
+        ({"--portal": "missing.nrrd"}, 2, "--portal missing.nrrd: no such file"),
+        ({"--bundle": "nowhere.zip"}, 3, "no such bundle"),
+        ({"--device": "cuda"}, 4, "engine unavailable"),
+    ],
+)
+def test_recommend_exit_codes(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+    over: dict[str, str], code: int, needle: str,
+) -> None:
+    if over.get("--device") == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            pytest.skip("CUDA present")
+    assert main(_recommend_args(files, **over)) == code
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_bad_clinical_lists_every_problem(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(dict(clinical_example(), albumin_g_per_l=3.8, ecog=7)))
+    assert main(_recommend_args(files, **{"--clinical": str(bad)})) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err
+    assert "  - albumin_g_per_l:" in err and "  - ecog:" in err
+
+
+def test_tampered_bundle_is_exit_3(files: dict[str, Path], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "b"
+    build_fixture_bundle(d)
+    f = d / "selection" / "fused" / "model.onnx"
+    f.write_bytes(f.read_bytes()[:-1] + b"\x00")
+    assert main(_recommend_args(files, **{"--bundle": str(d)})) == 3
+    assert "selection/fused/model.onnx" in capsys.readouterr().err
+    assert main(["bundle", "verify", str(d)]) == 3
+    assert main(["bundle", "info", str(d)]) == 3
+
+
+def test_bundle_build_verify_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    th = tmp_path / "th.json"
+    th.write_text(json.dumps({"TACE": 0.5, "HAIC": 0.4, "TC": 0.6, "HC": 0.7}))
+    sel = [f"{k}={v}" for k, v in selection_dirs().items()]
+    out = tmp_path / "site.zip"
+    code = main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--selection", *sel,
+                 "--fused", str(FUSED), "--thresholds", str(th), "--out", str(out),
+                 "--version", "2.1.0", "--synthetic"])
+    assert code == 0, capsys.readouterr().err
+    assert "verified" in capsys.readouterr().out
+    assert main(["bundle", "verify", str(out)]) == 0
+    assert "verified: all checks passed" in capsys.readouterr().out
+    assert main(["bundle", "info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "site 2.1.0" in info and "TACE 0.5000" in info
+    assert main(["bundle", "info", "--json", str(out)]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["thresholds"]["HC"] == 0.7 and manifest["version"] == "2.1.0"
+    # existing output without --overwrite: export error, exit 1, one line
+    code = main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--selection", *sel,
+                 "--paper-thresholds", "--out", str(out)])
+    assert code == 1
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_bundle_build_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # thresholds are required (no silent paper defaults for a site's own models)
+    assert main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--thresholds" in capsys.readouterr().err
+    assert main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--selection",
+                 "TACE", "--paper-thresholds", "--out", str(tmp_path / "x")]) == 2
+    assert "TACE=DIR" in capsys.readouterr().err
+    bad_policy = tmp_path / "policy.json"
+    bad_policy.write_text('{"tie_preference": "XYZ"}')
+    assert main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
+                 "--paper-thresholds", "--policy", str(bad_policy),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--policy" in capsys.readouterr().err
+
+
+def test_verify_reports_failed_model_with_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "sel"
+    for m, d in selection_dirs().items():
+        shutil.copytree(d, root / m)
+    shutil.copyfile(selection_dirs()["TACE"] / "model.onnx", root / "HAIC" / "model.onnx")
+    sel = [f"{m}={root / m}" for m in MODELS]
+    out = tmp_path / "b"
+    assert main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--selection", *sel,
+                 "--fused", str(FUSED), "--paper-thresholds", "--out", str(out),
+                 "--no-verify"]) == 0
+    capsys.readouterr()
+    assert main(["bundle", "verify", str(out)]) == 3
+    assert "[FAIL] fused = separate" in capsys.readouterr().out
+
+
+def test_exit_code_mapping() -> None:
+    assert exit_code_for(CTInputError("x")) == 2
+    assert exit_code_for(ScoreInputError("x")) == 2
+    assert exit_code_for(NoTumourError("x")) == 2
+    assert exit_code_for(BundleIntegrityError("x")) == 3
+    assert exit_code_for(EngineInputError("x")) == 3
+    assert exit_code_for(EngineUnavailableError("x")) == 4
+    assert exit_code_for(RuntimeError("x")) == 1
+
+
+def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["recommend"]) == 2
+    assert "--bundle" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("recommend", "bundle", "export", "demo"):
+        assert cmd in out
+
+
+def _run_cli(args: list[str], block_torch: bool = False) -> subprocess.CompletedProcess[str]:
+    guard = textwrap.dedent(
+        """
+        import builtins, sys
+        real = builtins.__import__
+        def guarded(name, *a, **k):
+            if name.split('.')[0] in {'torch', 'nnunetv2', 'onnx'}:
+                raise ModuleNotFoundError('blocked in this test: ' + name, name=name)
+            return real(name, *a, **k)
+        builtins.__import__ = guarded
+        """
+    ) if block_torch else ""
+    code = guard + "import sys\nfrom hccatom.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+
+
+def test_runtime_commands_run_without_torch(files: dict[str, Path]) -> None:
+    r = _run_cli(_recommend_args(files), block_torch=True)
+    assert r.returncode == 0, r.stderr
+    assert "Recommendation:" in r.stdout
+    r = _run_cli(["bundle", "info", str(files["bundle"])], block_torch=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_export_without_the_extra_says_what_to_install() -> None:
+    r = _run_cli(["export", "selection", "--help"], block_torch=True)
+    assert r.returncode == 1
+    assert "export extra" in r.stderr and "pip install" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_debug_shows_the_traceback(files: dict[str, Path]) -> None:
+    r = _run_cli(["--debug", *_recommend_args(files, **{"--bundle": "nowhere"})])
+    assert r.returncode == 3
+    assert "Traceback" in r.stderr and "BundleNotFoundError" in r.stderr
+    r = _run_cli(_recommend_args(files, **{"--bundle": "nowhere"}))
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("hccatom", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("console script not on this environment's bin path")
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("hccatom ")
+
+
+def test_no_tumour_is_exit_2(files: dict[str, Path], tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    ph = phantom(tumour_radius_mm=0.0)
+    a = write_volume(ph["arterial"], tmp_path / "a.nii.gz")
+    assert main(_recommend_args(files, **{"--arterial": str(a)})) == 2
+    assert "tumour" in capsys.readouterr().err
