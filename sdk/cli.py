@@ -126,6 +126,9 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="write the full recommendation as JSON ('-' for stdout only)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
+    p.add_argument("--no-mirroring", action="store_true",
+                   help="segment without test-time mirroring (faster; nnU-Net mirrors by "
+                   "default where the model allows it)")
     p.set_defaults(func=_run_recommend)
 
 
@@ -142,7 +145,8 @@ def _run_recommend(args: argparse.Namespace) -> int:
     except ClinicalInputError as exc:
         raise ClinicalInputError(f"--clinical {args.clinical}: {exc}", exc.problems) from exc
     t0 = time.perf_counter()
-    predictor = Predictor.from_bundle(args.bundle, device=args.device, threads=args.threads)
+    predictor = Predictor.from_bundle(args.bundle, device=args.device, threads=args.threads,
+                                      mirroring=False if args.no_mirroring else None)
     load_ms = (time.perf_counter() - t0) * 1000
     with predictor:
         rec = predictor.recommend(CTStudy(arterial=args.arterial, portal=args.portal),
