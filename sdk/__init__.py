@@ -14,6 +14,8 @@ from hccatom.errors import (
     InputError,
     SegmentationError,
 )
+from hccatom.predictor import CTStudy, Predictor
+from hccatom.recommendation import Recommendation
 from hccatom.segmentation import Segmenter
 from hccatom.volume import Volume
 
@@ -22,11 +24,14 @@ __version__ = "0.1.0"
 __all__ = [
     "BundleError",
     "CTInputError",
+    "CTStudy",
     "ClinicalInputError",
     "ClinicalVariables",
     "EngineUnavailableError",
     "HccatomError",
     "InputError",
+    "Predictor",
+    "Recommendation",
     "SegmentationError",
     "Segmenter",
     "Volume",

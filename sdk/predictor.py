@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hccatom import __version__
 from hccatom.atom import decide
 from hccatom.bundle import Bundle, load_bundle
 from hccatom.chain import (
@@ -53,6 +52,12 @@ from hccatom.segmentation import Segmenter
 from hccatom.volume import Volume
 
 PHASES: tuple[Phase, Phase] = ("arterial", "portal")
+
+
+def _version() -> str:
+    import hccatom  # at call time: hccatom/__init__ imports this module
+
+    return str(hccatom.__version__)
 
 
 @dataclass(frozen=True)
@@ -276,7 +281,7 @@ class Predictor:
                 selection_layout="fused" if self.scorer.layout == "fused" else "separate",
             ),
             bundle=self._bundle_ref,
-            hccatom_version=__version__,
+            hccatom_version=_version(),
         )
 
     def recommend_many(
