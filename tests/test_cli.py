@@ -258,3 +258,26 @@ def test_no_tumour_is_exit_2(files: dict[str, Path], tmp_path: Path,
     a = write_volume(ph["arterial"], tmp_path / "a.nii.gz")
     assert main(_recommend_args(files, **{"--arterial": str(a)})) == 2
     assert "tumour" in capsys.readouterr().err
+
+
+def test_tty_progress_shows_only_slow_steps_on_a_terminal() -> None:
+    import io
+
+    from hccatom.cli import TtyProgress
+    from hccatom.predictor import ProgressEvent
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    show = TtyProgress(tty, after_s=1.0)
+    show(ProgressEvent("read_arterial", 1, 1, 0.2))  # fast: nothing
+    show(ProgressEvent("segment_arterial", 3, 27, 1.5))
+    show(ProgressEvent("segment_arterial", 1, 1, 2.5))
+    text = tty.getvalue()
+    assert "read_arterial" not in text
+    assert "segment_arterial 3/27 1.5 s" in text and text.endswith("2.5 s\n")
+    pipe = io.StringIO()  # not a terminal: silent
+    TtyProgress(pipe)(ProgressEvent("segment_portal", 3, 27, 5.0))
+    assert pipe.getvalue() == ""
