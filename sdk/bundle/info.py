@@ -61,10 +61,17 @@ def bundle_summary(bundle: Bundle) -> str:
 
 
 def _parity_line(rep: object) -> str:
+    """The headline numbers of a parity report (its top level and its 'parity' section)."""
     if not isinstance(rep, dict):
         return str(rep)
-    keys = [k for k in rep if any(w in k for w in ("max", "mean", "passed", "ok", "tol"))]
-    shown = {k: rep[k] for k in keys if isinstance(rep[k], (int, float, bool, str))}
+    sections = [rep] + ([rep["parity"]] if isinstance(rep.get("parity"), dict) else [])
+    shown: dict[str, object] = {}
+    for sec in sections:
+        for k, v in sec.items():
+            if any(w in k for w in ("max", "mean", "passed", "tol")) and isinstance(
+                v, (int, float, bool, str)
+            ):
+                shown[k] = f"{v:.3g}" if isinstance(v, float) else v
     return ", ".join(f"{k}={v}" for k, v in shown.items()) or "(report stored)"
 
 
