@@ -73,8 +73,8 @@ class AtomPolicy(BaseModel):
 
     policy_id: str = Field(default="atom-v1", min_length=1, description="Name of this policy.")
     description: str = Field(
-        default="ATOM two-stage policy reconstructed from the SELECTION/ATOM paper (Fig. 3b, Table 3). "
-        "Not clinically validated; research use only.",
+        default="ATOM two-stage policy reconstructed from the SELECTION/ATOM paper "
+        "(Fig. 3b, Table 3). Not clinically validated; research use only.",
         description="What this policy is and where it comes from.",
     )
     favourable_when: Literal[">=", ">"] = Field(
