@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from hccatom import Segmenter, Volume
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError

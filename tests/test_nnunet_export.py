@@ -1,0 +1,163 @@
+"""``hccatom export nnunet``: spec values, ONNX parity, and the errors a site can hit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("nnunetv2")
+
+import torch
+
+from hccatom.engines import OnnxRuntimeEngine
+from hccatom.errors import CheckpointError, ExportError
+from hccatom.export import nnunet_cli
+from hccatom.export.nnunet_export import (
+    label_meaning,
+    load_checkpoint,
+    parse_label_map,
+)
+from hccatom.segmentation import SegmentationSpec
+
+pytestmark = pytest.mark.export
+
+FIXTURE = Path(__file__).parent / "fixtures" / "nnunet"
+MODEL = FIXTURE / "model" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("nnunet_export")
+    rc = nnunet_cli.main(["--model-folder", str(MODEL), "--folds", "0", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture()
+def model_copy(tmp_path: Path) -> Path:
+    dst = tmp_path / MODEL.name
+    shutil.copytree(MODEL, dst, ignore=shutil.ignore_patterns("fold_1"))
+    return dst
+
+
+def test_spec_values_come_from_the_plans(exported: Path) -> None:
+    spec = SegmentationSpec.load(exported)
+    plans = json.loads((MODEL / "plans.json").read_text())
+    cfg = plans["configurations"]["3d_fullres"]
+    props = plans["foreground_intensity_properties_per_channel"]["0"]
+    assert spec.patch_size == cfg["patch_size"]
+    assert spec.target_spacing_mm == pytest.approx(cfg["spacing"])
+    assert spec.transpose_forward == plans["transpose_forward"]
+    assert spec.ct_intensity.mean == pytest.approx(props["mean"])
+    assert spec.ct_intensity.percentile_99_5 == pytest.approx(props["percentile_99_5"])
+    assert spec.resampling_data.order == 3 and spec.resampling_probabilities.order == 1
+    assert spec.resampling_data.anisotropy_threshold == 3.0
+    assert spec.mirror_axes == [0, 1, 2] and [f.fold for f in spec.folds] == [0]
+    assert spec.labels.channel_names == ["background", "liver", "tumour"]
+    committed = SegmentationSpec.load(FIXTURE / "export")
+    assert committed.ct_intensity == spec.ct_intensity
+    assert committed.patch_size == spec.patch_size
+
+
+def test_parity_report_and_dynamic_batch(exported: Path) -> None:
+    report = json.loads((exported / "parity_report.json").read_text())
+    assert report["passed"] and report["folds"][0]["relative_max_diff"] <= 1e-4
+    engine = OnnxRuntimeEngine(exported / "fold_0.onnx", device="cpu")
+    (spec_in,) = engine.inputs
+    assert isinstance(spec_in.shape[0], str) and spec_in.shape[1:] == (1, 24, 32, 40)
+    x = np.random.default_rng(0).normal(size=(3, 1, 24, 32, 40)).astype(np.float32)
+    assert engine.run({"image": x})["logits"].shape == (3, 3, 24, 32, 40)
+
+
+def test_fixture_checkpoint_loads_safely() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ck = load_checkpoint(MODEL / "fold_0" / "checkpoint_final.pth")
+    assert ck["trainer_name"] == "nnUNetTrainer"
+
+
+def test_unsafe_checkpoint_warns_then_loads(tmp_path: Path) -> None:
+    path = tmp_path / "ck.pth"
+    torch.save({"network_weights": {}, "logging": {"x": [np.float64(1.0)]}}, path)
+    with pytest.warns(UserWarning, match="weights_only=True"):
+        ck = load_checkpoint(path)
+    assert "network_weights" in ck
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_not_a_results_folder(tmp_path: Path, model_copy: Path) -> None:
+    with pytest.raises(ExportError, match="does not exist"):
+        nnunet_export(tmp_path / "nope", tmp_path / "out")
+    (model_copy / "plans.json").unlink()
+    with pytest.raises(ExportError, match=r"missing plans\.json"):
+        nnunet_export(model_copy, tmp_path / "out")
+
+
+def test_v1_model_is_refused(tmp_path: Path, model_copy: Path) -> None:
+    (model_copy / "plans.pkl").write_bytes(b"")
+    with pytest.raises(ExportError, match="nnU-Net v1"):
+        nnunet_export(model_copy, tmp_path / "out")
+
+
+def test_missing_configuration_and_folds(tmp_path: Path, model_copy: Path) -> None:
+    with pytest.raises(ExportError, match=r"'2d' is not in plans\.json.*3d_fullres"):
+        nnunet_export(model_copy, tmp_path / "out", configuration="2d")
+    with pytest.raises(ExportError, match=r"folds \[3\]"):
+        nnunet_export(model_copy, tmp_path / "out", folds=[3])
+
+
+def test_non_ct_normalisation_is_refused(tmp_path: Path, model_copy: Path) -> None:
+    plans = json.loads((model_copy / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["normalization_schemes"] = ["ZScoreNormalization"]
+    (model_copy / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(ExportError, match="only one CT channel with CTNormalization"):
+        nnunet_export(model_copy, tmp_path / "out")
+
+
+def test_mismatched_weights(tmp_path: Path, model_copy: Path) -> None:
+    plans = json.loads((model_copy / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = [
+        4, 8, 16, 16
+    ]
+    (model_copy / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        nnunet_export(model_copy, tmp_path / "out")
+
+
+def test_label_mapping() -> None:
+    ok = label_meaning({"labels": {"background": 0, "Liver": 1, "HCC tumor": 2}})
+    assert ok.channel_to_label == [0, 1, 2]
+    swapped = label_meaning({"labels": {"background": 0, "tumour": 1, "liver": 2, "vessel": 3}})
+    assert swapped.channel_to_label == [0, 2, 1, 0] and swapped.liver_channel == 2
+    odd = {"labels": {"background": 0, "organ": 1, "spot": 2}}
+    with pytest.raises(ExportError, match=r"organ=1, spot=2.*--label-map"):
+        label_meaning(odd)
+    mapped = label_meaning(odd, parse_label_map("liver=1,tumour=2"))
+    assert mapped.liver_channel == 1 and mapped.tumour_channel == 2
+    with pytest.raises(ExportError, match="region-based"):
+        label_meaning({"labels": {"background": 0, "liver": [1, 2], "tumour": 2},
+                       "regions_class_order": [1, 2]})
+    with pytest.raises(ExportError):
+        parse_label_map("liver=1")
+    with pytest.raises(ExportError):
+        label_meaning(odd, parse_label_map("liver=1,tumour=7"))
+
+
+def test_cli_bad_input_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = nnunet_cli.main(["--model-folder", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "missing dataset.json, plans.json" in capsys.readouterr().err
+
+
+def nnunet_export(folder: Path, out: Path, **kw: object) -> object:
+    from hccatom.export.nnunet_export import export_nnunet
+
+    return export_nnunet(folder, out, **kw)  # type: ignore[arg-type]
