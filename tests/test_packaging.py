@@ -56,3 +56,18 @@ def test_no_generic_top_level_packages(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_every_source_package_is_declared_in_pyproject() -> None:
+    """A new subpackage folder must be listed in pyproject, or `pip install .` drops it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in config["package-dir"].items():  # the mapped folders are disjoint
+        for init in (root / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(root / folder).parts
+            found.add(".".join((package, *parts)))
+    declared = set(config["packages"])
+    assert found == declared, f"declare {sorted(found - declared)}; stale {sorted(declared - found)}"
