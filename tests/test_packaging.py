@@ -70,4 +70,5 @@ def test_every_source_package_is_declared_in_pyproject() -> None:
             parts = init.parent.relative_to(root / folder).parts
             found.add(".".join((package, *parts)))
     declared = set(config["packages"])
-    assert found == declared, f"declare {sorted(found - declared)}; stale {sorted(declared - found)}"
+    missing, stale = sorted(found - declared), sorted(declared - found)
+    assert found == declared, f"declare {missing}; remove {stale}"
