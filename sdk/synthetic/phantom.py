@@ -15,6 +15,7 @@ each structure is evaluated only inside its bounding box.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -78,6 +79,7 @@ class ScanSpec:
     noise_hu: float = 12.0
     blur_px: float = 0.6
     max_shift_mm: float = 0.0
+    centre_on: Literal["liver", "tumour"] = "liver"
 
     @classmethod
     def demo(cls) -> ScanSpec:
@@ -522,7 +524,11 @@ def generate_patient(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
     feats = features or TumourFeatures.random(rng)
     an = _draw_anatomy(rng, feats)
-    z_centre = an.liver_lobes[0].centre[0] + 10.0 + float(rng.uniform(-10, 10))
+    jitter = float(rng.uniform(-10, 10))
+    if scan.centre_on == "tumour":
+        z_centre = an.tumours[0].centre[0] + 0.2 * jitter
+    else:
+        z_centre = an.liver_lobes[0].centre[0] + 10.0 + jitter
     shift_dir = rng.normal(size=3)
     shift_dir /= np.linalg.norm(shift_dir)
     shift = tuple(float(v) for v in shift_dir * rng.uniform(0, 1) * scan.max_shift_mm)
