@@ -175,3 +175,34 @@ def test_resampling_equals_nnunet(
     got = resample(data, new_shape, cur, new, ResamplingSpec(order=order, order_z=0))
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+def test_parity_with_a_transposing_plan(tmp_path: Path) -> None:
+    """plans.transpose_forward != identity (axes reordered before cropping/normalising)."""
+    import json
+    import shutil
+
+    folder = tmp_path / MODEL.name
+    shutil.copytree(MODEL, folder, ignore=shutil.ignore_patterns("fold_1"))
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["transpose_forward"], plans["transpose_backward"] = [2, 0, 1], [1, 2, 0]
+    (folder / "plans.json").write_text(json.dumps(plans))
+    torch.set_num_threads(1)
+    ref = nnUNetPredictor(
+        tile_step_size=0.5, use_mirroring=False, perform_everything_on_device=False,
+        device=torch.device("cpu"), allow_tqdm=False,
+    )
+    ref.initialize_from_trained_model_folder(str(folder), use_folds=(0,))
+    spec = ours((0,), False).spec.model_copy(
+        update={"transpose_forward": [2, 0, 1], "transpose_backward": [1, 2, 0]}
+    )
+    seg = Segmenter(EXPORT, device="cpu", threads=1, folds=[0], mirroring=False, spec=spec)
+    vol = load("small_ct.nii.gz")
+    seg_ref, prob_ref = ref.predict_single_npy_array(
+        vol.array[None], {"spacing": list(vol.spacing)}, None, None, True
+    )
+    probs, _ = seg.probabilities(vol)
+    assert probs.shape == prob_ref.shape == (3, *vol.shape)
+    assert np.abs(probs - prob_ref).max() <= 1e-2
+    assert np.abs(probs - prob_ref).mean() <= 1e-4
+    assert (np.argmax(probs, 0) == seg_ref).mean() >= 0.999
