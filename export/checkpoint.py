@@ -99,8 +99,8 @@ def _looks_like_state_dict(obj: Mapping[object, object]) -> bool:
     return bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
 
 
-def describe_size(state: Mapping[str, Tensor]) -> str | None:
-    """Which network size a state dict looks like: a named size, or its numbers."""
+def size_numbers(state: Mapping[str, Tensor]) -> tuple[int | None, int | None, int | None]:
+    """(hidden, layers, MLP) read from a state dict's shapes (None where not present)."""
     cls = state.get("transformer.embeddings.cls_token")
     head = state.get("head.weight")
     hidden = int(cls.shape[-1]) if cls is not None else (
@@ -114,6 +114,12 @@ def describe_size(state: Mapping[str, Tensor]) -> str | None:
     layers = max(layer_ids) + 1 if layer_ids else None
     fc1 = state.get("transformer.encoder.layer.0.ffn.fc1.weight")
     mlp = int(fc1.shape[0]) if fc1 is not None and fc1.dim() == 2 else None
+    return hidden, layers, mlp
+
+
+def describe_size(state: Mapping[str, Tensor]) -> str | None:
+    """Which network size a state dict looks like: a named size, or its numbers."""
+    hidden, layers, mlp = size_numbers(state)
     if hidden is None and layers is None:
         return None
     for name, size in SIZES.items():
@@ -144,17 +150,18 @@ def check_state_dict(
         return
     size = getattr(model, "size", None)
     what = f"SELECTION size {size.name!r}" if size is not None else type(model).__name__
-    parts = [f"{source} does not match {what}:"]
+    parts = [f"{source} does not match {what}."]
+    looks = describe_size(state)
+    other = size is not None and size_numbers(state) != (size.hidden, size.layers, size.mlp)
+    if looks and other and size is not None:
+        parts.append(f"The checkpoint looks like {looks}; the model is size {size.name!r} "
+                     f"(hidden {size.hidden}, {size.layers} layers, MLP {size.mlp}).")
     if missing:
         parts.append(f"{len(missing)} missing key(s): {_listing(missing)}.")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}.")
     if wrong:
         parts.append(f"{len(wrong)} wrongly shaped key(s): {_listing(wrong)}.")
-    looks = describe_size(state)
-    if looks and (wrong or missing) and size is not None:
-        parts.append(f"The checkpoint looks like {looks}; the model is size {size.name!r} "
-                     f"(hidden {size.hidden}, {size.layers} layers, MLP {size.mlp}).")
     parts.append("Nothing was loaded; pass the size the checkpoint was trained with.")
     raise CheckpointError(" ".join(parts))
 

@@ -160,3 +160,12 @@ def test_containers_without_tensors_refused() -> None:
         normalise_state_dict({"epoch": 3, "optimizer": {}})
     with pytest.raises(CheckpointError, match="twice"):
         normalise_state_dict({"module.head.bias": torch.zeros(1), "head.bias": torch.zeros(1)})
+
+
+def test_same_size_problem_gives_no_size_hint() -> None:
+    sd = authors_state_dict()
+    sd["transformer.encoder.layer.1.attn.out_text.bias"] = torch.zeros(3)
+    with pytest.raises(CheckpointError) as err:
+        load_selection(sd, size="tiny")
+    assert "looks like" not in str(err.value)
+    assert "out_text.bias: checkpoint 3, model 64" in str(err.value)
