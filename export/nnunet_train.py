@@ -32,6 +32,7 @@ from pathlib import Path
 from hccatom.volume import Volume
 
 TRAINER_NAME = "nnUNetTrainer"
+TRAINER_NO_DA = "nnUNetTrainerNoDA"
 PLANS_NAME = "nnUNetPlans"
 CONFIGURATION = "3d_fullres"
 # nnU-Net's environment variables (its spelling)
@@ -68,6 +69,12 @@ class TrainConfig:
     seed: int = 0
     overrides: PlanOverrides = field(default_factory=PlanOverrides)
     out_model_folder: str = ""
+    augmentation: bool = True  # False: nnU-Net's own nnUNetTrainerNoDA (no DA, no mirroring)
+
+    @property
+    def trainer_name(self) -> str:
+        """The stock nnU-Net trainer class this run's short trainer derives from."""
+        return TRAINER_NAME if self.augmentation else TRAINER_NO_DA
 
     @classmethod
     def from_json(cls, path: Path) -> TrainConfig:
@@ -188,15 +195,25 @@ def plan_and_preprocess(dataset_id: int, dataset_name: str, ov: PlanOverrides) -
 
 
 def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations: int,
-               seed: int = 0) -> Path:
-    """Train one fold with the stock trainer at a CPU-sized schedule; returns its folder."""
+               seed: int = 0, augmentation: bool = True) -> Path:
+    """Train one fold with a stock trainer at a CPU-sized schedule; returns its folder.
+
+    ``augmentation=False`` derives from nnU-Net's own ``nnUNetTrainerNoDA`` (no data
+    augmentation, no test-time mirroring): it converges much faster on in-distribution
+    synthetic data, which is all the demo needs.
+    """
     import numpy as np
     import torch
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoDA import (
+        nnUNetTrainerNoDA,
+    )
 
-    class _ShortTrainer(nnUNetTrainer):
-        """Stock nnUNetTrainer; only the epoch/iteration counts are lowered."""
+    base = nnUNetTrainer if augmentation else nnUNetTrainerNoDA
+
+    class _ShortTrainer(base):  # type: ignore[valid-type,misc]
+        """A stock nnU-Net trainer; only the epoch/iteration counts are lowered."""
 
         def __init__(self, plans: dict, configuration: str, fold: int | str, dataset_json: dict,
                      device: torch.device | None = None) -> None:
@@ -222,7 +239,7 @@ def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations:
     return Path(trainer.output_folder)
 
 
-def slim_checkpoint(src: Path, dst: Path) -> None:
+def slim_checkpoint(src: Path, dst: Path, trainer_name: str = TRAINER_NAME) -> None:
     """Keep only what ``nnUNetPredictor`` reads; name the stock trainer so nnU-Net finds it."""
     import torch
 
@@ -237,27 +254,28 @@ def slim_checkpoint(src: Path, dst: Path) -> None:
         ck = torch.load(src, map_location="cpu", weights_only=False)
     slim = {
         "network_weights": {k: v.contiguous() for k, v in ck["network_weights"].items()},
-        "trainer_name": TRAINER_NAME,
+        "trainer_name": trainer_name,
         "init_args": {"configuration": ck["init_args"]["configuration"],
                       "fold": ck["init_args"]["fold"]},
         "inference_allowed_mirroring_axes": tuple(
-            int(a) for a in ck["inference_allowed_mirroring_axes"]),
+            int(a) for a in (ck["inference_allowed_mirroring_axes"] or ())),
         "current_epoch": int(ck["current_epoch"]),
     }
     dst.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, dst)
 
 
-def slim_model_folder(trained: Path, dst: Path, folds: Sequence[int | str]) -> Path:
+def slim_model_folder(trained: Path, dst: Path, folds: Sequence[int | str],
+                      trainer_name: str = TRAINER_NAME) -> Path:
     """Copy a small model folder ``dst/<Trainer>__<Plans>__3d_fullres`` from a training."""
-    name = f"{TRAINER_NAME}__{PLANS_NAME}__{CONFIGURATION}"
+    name = f"{trainer_name}__{PLANS_NAME}__{CONFIGURATION}"
     out = dst / name
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(trained / "dataset.json", out / "dataset.json")
     shutil.copy(trained / "plans.json", out / "plans.json")
     for fold in folds:
         slim_checkpoint(trained / f"fold_{fold}" / "checkpoint_final.pth",
-                        out / f"fold_{fold}" / "checkpoint_final.pth")
+                        out / f"fold_{fold}" / "checkpoint_final.pth", trainer_name)
     return out
 
 
@@ -269,8 +287,10 @@ def train_and_slim(cfg: TrainConfig) -> Path:
     torch.set_num_threads(cfg.threads)
     full = f"Dataset{cfg.dataset_id:03d}_{cfg.dataset_name}"
     plan_and_preprocess(cfg.dataset_id, cfg.dataset_name, cfg.overrides)
-    fold_dir = train_fold(full, cfg.fold, cfg.epochs, cfg.iterations_per_epoch, cfg.seed)
-    return slim_model_folder(fold_dir.parent, Path(cfg.out_model_folder), [cfg.fold])
+    fold_dir = train_fold(full, cfg.fold, cfg.epochs, cfg.iterations_per_epoch, cfg.seed,
+                          cfg.augmentation)
+    return slim_model_folder(fold_dir.parent, Path(cfg.out_model_folder), [cfg.fold],
+                             cfg.trainer_name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

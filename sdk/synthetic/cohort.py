@@ -95,16 +95,16 @@ TABLE1: dict[CohortName, CohortMarginals] = {
 # paper's risk factors (ascites, diameter, number, vascular invasion, AFP for survival);
 # the image-only terms (enhancement, washout, necrosis) are what the CT adds.
 OUTCOME_COEFFICIENTS: dict[CohortName, dict[str, float]] = {
-    "TACE": {"diameter": -0.7, "number": -0.5, "pvtt": -0.6, "afp": -0.4, "albumin": 0.3,
-             "enhancement": 0.8, "washout": 0.3, "necrosis": -0.3},
-    "HAIC": {"diameter": -0.5, "number": -0.4, "pvtt": -0.2, "afp": -0.5, "albumin": 0.3,
-             "metastasis": -0.4, "enhancement": 0.9, "washout": 0.3, "necrosis": -0.4},
-    "TC": {"diameter": -0.6, "number": -0.5, "pvtt": -0.7, "afp": -0.5, "ascites": -0.8,
-           "albumin": 0.4, "bilirubin": -0.3, "metastasis": -0.5, "enhancement": 0.6,
-           "necrosis": -0.3},
-    "HC": {"diameter": -0.6, "number": -0.5, "pvtt": -0.6, "afp": -0.5, "ascites": -0.8,
-           "albumin": 0.4, "bilirubin": -0.3, "metastasis": -0.5, "enhancement": 0.7,
-           "necrosis": -0.3},
+    "TACE": {"diameter": -0.8, "number": -0.6, "pvtt": -0.7, "afp": -0.5, "albumin": 0.35,
+             "enhancement": 0.5, "washout": 0.15, "necrosis": -0.2},
+    "HAIC": {"diameter": -0.6, "number": -0.5, "pvtt": -0.3, "afp": -0.6, "albumin": 0.35,
+             "metastasis": -0.5, "enhancement": 0.5, "washout": 0.15, "necrosis": -0.2},
+    "TC": {"diameter": -0.7, "number": -0.6, "pvtt": -0.8, "afp": -0.6, "ascites": -0.9,
+           "albumin": 0.45, "bilirubin": -0.35, "metastasis": -0.6, "enhancement": 0.4,
+           "necrosis": -0.2},
+    "HC": {"diameter": -0.7, "number": -0.6, "pvtt": -0.7, "afp": -0.6, "ascites": -0.9,
+           "albumin": 0.45, "bilirubin": -0.35, "metastasis": -0.6, "enhancement": 0.45,
+           "necrosis": -0.2},
 }
 IMAGE_FEATURES = ("enhancement", "washout", "necrosis")
 
