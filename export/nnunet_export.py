@@ -242,15 +242,32 @@ def _ct_stats(pm: Any) -> CTIntensityStats:
 
 
 # --- checkpoints and network --------------------------------------------------------------
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)``; on failure warn and load the trusted site file fully.
+def _numpy_scalar_globals() -> list[Any]:
+    """numpy scalar/dtype reconstructors (plain numbers, no code) under both module names."""
+    core = getattr(np, "_core", None) or np.core
+    scalar = core.multiarray.scalar
+    out: list[Any] = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.bool_):
+        out.append(type(np.dtype(t)))
+    return out
 
-    nnU-Net's own checkpoints hold numpy scalars in their training log, which the safe
-    loader refuses; the exporting site trained the model and owns the file, so the full load
-    is acceptable at build time. The runtime never loads checkpoints.
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint as safely as it allows; warn if it needs a full (pickle) load.
+
+    1. ``torch.load(weights_only=True)``;
+    2. the same with numpy scalars and dtypes allowed: nnU-Net's own checkpoints keep numpy
+       floats in their training log, which step 1 refuses (this loads them safely);
+    3. otherwise warn and load fully: the exporting site trained the model and owns the
+       file, so this is acceptable at build time for a trusted file. The runtime never
+       loads checkpoints.
     """
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            with torch.serialization.safe_globals(_numpy_scalar_globals()):
+                ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         warnings.warn(
             f"{path.name}: torch.load(weights_only=True) refused it ({type(exc).__name__}: "

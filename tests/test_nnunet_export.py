@@ -82,9 +82,23 @@ def test_fixture_checkpoint_loads_safely() -> None:
     assert ck["trainer_name"] == "nnUNetTrainer"
 
 
-def test_unsafe_checkpoint_warns_then_loads(tmp_path: Path) -> None:
+def test_nnunet_style_checkpoint_loads_safely(tmp_path: Path) -> None:
+    # nnU-Net's trainer logs numpy floats; they load with weights_only=True (numpy scalars
+    # allowed), without the full-pickle fallback
     path = tmp_path / "ck.pth"
-    torch.save({"network_weights": {}, "logging": {"x": [np.float64(1.0)]}}, path)
+    logging = {"ema_fg_dice": [np.float64(0.5)], "lrs": [np.float32(0.01)]}
+    torch.save({"network_weights": {}, "logging": logging, "device": torch.device("cpu")}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ck = load_checkpoint(path)
+    assert ck["logging"]["ema_fg_dice"] == [0.5]
+
+
+def test_unsafe_checkpoint_warns_then_loads(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    path = tmp_path / "ck.pth"
+    torch.save({"network_weights": {}, "extra": Fraction(1, 3)}, path)
     with pytest.warns(UserWarning, match="weights_only=True"):
         ck = load_checkpoint(path)
     assert "network_weights" in ck
@@ -161,3 +175,21 @@ def nnunet_export(folder: Path, out: Path, **kw: object) -> object:
     from hccatom.export.nnunet_export import export_nnunet
 
     return export_nnunet(folder, out, **kw)  # type: ignore[arg-type]
+
+
+def test_parity_failure_raises_and_cli_exits_1(
+    tmp_path: Path, model_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hccatom.errors import ParityError
+    from hccatom.export import nnunet_export as mod
+
+    def bad(*a: object, **k: object) -> dict[str, object]:
+        return {"checks": [], "relative_max_diff": 3e-3, "passed": False}
+
+    monkeypatch.setattr(mod, "parity", bad)
+    with pytest.raises(ParityError, match=r"3\.00e-03 > 1e-04"):
+        nnunet_export(model_copy, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "parity_report.json").read_text())
+    assert report["passed"] is False
+    rc = nnunet_cli.main(["--model-folder", str(model_copy), "--out", str(tmp_path / "o2")])
+    assert rc == 1
