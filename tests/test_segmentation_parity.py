@@ -206,3 +206,61 @@ def test_parity_with_a_transposing_plan(tmp_path: Path) -> None:
     assert np.abs(probs - prob_ref).max() <= 1e-2
     assert np.abs(probs - prob_ref).mean() <= 1e-4
     assert (np.argmax(probs, 0) == seg_ref).mean() >= 0.999
+
+
+def _two_d_model(tmp_path: Path) -> Path:
+    """A '2d' configuration next to the fixture's plans, with seeded random weights."""
+    import json
+
+    from hccatom.export.nnunet_export import build_network
+
+    folder = tmp_path / "nnUNetTrainer__nnUNetPlans__2d"
+    (folder / "fold_0").mkdir(parents=True)
+    dataset = json.loads((MODEL / "dataset.json").read_text())
+    plans = json.loads((MODEL / "plans.json").read_text())
+    cfg = json.loads(json.dumps(plans["configurations"]["3d_fullres"]))
+    cfg.update(data_identifier="nnUNetPlans_2d", patch_size=[32, 40], spacing=cfg["spacing"][1:])
+    ak = cfg["architecture"]["arch_kwargs"]
+    ak.update(
+        conv_op="torch.nn.modules.conv.Conv2d",
+        norm_op="torch.nn.modules.instancenorm.InstanceNorm2d",
+        kernel_sizes=[[3, 3]] * 4, strides=[[1, 1], [2, 2], [2, 2], [2, 2]],
+    )
+    plans["configurations"]["2d"] = cfg
+    (folder / "plans.json").write_text(json.dumps(plans))
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(plans)
+    torch.manual_seed(0)
+    net = build_network(pm, pm.get_configuration("2d"), dataset, "nnUNetTrainer")
+    torch.save(
+        {"network_weights": net.state_dict(), "trainer_name": "nnUNetTrainer",
+         "init_args": {"configuration": "2d"}, "inference_allowed_mirroring_axes": (0, 1)},
+        folder / "fold_0" / "checkpoint_final.pth",
+    )
+    return folder
+
+
+def test_parity_2d_configuration(tmp_path: Path) -> None:
+    """The 2-D path (slice-wise tiles, 2-D Gaussian, mirror axes (0, 1)) on random weights."""
+    from hccatom.export.nnunet_export import export_nnunet
+
+    folder = _two_d_model(tmp_path)
+    result = export_nnunet(folder, tmp_path / "export2d")
+    assert result.spec.dims == 2 and result.spec.mirror_axes == [0, 1]
+    torch.set_num_threads(1)
+    ref = nnUNetPredictor(
+        tile_step_size=0.5, use_mirroring=True, perform_everything_on_device=False,
+        device=torch.device("cpu"), allow_tqdm=False,
+    )
+    ref.initialize_from_trained_model_folder(str(folder), use_folds=(0,))
+    vol = load("anisotropic_ct.nii.gz")  # 14 slices; in-plane resampling only
+    seg_ref, prob_ref = ref.predict_single_npy_array(
+        vol.array[None], {"spacing": list(vol.spacing)}, None, None, True
+    )
+    probs, _ = Segmenter(tmp_path / "export2d", device="cpu", threads=1).probabilities(vol)
+    diff = np.abs(probs - prob_ref)
+    print(f"parity 2d {vol.shape}: max {diff.max():.2e} mean {diff.mean():.2e}")
+    assert diff.max() <= 1e-2 and diff.mean() <= 1e-4
+    assert (np.argmax(probs, 0) == seg_ref).mean() >= 0.999
