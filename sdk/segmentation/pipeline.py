@@ -104,6 +104,10 @@ def _predict_mirrored(
 Accumulation = Literal["float16", "float32"]
 
 
+def _slabs(n: int, size: int = 16) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
 def sliding_window_logits(
     data: np.ndarray,
     spec: SegmentationSpec,
@@ -177,16 +181,20 @@ def sliding_window_logits(
             done += len(regions)
             if progress is not None:
                 progress(done, total)
-        fold_logits = (logits.astype(np.float32) / weights.astype(np.float32)).astype(acc_dtype)
-        del logits, weights
+        # in place, a slab at a time (no full-size float32 temporaries)
+        for zs in _slabs(spatial[0]):
+            logits[:, zs] = logits[:, zs].astype(np.float32) / weights[zs].astype(np.float32)
+        del weights
         if fold_sum is None:
-            fold_sum = fold_logits
+            fold_sum = logits
         else:
-            summed = fold_sum.astype(np.float32) + fold_logits.astype(np.float32)
-            fold_sum = summed.astype(acc_dtype)
+            for zs in _slabs(spatial[0]):
+                fold_sum[:, zs] = fold_sum[:, zs].astype(np.float32) + logits[:, zs]
+            del logits
     assert fold_sum is not None
     if len(predictors) > 1:
-        fold_sum = (fold_sum.astype(np.float32) / len(predictors)).astype(acc_dtype)
+        for zs in _slabs(spatial[0]):
+            fold_sum[:, zs] = fold_sum[:, zs].astype(np.float32) / len(predictors)
     if timings is not None:
         timings["network"] = timings.get("network", 0.0) + net_time
         timings["tiling"] = timings.get("tiling", 0.0) + (
