@@ -69,7 +69,7 @@ class DemoConfig:
     scan: ScanSpec = field(default_factory=ScanSpec.demo)
     seg_train_patients: int = 24
     seg_test_patients: int = 6
-    seg_epochs: int = 40
+    seg_epochs: int = 60
     seg_iterations: int = 25
     seg_patch: tuple[int, int, int] = (24, 72, 72)
     seg_spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0)
@@ -105,6 +105,7 @@ class DemoFigures:
     selection: dict[str, dict[str, Any]] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    reused_stages: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary with means."""
@@ -121,6 +122,7 @@ class DemoFigures:
             "selection_target": "held-out AUC >= 0.9 x oracle AUC",
             "thresholds_mss": self.thresholds,
             "timings_s": {k: round(v, 1) for k, v in self.timings_s.items()},
+            "reused_stages": list(self.reused_stages),
         }
 
 
@@ -243,6 +245,14 @@ def _encode(enc: ClinicalEncoding, clinicals: Sequence[ClinicalVariables]) -> di
     return {k: np.asarray(v, np.float32).reshape(len(clinicals), -1) for k, v in b.items()}
 
 
+def _selection_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The config entries the SELECTION stage depends on (for resuming a work dir)."""
+    picked = {k: v for k, v in config.items()
+              if k in ("seed", "scan", "threads") or k.startswith("sel_")}
+    out: dict[str, Any] = json.loads(json.dumps(picked))  # tuples -> lists, as stored
+    return out
+
+
 def train_selection_model(
     images: np.ndarray, clin: dict[str, np.ndarray], y: np.ndarray, cfg: DemoConfig,
     seed: int, log: Log, name: str,
@@ -343,11 +353,12 @@ def build_selection(cfg: DemoConfig, work: Path, spec: PreprocessSpec, figures: 
     stage_file = work / SELECTION_STAGE_FILE
     if stage_file.is_file():  # resume: this work dir already holds the SELECTION stage
         done = json.loads(stage_file.read_text())
-        if done.get("config") == cfg.as_dict():
+        if _selection_fields(done.get("config", {})) == _selection_fields(cfg.as_dict()):
             figures.selection.update(done["selection"])
             figures.thresholds.update(done["thresholds"])
             figures.timings_s.update(done["timings_s"])
             log(f"[sel] reusing the SELECTION stage in {work} (same config and seed)")
+            figures.reused_stages.append("SELECTION training/export")
             return ({k: Path(v) for k, v in done["exports"].items()},
                     ClinicalEncoding.model_validate(done["encoding"]))
     scan = replace(cfg.scan, n_slices=cfg.sel_slab_slices, centre_on="tumour")
@@ -413,11 +424,12 @@ def build_selection(cfg: DemoConfig, work: Path, spec: PreprocessSpec, figures: 
 # --- 3. bundle -------------------------------------------------------------------------
 def build_demo(out: Path, cfg: DemoConfig | None = None, *, work: Path | None = None,
                log: Log = print, overwrite: bool = True,
-               segmentation_export: Path | None = None) -> DemoFigures:
+               segmentation_export: Path | None = None, note: str = "") -> DemoFigures:
     """Build the whole demo bundle at ``out``; returns the figures it recorded.
 
     ``segmentation_export``: reuse an existing nnU-Net export folder (skips stage 1's
-    training, still measures Dice). A ``work`` folder resumes: a segmentation export or a
+    training, still measures Dice); ``note`` is recorded in the provenance (say there how
+    a reused stage was made). A ``work`` folder resumes: a segmentation export or a
     finished SELECTION stage (same config and seed) found there is reused, not retrained.
     """
     from hccatom.bundle import Provenance
@@ -437,6 +449,8 @@ def build_demo(out: Path, cfg: DemoConfig | None = None, *, work: Path | None = 
         if seg_dir is None and (wdir / "seg_export" / SPEC_FILENAME).is_file():
             seg_dir = wdir / "seg_export"
             log(f"[seg] reusing the segmentation export in {seg_dir}")
+        if seg_dir is not None:
+            figures.reused_stages.append("segmentation training/export")
         if seg_dir is None:
             seg_dir = train_segmentation(cfg, wdir, log)
         figures.timings_s["segmentation_train_export"] = time.time() - t0
@@ -449,6 +463,7 @@ def build_demo(out: Path, cfg: DemoConfig | None = None, *, work: Path | None = 
             "statement": NOT_THE_PAPER,
             "figures": fig,
             "config": cfg.as_dict(),
+            "build_note": note,
             "method": (
                 "Dice: organ (liver incl. tumour) and tumour on held-out synthetic studies, "
                 "runtime Segmenter on the native grid. SELECTION images: hccatom.chain on the "

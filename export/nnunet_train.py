@@ -195,12 +195,15 @@ def plan_and_preprocess(dataset_id: int, dataset_name: str, ov: PlanOverrides) -
 
 
 def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations: int,
-               seed: int = 0, augmentation: bool = True) -> Path:
+               seed: int = 0, augmentation: bool = True,
+               resume_from: Path | None = None) -> Path:
     """Train one fold with a stock trainer at a CPU-sized schedule; returns its folder.
 
     ``augmentation=False`` derives from nnU-Net's own ``nnUNetTrainerNoDA`` (no data
     augmentation, no test-time mirroring): it converges much faster on in-distribution
-    synthetic data, which is all the demo needs.
+    synthetic data, which is all the demo needs. ``resume_from``: a checkpoint of this
+    fold to continue from (nnU-Net's own ``load_checkpoint``; training goes on from its
+    epoch up to ``epochs``).
     """
     import numpy as np
     import torch
@@ -232,6 +235,8 @@ def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations:
     dataset_json = json.loads((pre / "dataset.json").read_text())
     trainer = _ShortTrainer(plans=plans, configuration=CONFIGURATION, fold=fold,
                             dataset_json=dataset_json, device=torch.device("cpu"))
+    if resume_from is not None:
+        trainer.load_checkpoint(str(resume_from))
     t0 = time.time()
     trainer.run_training()
     print(f"nnU-Net fold {fold}: {epochs} x {iterations} iterations in {time.time() - t0:.0f} s",
