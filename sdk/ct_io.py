@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from hccatom.errors import CTInputError
 from hccatom.volume import Matrix3, Volume
