@@ -69,7 +69,7 @@ class DemoConfig:
     scan: ScanSpec = field(default_factory=ScanSpec.demo)
     seg_train_patients: int = 24
     seg_test_patients: int = 6
-    seg_epochs: int = 60
+    seg_epochs: int = 90
     seg_iterations: int = 25
     seg_patch: tuple[int, int, int] = (24, 72, 72)
     seg_spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0)

@@ -1,0 +1,96 @@
+"""The committed demo bundle and ``hccatom demo`` (runtime only: no torch, no retraining)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hccatom.bundle import load_bundle, verify_bundle
+from hccatom.cli import main
+from hccatom.demo import BANNER, demo_bundle_path, demo_case
+from hccatom.recommendation import Recommendation
+
+BUNDLE = demo_bundle_path()
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return json.loads((BUNDLE / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def figures(manifest: dict) -> dict:
+    return json.loads(manifest["provenance"]["notes"])["figures"]
+
+
+def test_committed_bundle_verifies() -> None:
+    report = verify_bundle(load_bundle(BUNDLE), device="cpu")
+    assert report.ok, report.text()
+
+
+def test_bundle_is_small_and_labelled_synthetic(manifest: dict) -> None:
+    size = sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file())
+    assert size <= 20 * 1024 * 1024
+    assert manifest["synthetic"] is True
+    assert "research use only" in manifest["intended_use"].lower()
+    notes = json.loads(manifest["provenance"]["notes"])
+    assert "NOT the SELECTION paper's models" in notes["statement"]
+    assert isinstance(notes["figures"]["seed"], int)
+    assert notes["config"]["seed"] == notes["figures"]["seed"]
+    assert "synthetic" in manifest["provenance"]["training_data"].lower()
+
+
+def test_recorded_segmentation_dice_meets_targets(figures: dict) -> None:
+    seg = figures["segmentation_dice_heldout"]
+    assert len(seg["liver_per_case"]) >= 4
+    assert seg["liver_mean"] == pytest.approx(np.mean(seg["liver_per_case"]), abs=1e-3)
+    assert seg["liver_mean"] >= 0.90
+    assert seg["tumour_mean"] >= 0.70
+
+
+def test_recorded_selection_auc_meets_targets(figures: dict, manifest: dict) -> None:
+    sel = figures["selection_heldout"]
+    assert set(sel) == {"TACE", "HAIC", "TC", "HC"}
+    for name, v in sel.items():
+        assert v["n_test"] >= 100
+        assert 0.5 < v["oracle_auc_heldout_sample"] <= 1.0
+        assert v["heldout_auc"] >= 0.9 * v["oracle_auc_heldout_sample"], name
+        assert v["ratio_to_oracle"] == pytest.approx(
+            v["heldout_auc"] / v["oracle_auc_heldout_sample"], abs=1e-3)
+        # the thresholds in force are the recorded MSS (median training score)
+        assert manifest["thresholds"][name] == pytest.approx(v["mss"], abs=1e-6)
+
+
+def test_demo_case_is_seeded() -> None:
+    ct1, clin1, truth1 = demo_case(5)
+    ct2, clin2, _ = demo_case(5)
+    _, clin3, _ = demo_case(6)
+    assert np.array_equal(ct1["arterial"].array, ct2["arterial"].array)
+    assert clin1 == clin2
+    assert clin1 != clin3
+    assert truth1["drawn_from_cohort"] in {"TACE", "HAIC", "TC", "HC"}
+    assert ct1["arterial"].same_grid(ct1["portal"])
+
+
+def test_hccatom_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    out = tmp_path / "rec.json"
+    assert main(["demo", "--seed", "3", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert BANNER.split(".")[0] in text
+    assert "Recommendation:" in text
+    rec = Recommendation.from_json(out)
+    assert rec.bundle.synthetic is True
+    assert set(rec.scores) == {"TACE", "HAIC", "TC", "HC"}
+    for ph in rec.phases.values():
+        assert ph.segmentation_voxels["liver"] > 0
+        assert ph.segmentation_voxels["tumour"] > 0
+
+
+def test_missing_bundle_is_a_bundle_error(tmp_path: Path) -> None:
+    code = main(["demo", "--bundle", str(tmp_path / "nowhere"), "--json",
+                 str(tmp_path / "x.json")])
+    assert code == 3
