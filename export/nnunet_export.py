@@ -21,7 +21,6 @@ Steps (see ``hccatom export nnunet --help``):
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import inspect
 import json
 import logging
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from hccatom.engines import OnnxRuntimeEngine
+from hccatom.engines.providers import file_sha256
 from hccatom.errors import CheckpointError, ExportError, ParityError
 from hccatom.segmentation.spec import (
     SPEC_FILENAME,
@@ -382,14 +382,6 @@ def parity(
     return {"checks": rows, "relative_max_diff": worst, "passed": worst <= PARITY_TOLERANCE}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -471,7 +463,7 @@ def export_nnunet(
         fold_reports.append(rep)
         fold_id: int | Literal["all"] = fold if isinstance(fold, int) else "all"
         fold_models.append(
-            FoldModel(fold=fold_id, onnx=onnx_name, sha256=_sha256(out / onnx_name))
+            FoldModel(fold=fold_id, onnx=onnx_name, sha256=file_sha256(out / onnx_name))
         )
 
     spec = SegmentationSpec(

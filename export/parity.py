@@ -9,7 +9,6 @@ every library involved and the tolerance, and :class:`ParityError` carries the n
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib.metadata
 import json
 import platform
@@ -38,15 +37,6 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_parity(

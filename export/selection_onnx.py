@@ -29,11 +29,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from hccatom.engines.providers import file_sha256
 from hccatom.errors import ExportError
 from hccatom.export.checkpoint import load_selection
 from hccatom.export.parity import (
     check_parity,
-    file_sha256,
     library_versions,
     raise_if_failed,
     write_report,

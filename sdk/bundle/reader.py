@@ -30,6 +30,7 @@ from hccatom.bundle.manifest import (
     Manifest,
     parse_schema_version,
 )
+from hccatom.engines.providers import file_sha256
 from hccatom.errors import (
     BundleError,
     BundleFormatError,
@@ -45,12 +46,8 @@ _CHUNK = 1 << 20
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Hex sha256 of a file, streamed (the one implementation lives in the engines layer)."""
+    return file_sha256(path)
 
 
 def _sha256_stream(fh: IO[bytes], dest: IO[bytes] | None = None) -> tuple[str, int]:

@@ -12,7 +12,6 @@ orientation the model was trained on.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hccatom.engines import Engine, OnnxRuntimeEngine
+from hccatom.engines.providers import file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
 from hccatom.segmentation.pipeline import (
     Accumulation,
@@ -33,14 +33,6 @@ from hccatom.segmentation.pipeline import (
 )
 from hccatom.segmentation.spec import SegmentationSpec
 from hccatom.volume import Volume
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _engine_predictor(engine: Engine, input_name: str, output_name: str) -> TilePredictor:
@@ -122,7 +114,7 @@ class Segmenter:
                         f"fold {f.fold} model {f.onnx} missing in {root}; re-run "
                         "`hccatom export nnunet` or use a complete bundle"
                     )
-                if verify and _sha256(path) != f.sha256:
+                if verify and file_sha256(path) != f.sha256:
                     raise BundleIntegrityError(
                         f"fold {f.fold} model {f.onnx} does not match its sha256 in the "
                         "segmentation spec (changed or corrupted); re-export it"
