@@ -268,3 +268,13 @@ def test_label_meaning_validation() -> None:
     with pytest.raises(ValueError):
         LabelMeaning(channel_names=["liver", "bg"], channel_to_label=[1, 0],
                      liver_channel=0, tumour_channel=1)
+
+
+def test_channel_argmax_equals_numpy_argmax_with_ties() -> None:
+    from hccatom.segmentation.pipeline import channel_argmax
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 3, size=(3, 5, 6, 7)).astype(np.float32)  # many ties
+    assert np.array_equal(channel_argmax(values), np.argmax(values, axis=0))
+    values = rng.normal(size=(4, 3, 4, 5)).astype(np.float16)
+    assert np.array_equal(channel_argmax(values), np.argmax(values, axis=0))

@@ -146,3 +146,17 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(BundleNotFoundError):
         Segmenter(copy, device="cpu")
     assert Segmenter(copy, device="cpu", folds=[0]).folds == [0]
+
+
+def test_segment_labels_equal_argmax_of_probabilities() -> None:
+    """segment() skips the full-size probability array; its labels must not change."""
+    from hccatom.segmentation import probabilities_to_labels
+
+    seg = Segmenter(EXPORT, device="cpu", threads=1, mirroring=False)
+    for name in ("typical", "anisotropic", "zero_border"):
+        vol = load(f"{name}_ct.nii.gz")
+        probs, _ = seg.probabilities(vol)
+        expected = probabilities_to_labels(probs, seg.spec)
+        got = seg.segment(vol).array
+        assert got.dtype == np.uint8 and got.shape == expected.shape
+        assert np.mean(got == expected) >= 0.99999, name

@@ -205,8 +205,9 @@ def sliding_window_logits(
 
 def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
     """Numerically stable float32 softmax along ``axis``."""
-    x = np.asarray(logits, dtype=np.float32)
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e = np.array(logits, dtype=np.float32)  # one copy, then everything in place
+    e -= e.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e
 
@@ -238,6 +239,51 @@ def logits_to_probabilities(
     full[0] = 1.0
     full[(slice(None), *bbox_slices(pre.bbox))] = probs
     out = np.ascontiguousarray(np.transpose(full, [0, *(i + 1 for i in spec.transpose_backward)]))
+    _add_time(timings, "uncrop", t0)
+    return out
+
+
+def channel_argmax(values: np.ndarray) -> np.ndarray:
+    """``np.argmax(values, axis=0)`` as uint8 for few channels: one contiguous pass per
+    channel instead of a strided reduction (several times faster on full-size grids).
+    Ties go to the lower channel, as with ``np.argmax``."""
+    best = values[0].copy()
+    index = np.zeros(best.shape, dtype=np.uint8)
+    for c in range(1, values.shape[0]):
+        higher = values[c] > best
+        index[higher] = c
+        np.maximum(best, values[c], out=best)
+    return index
+
+
+def logits_to_labels(
+    logits: np.ndarray,
+    pre: Preprocessed,
+    spec: SegmentationSpec,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """uint8 hccatom labels on the input grid straight from the logits.
+
+    nnU-Net resamples the logits, applies softmax and takes the argmax; softmax is
+    monotonic per voxel, so the argmax of the resampled logits is the same label without
+    building the full-size probability array. Outside the crop box: background.
+    """
+    t0 = time.perf_counter()
+    back = resample(
+        logits,
+        pre.shape_after_cropping,
+        pre.target_spacing,
+        pre.spacing_transposed,
+        spec.resampling_probabilities,
+        logits.dtype,
+    )
+    t0 = _add_time(timings, "resample_out", t0)
+    lut = np.asarray(spec.labels.channel_to_label, dtype=np.uint8)
+    cropped = lut[channel_argmax(back)]
+    t0 = _add_time(timings, "argmax", t0)
+    full = np.full(pre.shape_before_cropping, lut[0], dtype=np.uint8)
+    full[bbox_slices(pre.bbox)] = cropped
+    out = np.ascontiguousarray(np.transpose(full, list(spec.transpose_backward)))
     _add_time(timings, "uncrop", t0)
     return out
 

@@ -71,11 +71,18 @@ def skimage_resize(image: np.ndarray, new_shape: Sequence[int], order: int) -> n
     """``skimage.transform.resize(image, new_shape, order, mode='edge', anti_aliasing=False)``.
 
     Returns float64 (as scikit-image does for float64/integer input; float32 input gives
-    float32 values computed in float64).
+    float32 values computed in float64, except order 1, computed in float32).
     """
     img = np.asarray(image)
-    if img.dtype not in (np.float32, np.float64):
+    if img.dtype == np.float16:
+        img = img.astype(np.float32)  # half-precision logits: interpolate in float32
+    elif img.dtype not in (np.float32, np.float64):
         img = img.astype(np.float64)
+    if order == 1:
+        # linear interpolation is separable: the same values as the 3-D zoom, ~10x faster
+        # on large grids (logits back to a 512 x 512 x 200 input); float32 input stays
+        # float32 (differences to scikit-image's float64 arithmetic ~1e-7 relative)
+        return linear_resize(img, new_shape)
     if tuple(new_shape) == img.shape and order > 0:
         # zoom factor 1 with grid_mode maps every output voxel onto its input voxel
         out = img.astype(np.float64, copy=True)
@@ -88,6 +95,38 @@ def skimage_resize(image: np.ndarray, new_shape: Sequence[int], order: int) -> n
     if order > 0:
         np.clip(out, img.min(), img.max(), out=out)
     return out
+
+
+def _linear_axis(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    """Linear interpolation along one axis on scikit-image's grid (pixel edges aligned,
+    edge values held outside), in ``a``'s dtype."""
+    n_in = a.shape[axis]
+    if n_in == n_out:
+        return a
+    if n_in == 1:
+        return np.repeat(a, n_out, axis=axis)
+    coords = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    np.clip(coords, 0.0, n_in - 1.0, out=coords)
+    i0 = np.minimum(np.floor(coords).astype(np.intp), n_in - 2)
+    shape = [1] * a.ndim
+    shape[axis] = n_out
+    w = (coords - i0).astype(a.dtype).reshape(shape)
+    lo = np.take(a, i0, axis=axis)
+    hi = np.take(a, i0 + 1, axis=axis)
+    hi -= lo
+    hi *= w
+    lo += hi
+    return lo
+
+
+def linear_resize(image: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
+    """Order-1 ``skimage_resize`` done one axis at a time (shrinking axes first), keeping the
+    input's float dtype."""
+    out = image
+    ratios = [n / s for n, s in zip(new_shape, image.shape, strict=True)]
+    for axis in sorted(range(image.ndim), key=lambda d: ratios[d]):
+        out = _linear_axis(out, int(new_shape[axis]), axis)
+    return out if out is not image else image.copy()
 
 
 def _nearest_along(length_in: int, length_out: int) -> np.ndarray:

@@ -24,11 +24,12 @@ from hccatom.engines.providers import file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
 from hccatom.segmentation.pipeline import (
     Accumulation,
+    Preprocessed,
     Progress,
     TilePredictor,
+    logits_to_labels,
     logits_to_probabilities,
     preprocess,
-    probabilities_to_labels,
     sliding_window_logits,
 )
 from hccatom.segmentation.spec import SegmentationSpec
@@ -149,18 +150,10 @@ class Segmenter:
 
         return read_ct(ct)
 
-    def probabilities(
-        self,
-        ct: Any,
-        *,
-        progress: Progress | None = None,
-        timings: dict[str, float] | None = None,
-    ) -> tuple[np.ndarray, Volume]:
-        """Softmax probabilities ``(C, z, y, x)`` float32 on the input grid, and that grid.
-
-        Channel ``c`` is the network's output channel; ``spec.labels`` says what it means.
-        ``timings`` (optional dict) receives seconds per stage.
-        """
+    def _logits(
+        self, ct: Any, progress: Progress | None, timings: dict[str, float] | None
+    ) -> tuple[np.ndarray, Preprocessed, Volume]:
+        """Read, preprocess and run the sliding window: logits on the network's grid."""
         t0 = time.perf_counter()
         vol = self._as_volume(ct)
         if timings is not None:
@@ -177,8 +170,22 @@ class Segmenter:
             timings=timings,
             accumulate=self.accumulate,
         )
-        probs = logits_to_probabilities(logits, pre, self.spec, timings)
-        return probs, vol
+        return logits, pre, vol
+
+    def probabilities(
+        self,
+        ct: Any,
+        *,
+        progress: Progress | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> tuple[np.ndarray, Volume]:
+        """Softmax probabilities ``(C, z, y, x)`` float32 on the input grid, and that grid.
+
+        Channel ``c`` is the network's output channel; ``spec.labels`` says what it means.
+        ``timings`` (optional dict) receives seconds per stage.
+        """
+        logits, pre, vol = self._logits(ct, progress, timings)
+        return logits_to_probabilities(logits, pre, self.spec, timings), vol
 
     def segment(
         self,
@@ -187,12 +194,13 @@ class Segmenter:
         progress: Progress | None = None,
         timings: dict[str, float] | None = None,
     ) -> Volume:
-        """uint8 labels on the input grid: 0 background, 1 liver, 2 tumour."""
-        probs, vol = self.probabilities(ct, progress=progress, timings=timings)
-        t0 = time.perf_counter()
-        labels = probabilities_to_labels(probs, self.spec)
-        if timings is not None:
-            timings["argmax"] = timings.get("argmax", 0.0) + time.perf_counter() - t0
+        """uint8 labels on the input grid: 0 background, 1 liver, 2 tumour.
+
+        The same labels as the argmax of :meth:`probabilities`, without materialising the
+        full-size probability array (see ``logits_to_labels``).
+        """
+        logits, pre, vol = self._logits(ct, progress, timings)
+        labels = logits_to_labels(logits, pre, self.spec, timings)
         return vol.with_array(
             labels,
             note=f"nnU-Net {self.spec.configuration} segmentation (folds {self.folds}, "
