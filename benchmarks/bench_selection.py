@@ -34,6 +34,8 @@ from hccatom.export.selection_onnx import (  # noqa: E402
 THREADS = int(os.environ.get("HCCATOM_BENCH_THREADS", "2"))
 ROUNDS = int(os.environ.get("HCCATOM_BENCH_ROUNDS", "3"))
 SIZE = os.environ.get("HCCATOM_BENCH_SIZE", "paper")
+# batch 8 of the three four-model variants costs ~2 min a round at paper size on 2 cores
+FOUR_BATCHES = [int(b) for b in os.environ.get("HCCATOM_BENCH_FOUR_BATCHES", "1,8").split(",")]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,7 @@ def test_bench_single_ort(  # type: ignore[no-untyped-def]
 
 
 # --- four models: fused graph vs four calls -------------------------------------------------
-@pytest.mark.parametrize("batch", [1])
+@pytest.mark.parametrize("batch", FOUR_BATCHES)
 def test_bench_four_torch(benchmark, models: dict[str, SelectionModel], batch: int) -> None:  # type: ignore[no-untyped-def]
     inp = tuple(example_inputs(models["TACE"].size, batch, seed=batch).values())
 
@@ -101,7 +103,7 @@ def test_bench_four_torch(benchmark, models: dict[str, SelectionModel], batch: i
     _run(benchmark, call, f"four models, batch {batch}", path="pytorch eager x4")
 
 
-@pytest.mark.parametrize("batch", [1])
+@pytest.mark.parametrize("batch", FOUR_BATCHES)
 def test_bench_four_ort_separate(benchmark, exported: dict[str, Path], batch: int) -> None:  # type: ignore[no-untyped-def]
     engines = [OnnxRuntimeEngine(exported["single"], device="cpu", threads=THREADS)
                for _ in COHORTS]
@@ -110,7 +112,7 @@ def test_bench_four_ort_separate(benchmark, exported: dict[str, Path], batch: in
          path="onnxruntime x4 calls")
 
 
-@pytest.mark.parametrize("batch", [1])
+@pytest.mark.parametrize("batch", FOUR_BATCHES)
 def test_bench_four_ort_fused(  # type: ignore[no-untyped-def]
     benchmark, models: dict[str, SelectionModel], exported: dict[str, Path], batch: int
 ) -> None:
