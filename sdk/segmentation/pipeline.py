@@ -212,6 +212,20 @@ def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
     return e
 
 
+def _logits_to_cropped_grid(
+    logits: np.ndarray, pre: Preprocessed, spec: SegmentationSpec
+) -> np.ndarray:
+    """Logits resampled from the network's grid back to the cropped input grid."""
+    return resample(
+        logits,
+        pre.shape_after_cropping,
+        pre.target_spacing,
+        pre.spacing_transposed,
+        spec.resampling_probabilities,
+        logits.dtype,
+    )
+
+
 def logits_to_probabilities(
     logits: np.ndarray,
     pre: Preprocessed,
@@ -224,14 +238,7 @@ def logits_to_probabilities(
     the background channel is 1. Returns ``(C, z, y, x)`` float32 on the input grid.
     """
     t0 = time.perf_counter()
-    back = resample(
-        logits,
-        pre.shape_after_cropping,
-        pre.target_spacing,
-        pre.spacing_transposed,
-        spec.resampling_probabilities,
-        logits.dtype,
-    )
+    back = _logits_to_cropped_grid(logits, pre, spec)
     t0 = _add_time(timings, "resample_out", t0)
     probs = softmax(back)
     t0 = _add_time(timings, "softmax", t0)
@@ -269,14 +276,7 @@ def logits_to_labels(
     building the full-size probability array. Outside the crop box: background.
     """
     t0 = time.perf_counter()
-    back = resample(
-        logits,
-        pre.shape_after_cropping,
-        pre.target_spacing,
-        pre.spacing_transposed,
-        spec.resampling_probabilities,
-        logits.dtype,
-    )
+    back = _logits_to_cropped_grid(logits, pre, spec)
     t0 = _add_time(timings, "resample_out", t0)
     lut = np.asarray(spec.labels.channel_to_label, dtype=np.uint8)
     cropped = lut[channel_argmax(back)]
@@ -291,4 +291,4 @@ def logits_to_labels(
 def probabilities_to_labels(probs: np.ndarray, spec: SegmentationSpec) -> np.ndarray:
     """Argmax over channels, mapped through the spec's channel -> hccatom label table (uint8)."""
     lut = np.asarray(spec.labels.channel_to_label, dtype=np.uint8)
-    return lut[np.argmax(probs, axis=0)]
+    return lut[channel_argmax(probs)]
