@@ -26,7 +26,14 @@ from hccatom.segmentation import (
     sliding_window_logits,
     tile_starts,
 )
+from hccatom.segmentation.pipeline import Preprocessed, foreground_window, logits_to_labels
 from hccatom.segmentation.preprocessing import ct_normalize, nonzero_bbox
+from hccatom.segmentation.resampling import (
+    linear_resize,
+    linear_support,
+    separable_resize,
+    spline_zoom_matrix,
+)
 
 
 def make_spec(**over: object) -> SegmentationSpec:
@@ -133,6 +140,102 @@ def test_skimage_resize_matches_scikit_image_when_present() -> None:
             np.testing.assert_allclose(skimage_resize(img, shape, order), ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_separable_resize_equals_the_3d_zoom(order: int) -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(order)
+    img = rng.normal(size=(9, 14, 6))
+    for shape in [(3, 5, 13), (20, 14, 2), (9, 14, 6), (1, 1, 1)]:
+        ref = ndimage.zoom(img, np.divide(shape, img.shape), order=order, mode="nearest",
+                           grid_mode=True, output=np.float64)
+        got = separable_resize(img, shape, order)
+        assert got.shape == shape and got.dtype == np.float64
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="does not match"):
+        separable_resize(img, (3, 5), order)
+
+
+def test_spline_zoom_matrix_rows_reproduce_constants() -> None:
+    m = spline_zoom_matrix(17, 5, 3)
+    assert m.shape == (5, 17) and not m.flags.writeable
+    np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-12)  # constants are kept
+
+
+def test_linear_resize_window_equals_crop_of_full() -> None:
+    rng = np.random.default_rng(3)
+    img = rng.normal(size=(5, 7, 4)).astype(np.float32)
+    shape = (19, 7, 13)
+    full = linear_resize(img, shape)
+    window = [(3, 11), (2, 6), (0, 13)]
+    part = linear_resize(img, shape, window)
+    np.testing.assert_array_equal(part, full[3:11, 2:6, 0:13])
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(5, 19), (19, 5), (6, 6), (1, 4), (2, 9)])
+def test_linear_support_is_exactly_the_outputs_that_read_the_range(n_in: int, n_out: int) -> None:
+    for lo in range(n_in):
+        for hi in range(lo + 1, n_in + 1):
+            bump = np.zeros(n_in)
+            bump[lo:hi] = 1.0
+            # an output reads [lo, hi) iff it changes when those inputs change (weights > 0
+            # or the lower tap of a clamped edge); tap indices are what linear_support uses
+            a, b = linear_support(n_in, n_out, lo, hi)
+            touched = np.flatnonzero(linear_resize(bump[None], (1, n_out))[0] != 0)
+            assert a <= b
+            if touched.size:  # every output with a non-zero weight on the range is inside
+                assert a <= touched[0] and touched[-1] < b
+
+
+def _pre(shape_after: tuple[int, ...], spacing: tuple[float, ...]) -> Preprocessed:
+    return Preprocessed(
+        data=np.zeros((1, 1, 1, 1), np.float32),
+        bbox=[[0, s] for s in shape_after],
+        shape_before_cropping=shape_after,
+        shape_after_cropping=shape_after,
+        spacing_transposed=spacing,
+        target_spacing=(3.0, 2.0, 2.0),
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_labels_from_foreground_window_equal_full_resampling(dtype: type) -> None:
+    spec = make_spec()
+    rng = np.random.default_rng(5)
+    coarse = (7, 9, 8)
+    logits = np.empty((3, *coarse), dtype=np.float32)
+    logits[0] = 4.0 + rng.normal(0, 0.5, coarse)
+    logits[1:] = rng.normal(-2.0, 0.5, (2, *coarse))
+    logits[1, 2:4, 3:6, 2:5] += 9.0  # an organ
+    logits[2, 3, 4, 3] += 14.0  # a tumour inside it
+    logits = logits.astype(dtype)
+    pre = _pre((20, 19, 17), (1.0, 0.9, 0.9))
+    window = foreground_window(logits, pre, spec)
+    assert window is not None
+    assert all(0 < a < b < n for (a, b), n in zip(window, (20, 19, 17), strict=True))
+    fast = logits_to_labels(logits, pre, spec)
+    back = resample(logits, (20, 19, 17), pre.target_spacing, pre.spacing_transposed,
+                    spec.resampling_probabilities, logits.dtype)
+    full = np.argmax(back, axis=0).astype(np.uint8)
+    np.testing.assert_array_equal(fast, full)
+    assert {1, 2} <= set(np.unique(fast))
+
+
+def test_labels_all_background_and_fallbacks() -> None:
+    spec = make_spec()
+    logits = np.zeros((3, 4, 5, 6), dtype=np.float32)
+    logits[0] = 5.0
+    pre = _pre((8, 10, 12), (1.5, 1.0, 1.0))
+    assert foreground_window(logits, pre, spec) == [(0, 0)] * 3
+    assert not logits_to_labels(logits, pre, spec).any()
+    # order-3 probabilities or a separate z axis: no window, everything is resampled
+    cubic = make_spec(resampling_probabilities={"order": 3, "order_z": 0})
+    assert foreground_window(logits, pre, cubic) is None
+    assert foreground_window(logits, _pre((8, 10, 12), (12.0, 1.0, 1.0)), spec) is None
+    logits[2, 1, 2, 3] = 9.0
+    assert (logits_to_labels(logits, pre, cubic) == 2).any()  # the full path still finds it
+
+
 def test_separate_z_rule() -> None:
     assert separate_z_axis((9.0, 2.2, 2.2), (3.5, 2.4, 2.4)) == 0  # current spacing first
     assert separate_z_axis((2.0, 2.0, 2.0), (3.0, 0.8, 0.8)) == 0  # then the target
@@ -181,6 +284,30 @@ def test_nonzero_bbox() -> None:
     img[2, 3, 3] = 0.0  # an interior zero is a hole, filled
     assert nonzero_bbox(img) == [[1, 4], [2, 6], [3, 5]]
     assert nonzero_bbox(np.zeros((3, 4, 5))) == [[0, 3], [0, 4], [0, 5]]
+    assert nonzero_bbox(np.array([0.0, 0.0, 2.0, 0.0, 3.0, 0.0])) == [[2, 5]]
+
+
+def _box_of(mask: np.ndarray) -> list[list[int]]:
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(o for o in range(mask.ndim) if o != axis)))
+        box.append([int(hit[0]), int(hit[-1]) + 1])
+    return box
+
+
+def test_nonzero_bbox_equals_box_of_hole_filled_mask() -> None:
+    from scipy.ndimage import binary_fill_holes
+
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        img = np.zeros((40, 11, 9), dtype=np.float32)
+        lo = rng.integers(0, 6, 3)
+        hi = lo + rng.integers(2, 6, 3)
+        block = (slice(lo[0], hi[0] + 20), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+        img[block] = rng.choice([0.0, -3.0], p=[0.4, 0.6], size=img[block].shape)
+        if not img.any():
+            continue
+        assert nonzero_bbox(img) == _box_of(binary_fill_holes(img != 0))
 
 
 # --- sliding window ---------------------------------------------------------------------

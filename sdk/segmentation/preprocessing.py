@@ -8,7 +8,6 @@ resample back -> un-crop -> transpose back (see :mod:`hccatom.segmentation.runti
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import binary_fill_holes
 
 from hccatom.segmentation.spec import CTIntensityStats
 
@@ -19,13 +18,25 @@ BBox = list[list[int]]
 def nonzero_bbox(image: np.ndarray) -> BBox:
     """Bounding box of the hole-filled non-zero mask (``crop_to_nonzero``).
 
-    An all-zero image gives the full extent (what nnU-Net's ``get_bbox_from_mask`` returns).
+    Filling holes never moves the box (a hole reaching outside it would touch the all-zero
+    border slabs, so it would not be a hole), so the box of the plain mask is taken, one
+    slab of slices at a time. An all-zero image gives the full extent (what nnU-Net's
+    ``get_bbox_from_mask`` returns).
     """
-    mask = binary_fill_holes(image != 0)
+    if image.ndim == 0:
+        raise ValueError("nonzero_bbox needs an array with at least one axis")
+    along_first = np.zeros(image.shape[0], dtype=bool)
+    footprint = np.zeros(image.shape[1:], dtype=bool)  # non-zero anywhere along axis 0
+    for start in range(0, image.shape[0], 16):  # slabs: no full-size mask in memory
+        mask = image[start : start + 16] != 0
+        along_first[start : start + 16] = mask.reshape(mask.shape[0], -1).any(axis=1)
+        footprint |= mask.any(axis=0)
+    hits = [np.flatnonzero(along_first)]
+    for axis in range(1, image.ndim):
+        other = tuple(a for a in range(footprint.ndim) if a != axis - 1)
+        hits.append(np.flatnonzero(footprint.any(axis=other)))
     box: BBox = []
-    for axis in range(image.ndim):
-        other = tuple(a for a in range(image.ndim) if a != axis)
-        hit = np.flatnonzero(np.any(mask, axis=other))
+    for axis, hit in enumerate(hits):
         if hit.size == 0:
             box.append([0, int(image.shape[axis])])
         else:

@@ -5,7 +5,11 @@ anti_aliasing=False)``. In scikit-image 0.19+ that is exactly
 ``scipy.ndimage.zoom(x, out/in, order, mode='nearest', grid_mode=True)`` (pixel centres
 aligned, edge values extended, cubic B-spline prefiltered with the same mode) followed by
 clipping to the input's [min, max] (``clip=True``). :func:`skimage_resize` reproduces that
-without importing scikit-image.
+without importing scikit-image. Every step of that zoom (edge padding, B-spline prefilter,
+interpolation on a grid) acts on one axis at a time, so the 3-D resize is the tensor product
+of three 1-D linear maps: :func:`spline_zoom_matrix` builds each map by zooming the unit
+vectors, and :func:`separable_resize` applies them as matrix products (float64, as
+scikit-image computes; ~10x faster than the 3-D zoom on a 200 x 512 x 512 CT).
 
 When the spacing is anisotropic (max/min > threshold), nnU-Net resizes each slice across the
 low-resolution axis in-plane and then interpolates along that axis with
@@ -16,6 +20,7 @@ low-resolution axis in-plane and then interpolates along that axis with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
@@ -83,34 +88,82 @@ def skimage_resize(image: np.ndarray, new_shape: Sequence[int], order: int) -> n
         # on large grids (logits back to a 512 x 512 x 200 input); float32 input stays
         # float32 (differences to scikit-image's float64 arithmetic ~1e-7 relative)
         return linear_resize(img, new_shape)
-    if tuple(new_shape) == img.shape and order > 0:
-        # zoom factor 1 with grid_mode maps every output voxel onto its input voxel
-        out = img.astype(np.float64, copy=True)
+    if order == 0:
+        out = _zoom(img, new_shape, order)
     else:
-        factors = np.divide(img.shape, tuple(new_shape))  # as scikit-image computes them
-        zoom = [1 / f for f in factors]
-        out = ndimage.zoom(
-            img, zoom, order=order, mode="nearest", grid_mode=True, output=np.float64
-        )
+        out = separable_resize(img, new_shape, order)
     if order > 0:
         np.clip(out, img.min(), img.max(), out=out)
     return out
 
 
-def _linear_axis(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+def _zoom(image: np.ndarray, new_shape: Sequence[int], order: int) -> np.ndarray:
+    """The ``ndimage.zoom`` call scikit-image makes (float64 output)."""
+    factors = np.divide(image.shape, tuple(new_shape))  # as scikit-image computes them
+    zoom = [1 / f for f in factors]
+    return ndimage.zoom(image, zoom, order=order, mode="nearest", grid_mode=True, output=np.float64)
+
+
+@lru_cache(maxsize=32)
+def spline_zoom_matrix(n_in: int, n_out: int, order: int) -> np.ndarray:
+    """``M`` (n_out, n_in) with ``zoom(v) == M @ v`` for 1-D ``v`` of length ``n_in``.
+
+    The zoom is linear in its input, so zooming each unit vector gives a column. Read-only
+    (it is cached).
+    """
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"axis lengths must be >= 1, got {n_in} -> {n_out}")
+    eye = np.eye(n_in)
+    columns = [_zoom(eye[j], (n_out,), order) for j in range(n_in)]
+    matrix = np.stack(columns, axis=1)
+    if matrix.shape != (n_out, n_in):  # ndimage.zoom rounds its output shape
+        raise ValueError(f"zoom of {n_in} samples did not give {n_out}: {matrix.shape}")
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _apply_along(a: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
+    """``matrix`` (n_out, n_in) applied along ``axis`` of ``a`` as one matrix product."""
+    if axis == a.ndim - 1:
+        return a @ matrix.T
+    if axis == 0:
+        return np.tensordot(matrix, a, axes=(1, 0))
+    moved = np.moveaxis(a, axis, -2)
+    return np.moveaxis(np.matmul(matrix, moved), -2, axis)
+
+
+def separable_resize(image: np.ndarray, new_shape: Sequence[int], order: int) -> np.ndarray:
+    """``ndimage.zoom(image, ..., order, mode='nearest', grid_mode=True)`` in float64 as one
+    1-D matrix product per axis (most shrinking axis first, so later products are small)."""
+    target = tuple(int(n) for n in new_shape)
+    if len(target) != image.ndim:
+        raise ValueError(f"new_shape {target} does not match image dimensions {image.shape}")
+    out = np.asarray(image, dtype=np.float64)
+    ratios = [n / s for n, s in zip(target, image.shape, strict=True)]
+    for axis in sorted(range(image.ndim), key=lambda d: ratios[d]):
+        if out.shape[axis] != target[axis]:
+            out = _apply_along(out, spline_zoom_matrix(out.shape[axis], target[axis], order), axis)
+    return np.ascontiguousarray(out) if out is not image else image.copy()
+
+
+def _linear_axis(
+    a: np.ndarray, n_out: int, axis: int, window: tuple[int, int] | None = None
+) -> np.ndarray:
     """Linear interpolation along one axis on scikit-image's grid (pixel edges aligned,
-    edge values held outside), in ``a``'s dtype."""
+    edge values held outside), in ``a``'s dtype; only output indices in ``window``
+    (half-open, default all) are computed, each with the same arithmetic as in the full
+    result."""
     n_in = a.shape[axis]
+    start, stop = (0, n_out) if window is None else window
     if n_in == n_out:
-        return a
+        return a if (start, stop) == (0, n_out) else np.take(a, np.arange(start, stop), axis)
     if n_in == 1:
-        return np.repeat(a, n_out, axis=axis)
-    coords = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    np.clip(coords, 0.0, n_in - 1.0, out=coords)
-    i0 = np.minimum(np.floor(coords).astype(np.intp), n_in - 2)
+        return np.repeat(a, stop - start, axis=axis)
+    i0, w64 = _linear_taps(n_in, n_out)
+    i0, w64 = i0[start:stop], w64[start:stop]
     shape = [1] * a.ndim
-    shape[axis] = n_out
-    w = (coords - i0).astype(a.dtype).reshape(shape)
+    shape[axis] = stop - start
+    w = w64.astype(a.dtype).reshape(shape)
     lo = np.take(a, i0, axis=axis)
     hi = np.take(a, i0 + 1, axis=axis)
     hi -= lo
@@ -119,14 +172,47 @@ def _linear_axis(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
     return lo
 
 
-def linear_resize(image: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower input index and weight of the upper one for each output index (n_in >= 2)."""
+    coords = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    np.clip(coords, 0.0, n_in - 1.0, out=coords)
+    i0 = np.minimum(np.floor(coords).astype(np.intp), n_in - 2)
+    return i0, coords - i0
+
+
+def linear_resize(
+    image: np.ndarray,
+    new_shape: Sequence[int],
+    window: Sequence[tuple[int, int]] | None = None,
+) -> np.ndarray:
     """Order-1 ``skimage_resize`` done one axis at a time (shrinking axes first), keeping the
-    input's float dtype."""
+    input's float dtype.
+
+    ``window`` (half-open ``(start, stop)`` output indices per axis) computes only that
+    block of the result, value for value the same as cropping the full result.
+    """
+    if window is not None and len(window) != image.ndim:
+        raise ValueError(f"window needs one (start, stop) per axis, got {window}")
     out = image
     ratios = [n / s for n, s in zip(new_shape, image.shape, strict=True)]
     for axis in sorted(range(image.ndim), key=lambda d: ratios[d]):
-        out = _linear_axis(out, int(new_shape[axis]), axis)
+        win = None if window is None else (int(window[axis][0]), int(window[axis][1]))
+        out = _linear_axis(out, int(new_shape[axis]), axis, win)
     return out if out is not image else image.copy()
+
+
+def linear_support(n_in: int, n_out: int, lo: int, hi: int) -> tuple[int, int]:
+    """Output indices of an order-1 resize (``n_in`` -> ``n_out``) that read any input index
+    in ``[lo, hi)``: a half-open range, empty (start == stop) when none does."""
+    if n_in == n_out:
+        return lo, hi
+    if n_in == 1:
+        return (0, n_out) if lo <= 0 < hi else (0, 0)
+    i0, _ = _linear_taps(n_in, n_out)
+    reads = np.flatnonzero((i0 + 1 >= lo) & (i0 <= hi - 1))
+    if reads.size == 0:
+        return 0, 0
+    return int(reads[0]), int(reads[-1]) + 1
 
 
 def _nearest_along(length_in: int, length_out: int) -> np.ndarray:
