@@ -79,8 +79,13 @@ def read_ct(source: CTSource, *, series_uid: str | None = None) -> Volume:
     """
     notes: list[str] = []
     if isinstance(source, Volume):
-        image = to_sitk(source, dtype=np.float32)
         notes.extend(source.notes)
+        if _is_lps(source):  # already canonical: no SimpleITK round trip (3 full copies)
+            return _ct_volume_from_array(
+                np.asarray(source.array), source.spacing, source.origin, source.direction,
+                "the given Volume", notes,
+            )
+        image = to_sitk(source, dtype=np.float32)
         where = "the given Volume"
     elif isinstance(source, sitk.Image):
         image = source
@@ -391,15 +396,15 @@ def _check_spacing(spacing: Sequence[float], where: str) -> None:
         )
 
 
-def _check_hu(array: np.ndarray, where: str) -> None:
-    finite = np.isfinite(array)
-    if not finite.all():
-        n_bad = int(array.size - np.count_nonzero(finite))
+def _check_hu(array: np.ndarray, where: str) -> float:
+    """Raise unless the array looks like finite Hounsfield units; returns its lowest value."""
+    lo, hi = float(array.min()), float(array.max())  # NaN and infinities show up here
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        n_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         raise CTInputError(
             f"{where} contains {n_bad} non-finite values (NaN or infinity); a CT holds finite "
             "Hounsfield units. Fix or re-export the image."
         )
-    lo, hi = float(array.min()), float(array.max())
     if lo > MAX_LOWEST_HU or hi > MAX_HU:
         if lo >= 0 and hi <= 1:
             guess = " This looks like an intensity normalised to [0, 1]."
@@ -420,6 +425,7 @@ def _check_hu(array: np.ndarray, where: str) -> None:
             f"{MAX_LOWEST_HU:g}) and nothing above {MAX_HU:g}.{guess} Pass the original CT "
             "in HU."
         )
+    return lo
 
 
 def _geometry_zyx(image: sitk.Image) -> tuple[tuple[float, ...], tuple[float, ...], Matrix3]:
@@ -441,6 +447,24 @@ def _to_ct_volume(image: sitk.Image, where: str, notes: list[str]) -> Volume:
     image = sitk.DICOMOrient(image, "LPS")
     spacing, origin, direction = _geometry_zyx(image)
     array = sitk.GetArrayFromImage(image)
+    return _ct_volume_from_array(array, spacing, origin, direction, where, notes)
+
+
+def _is_lps(volume: Volume) -> bool:
+    """True when the volume's axes already run along L, P, S (what ``DICOMOrient`` gives)."""
+    return bool(np.array_equal(np.asarray(volume.direction, dtype=float), np.eye(3)))
+
+
+def _ct_volume_from_array(
+    array: np.ndarray,
+    spacing: Sequence[float],
+    origin: Sequence[float],
+    direction: Sequence[Sequence[float]],
+    where: str,
+    notes: list[str],
+) -> Volume:
+    """Checks and scanner-padding replacement on an LPS-ordered ``(z, y, x)`` array."""
+    _check_spacing(tuple(float(s) for s in spacing), where)
     if array.dtype == np.uint8:
         lo, hi = int(array.min()), int(array.max())
         raise CTInputError(
@@ -448,13 +472,11 @@ def _to_ct_volume(image: sitk.Image, where: str, notes: list[str]) -> Volume:
             "display image; expected CT in Hounsfield units (signed, air near -1000)."
         )
     array = array.astype(np.float32, copy=False)
-    _check_hu(array, where)
-    padding = array <= PADDING_THRESHOLD_HU
-    n_pad = int(np.count_nonzero(padding))
-    if n_pad:
-        lowest = float(array.min())
-        if not array.flags.writeable:
-            array = array.copy()
+    lowest = _check_hu(array, where)
+    if lowest <= PADDING_THRESHOLD_HU:
+        padding = array <= PADDING_THRESHOLD_HU
+        n_pad = int(np.count_nonzero(padding))
+        array = array.copy()  # never alter the caller's array
         array[padding] = AIR_HU
         notes.append(
             f"scanner padding: {n_pad} voxels at or below {PADDING_THRESHOLD_HU:g} HU "

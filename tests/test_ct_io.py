@@ -368,11 +368,31 @@ def test_error_absurd_spacing(tmp_path: Path, spacing: tuple[float, float, float
 
 def test_error_non_positive_spacing() -> None:
     bad = Volume(array=_phantom().astype(np.float32), spacing=(0.0, 1.0, 1.0))
-    with pytest.raises(CTInputError, match="spacing must be positive"):
+    with pytest.raises(CTInputError, match=r"spacing \(0.0, 1.0, 1.0\).*expected each between"):
         read_ct(bad)
     negative = Volume(array=_phantom().astype(np.float32), spacing=(1.0, -0.5, 1.0))
-    with pytest.raises(CTInputError, match="spacing must be positive"):
+    with pytest.raises(CTInputError, match=r"spacing \(1.0, -0.5, 1.0\)"):
         read_ct(negative)
+    rotated = Volume(array=_phantom().astype(np.float32), spacing=(1.0, -0.5, 1.0),
+                     direction=((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)))
+    with pytest.raises(CTInputError, match="spacing must be positive"):  # via SimpleITK
+        read_ct(rotated)
+
+
+def test_volume_input_is_not_altered_and_keeps_geometry() -> None:
+    array = _phantom().astype(np.float32)
+    array[0, 0, :4] = -3024.0  # scanner padding
+    before = array.copy()
+    vol = Volume(array=array, spacing=(2.0, 0.7, 0.7), origin=(5.0, -3.0, 1.0))
+    out = read_ct(vol)
+    np.testing.assert_array_equal(array, before)  # the caller's array is untouched
+    assert out.array[0, 0, :4].tolist() == [AIR_HU] * 4
+    assert out.spacing == vol.spacing and out.origin == vol.origin
+    assert any("scanner padding: 4 voxels" in n for n in out.notes)
+    nan = array.copy()
+    nan[1, 1, 1] = np.nan
+    with pytest.raises(CTInputError, match="1 non-finite"):
+        read_ct(Volume(array=nan, spacing=(2.0, 0.7, 0.7)))
 
 
 @pytest.mark.parametrize(

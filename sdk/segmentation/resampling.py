@@ -138,12 +138,33 @@ def separable_resize(image: np.ndarray, new_shape: Sequence[int], order: int) ->
     target = tuple(int(n) for n in new_shape)
     if len(target) != image.ndim:
         raise ValueError(f"new_shape {target} does not match image dimensions {image.shape}")
-    out = np.asarray(image, dtype=np.float64)
     ratios = [n / s for n, s in zip(target, image.shape, strict=True)]
+    out = image
     for axis in sorted(range(image.ndim), key=lambda d: ratios[d]):
         if out.shape[axis] != target[axis]:
-            out = _apply_along(out, spline_zoom_matrix(out.shape[axis], target[axis], order), axis)
-    return np.ascontiguousarray(out) if out is not image else image.copy()
+            matrix = spline_zoom_matrix(out.shape[axis], target[axis], order)
+            out = _apply_in_slabs(out, matrix, axis)
+    if out is image:
+        return np.array(image, dtype=np.float64)
+    return np.ascontiguousarray(out)
+
+
+def _apply_in_slabs(a: np.ndarray, matrix: np.ndarray, axis: int, slab: int = 8) -> np.ndarray:
+    """:func:`_apply_along` in float64, a few slices of another axis at a time, so that a
+    float32 input is never converted to float64 as a whole (a 200 x 512 x 512 CT would
+    need 420 MB more)."""
+    if a.ndim == 1 or a.dtype == np.float64:
+        return _apply_along(np.asarray(a, dtype=np.float64), matrix, axis)
+    along = 1 if axis == 0 else 0
+    shape = list(a.shape)
+    shape[axis] = matrix.shape[0]
+    out = np.empty(shape, dtype=np.float64)
+    for start in range(0, a.shape[along], slab):
+        index: list[slice] = [slice(None)] * a.ndim
+        index[along] = slice(start, start + slab)
+        part = np.asarray(a[tuple(index)], dtype=np.float64)
+        out[tuple(index)] = _apply_along(part, matrix, axis)
+    return out
 
 
 def _linear_axis(
