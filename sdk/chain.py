@@ -79,7 +79,7 @@ def phase_image(ct: Volume, labels: Volume, spec: PreprocessSpec) -> PhaseImage:
 
 def phase_report(img: PhaseImage, labels: Volume, spec: PreprocessSpec) -> PhaseReport:
     """The recommendation's record of one phase."""
-    counts = np.bincount(np.asarray(labels.array).ravel().astype(np.int64), minlength=3)
+    array = np.asarray(labels.array)
     return PhaseReport(
         slice_index=img.pick.index,
         slice_position_mm=img.pick.z_mm,
@@ -90,9 +90,9 @@ def phase_report(img: PhaseImage, labels: Volume, spec: PreprocessSpec) -> Phase
         liver_touches_border=img.crop.liver_touches_border,
         box_enlarged=img.crop.box_enlarged,
         padded=img.crop.padded,
-        segmentation_voxels={
-            "liver": int(counts[spec.liver_label]) if spec.liver_label < len(counts) else 0,
-            "tumour": int(counts[spec.tumour_label]) if spec.tumour_label < len(counts) else 0,
+        segmentation_voxels={  # no int64 copy of the label map (it has ~50 M voxels)
+            "liver": int(np.count_nonzero(array == spec.liver_label)),
+            "tumour": int(np.count_nonzero(array == spec.tumour_label)),
         },
     )
 

@@ -16,6 +16,17 @@ from __future__ import annotations
 class HccatomError(Exception):
     """Base class of every error raised by hccatom on purpose."""
 
+    phase: str | None = None
+    """The CT phase ("arterial" or "portal") the error arose in, where it did."""
+
+    def in_phase(self, phase: str) -> HccatomError:
+        """Record the phase and put it in front of the message (once); returns self."""
+        if self.phase is None:
+            self.phase = phase
+            if self.args and isinstance(self.args[0], str):
+                self.args = (f"{phase} phase: {self.args[0]}", *self.args[1:])
+        return self
+
 
 # --- bad input -------------------------------------------------------------------------
 class InputError(HccatomError, ValueError):

@@ -198,6 +198,33 @@ def test_concurrent_recommend_equals_serial(predictor: Predictor) -> None:
     assert len({r.scores["TACE"].score for r in serial}) == 4
 
 
+def test_phases_together_equal_phases_in_turn(
+    bundle_dir: Path, case: dict[str, object], rec: Recommendation
+) -> None:
+    with Predictor.from_bundle(bundle_dir, device="cpu", phase_workers=1) as in_turn:
+        assert in_turn.phase_workers == 1
+        serial = in_turn.recommend({"arterial": case["arterial"], "portal": case["portal"]},
+                                   clinical_example())
+    assert serial.comparable() == rec.comparable()  # rec: the default, phases together
+    assert set(rec.timings_ms) >= {"segment_arterial", "segment_portal", "crop_portal"}
+    with pytest.raises(ValueError, match="phase_workers must be 1 or 2"):
+        Predictor.from_bundle(bundle_dir, device="cpu", phase_workers=3)
+
+
+def test_phase_errors_surface_arterial_first(
+    predictor: Predictor, case: dict[str, object]
+) -> None:
+    empty = phantom(tumour_radius_mm=0.0)
+    with pytest.raises(CTInputError, match=r"^arterial phase: .*nonexistent") as both:
+        predictor.recommend({"arterial": "/nonexistent/ct.nii.gz", "portal": empty["portal"]},
+                            clinical_example())  # both phases fail
+    assert both.value.phase == "arterial"
+    with pytest.raises(NoTumourError, match=r"^portal phase: .*no tumour") as one:
+        predictor.recommend({"arterial": case["arterial"], "portal": empty["portal"]},
+                            clinical_example())  # only the portal phase fails
+    assert one.value.phase == "portal"
+
+
 def test_recommend_many_streams_in_order_with_progress(
     predictor: Predictor, case: dict[str, object], rec: Recommendation
 ) -> None:

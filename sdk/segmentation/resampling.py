@@ -88,10 +88,7 @@ def skimage_resize(image: np.ndarray, new_shape: Sequence[int], order: int) -> n
         # on large grids (logits back to a 512 x 512 x 200 input); float32 input stays
         # float32 (differences to scikit-image's float64 arithmetic ~1e-7 relative)
         return linear_resize(img, new_shape)
-    if order == 0:
-        out = _zoom(img, new_shape, order)
-    else:
-        out = separable_resize(img, new_shape, order)
+    out = separable_resize(img, new_shape, order)
     if order > 0:
         np.clip(out, img.min(), img.max(), out=out)
     return out
@@ -122,6 +119,25 @@ def spline_zoom_matrix(n_in: int, n_out: int, order: int) -> np.ndarray:
     return matrix
 
 
+@lru_cache(maxsize=32)
+def _row_blocks(n_in: int, n_out: int, order: int, rows: int = 16) -> tuple[tuple[int, ...], ...]:
+    """``(r0, r1, c0, c1)`` blocks of :func:`spline_zoom_matrix` that hold all its weight.
+
+    The prefilter's weights decay geometrically (by ~0.27 per sample for order 3), so each
+    output reads only a narrow band of inputs: entries below 1e-16 of their row's largest
+    (below float64 rounding of the sum) are left out, and each group of ``rows`` outputs
+    reads one contiguous span of inputs.
+    """
+    matrix = spline_zoom_matrix(n_in, n_out, order)
+    keep = np.abs(matrix) > 1e-16 * np.abs(matrix).max(axis=1, keepdims=True)
+    blocks = []
+    for r0 in range(0, n_out, rows):
+        r1 = min(r0 + rows, n_out)
+        cols = np.flatnonzero(keep[r0:r1].any(axis=0))
+        blocks.append((r0, r1, int(cols[0]), int(cols[-1]) + 1))
+    return tuple(blocks)
+
+
 def _apply_along(a: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
     """``matrix`` (n_out, n_in) applied along ``axis`` of ``a`` as one matrix product."""
     if axis == a.ndim - 1:
@@ -130,6 +146,21 @@ def _apply_along(a: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
         return np.tensordot(matrix, a, axes=(1, 0))
     moved = np.moveaxis(a, axis, -2)
     return np.moveaxis(np.matmul(matrix, moved), -2, axis)
+
+
+def _apply_banded(a: np.ndarray, n_out: int, order: int, axis: int) -> np.ndarray:
+    """:func:`spline_zoom_matrix` applied along ``axis`` block by block (:func:`_row_blocks`):
+    the same sums as the full product, ~4x fewer operations on long axes."""
+    matrix = spline_zoom_matrix(a.shape[axis], n_out, order)
+    shape = list(a.shape)
+    shape[axis] = n_out
+    out = np.empty(shape, dtype=np.float64)
+    for r0, r1, c0, c1 in _row_blocks(a.shape[axis], n_out, order):
+        src: list[slice] = [slice(None)] * a.ndim
+        dst: list[slice] = [slice(None)] * a.ndim
+        src[axis], dst[axis] = slice(c0, c1), slice(r0, r1)
+        out[tuple(dst)] = _apply_along(a[tuple(src)], matrix[r0:r1, c0:c1], axis)
+    return out
 
 
 def separable_resize(image: np.ndarray, new_shape: Sequence[int], order: int) -> np.ndarray:
@@ -142,28 +173,28 @@ def separable_resize(image: np.ndarray, new_shape: Sequence[int], order: int) ->
     out = image
     for axis in sorted(range(image.ndim), key=lambda d: ratios[d]):
         if out.shape[axis] != target[axis]:
-            matrix = spline_zoom_matrix(out.shape[axis], target[axis], order)
-            out = _apply_in_slabs(out, matrix, axis)
+            out = _apply_in_slabs(out, target[axis], order, axis)
     if out is image:
         return np.array(image, dtype=np.float64)
     return np.ascontiguousarray(out)
 
 
-def _apply_in_slabs(a: np.ndarray, matrix: np.ndarray, axis: int, slab: int = 8) -> np.ndarray:
-    """:func:`_apply_along` in float64, a few slices of another axis at a time, so that a
+def _apply_in_slabs(a: np.ndarray, n_out: int, order: int, axis: int, slab: int = 8
+                    ) -> np.ndarray:
+    """:func:`_apply_banded` in float64, a few slices of another axis at a time, so that a
     float32 input is never converted to float64 as a whole (a 200 x 512 x 512 CT would
     need 420 MB more)."""
     if a.ndim == 1 or a.dtype == np.float64:
-        return _apply_along(np.asarray(a, dtype=np.float64), matrix, axis)
+        return _apply_banded(np.asarray(a, dtype=np.float64), n_out, order, axis)
     along = 1 if axis == 0 else 0
     shape = list(a.shape)
-    shape[axis] = matrix.shape[0]
+    shape[axis] = n_out
     out = np.empty(shape, dtype=np.float64)
     for start in range(0, a.shape[along], slab):
         index: list[slice] = [slice(None)] * a.ndim
         index[along] = slice(start, start + slab)
         part = np.asarray(a[tuple(index)], dtype=np.float64)
-        out[tuple(index)] = _apply_along(part, matrix, axis)
+        out[tuple(index)] = _apply_banded(part, n_out, order, axis)
     return out
 
 
