@@ -154,9 +154,29 @@ def segmentation_cases(cfg: DemoConfig, n: int, offset: int) -> list[tuple[str, 
     return out
 
 
-def train_segmentation(cfg: DemoConfig, work: Path, log: Log) -> Path:
-    """Write the raw dataset, train nnU-Net in a fresh process, export ONNX; returns export dir."""
-    from hccatom.export.nnunet_train import PlanOverrides, TrainConfig, write_raw_dataset
+@dataclass
+class SegmentationTraining:
+    """nnU-Net training running in its own process (see :func:`start_segmentation`)."""
+
+    process: subprocess.Popen[bytes]
+    log_file: Path
+    model_folder: Path
+    started: float
+
+
+def start_segmentation(cfg: DemoConfig, work: Path, log: Log) -> SegmentationTraining:
+    """Write the raw dataset and start nnU-Net's plan/preprocess/train in a fresh process.
+
+    It runs with ``cfg.threads`` torch threads beside the SELECTION stage (the other core);
+    :func:`finish_segmentation` waits for it and exports the model.
+    """
+    from hccatom.export.nnunet_train import (
+        CONFIGURATION,
+        PLANS_NAME,
+        PlanOverrides,
+        TrainConfig,
+        write_raw_dataset,
+    )
 
     nn_root = work / "nnunet"
     raw = nn_root / "raw"
@@ -176,24 +196,41 @@ def train_segmentation(cfg: DemoConfig, work: Path, log: Log) -> Path:
     )
     conf = work / "nnunet_train.json"
     tc.to_json(conf)
+    log_file = work / "nnunet_train.log"
     log(f"[seg] nnU-Net plan/preprocess/train ({cfg.seg_epochs} x {cfg.seg_iterations} "
-        "iterations) in a fresh process ...")
-    t1 = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-m", "hccatom.export.nnunet_train", str(conf)],
-        capture_output=True, text=True,
-    )
-    (work / "nnunet_train.log").write_text(proc.stdout + "\n" + proc.stderr)
-    if proc.returncode != 0:
-        raise RuntimeError(f"nnU-Net training failed; see {work / 'nnunet_train.log'}:\n"
-                           + proc.stderr[-3000:])
-    log(f"[seg] trained in {time.time() - t1:.0f} s")
-    from hccatom.export.nnunet_export import export_nnunet
-    from hccatom.export.nnunet_train import CONFIGURATION, PLANS_NAME
-
+        f"iterations) in a separate process; its output goes to {log_file}")
+    with log_file.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hccatom.export.nnunet_train", str(conf)],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )
     folder = work / "seg_model" / f"{tc.trainer_name}__{PLANS_NAME}__{CONFIGURATION}"
+    return SegmentationTraining(proc, log_file, folder, time.time())
+
+
+def _last_epoch_line(log_file: Path) -> str:
+    lines = [ln for ln in log_file.read_text(errors="replace").splitlines() if "Epoch " in ln]
+    return lines[-1].split("Epoch ", 1)[-1].strip() if lines else "starting"
+
+
+def finish_segmentation(run: SegmentationTraining, work: Path, log: Log, seed: int,
+                        poll_s: float = 60.0) -> Path:
+    """Wait for the training process (logging its epoch now and then), export ONNX + spec."""
+    from hccatom.export.nnunet_export import export_nnunet
+
+    while True:
+        try:
+            run.process.wait(timeout=poll_s)
+            break
+        except subprocess.TimeoutExpired:
+            log(f"[seg] training: epoch {_last_epoch_line(run.log_file)} "
+                f"({time.time() - run.started:.0f} s)")
+    if run.process.returncode != 0:
+        tail = run.log_file.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"nnU-Net training failed; see {run.log_file}:\n{tail}")
+    log(f"[seg] trained in {time.time() - run.started:.0f} s")
     export_dir = work / "seg_export"
-    export_nnunet(folder, export_dir, folds=[0], seed=cfg.seed)
+    export_nnunet(run.model_folder, export_dir, folds=[0], seed=seed)
     log(f"[seg] exported ONNX + spec to {export_dir}")
     return export_dir
 
@@ -449,15 +486,25 @@ def build_demo(out: Path, cfg: DemoConfig | None = None, *, work: Path | None = 
         if seg_dir is None and (wdir / "seg_export" / SPEC_FILENAME).is_file():
             seg_dir = wdir / "seg_export"
             log(f"[seg] reusing the segmentation export in {seg_dir}")
+        training: SegmentationTraining | None = None
         if seg_dir is not None:
             figures.reused_stages.append("segmentation training/export")
-        if seg_dir is None:
-            seg_dir = train_segmentation(cfg, wdir, log)
+        else:  # nnU-Net trains in its own process while SELECTION trains here
+            training = start_segmentation(cfg, wdir, log)
+        try:
+            exports, enc = build_selection(cfg, wdir, spec, figures, log)
+        except BaseException:
+            if training is not None:
+                training.process.kill()
+                training.process.wait()
+            raise
+        if training is not None:
+            seg_dir = finish_segmentation(training, wdir, log, cfg.seed)
+        assert seg_dir is not None
         figures.timings_s["segmentation_train_export"] = time.time() - t0
         t1 = time.time()
         evaluate_segmentation(cfg, seg_dir, figures, log)
         figures.timings_s["segmentation_eval"] = time.time() - t1
-        exports, enc = build_selection(cfg, wdir, spec, figures, log)
         fig = figures.as_dict()
         notes = json.dumps({
             "statement": NOT_THE_PAPER,

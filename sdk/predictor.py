@@ -146,6 +146,15 @@ class _Timer:
             tick(1, 1)
 
 
+def _phase_workers(requested: int | None) -> int:
+    """1 or 2 phases at a time; None: 2 where there are at least 4 cores."""
+    if requested is None:
+        return 2 if (os.cpu_count() or 1) >= 4 else 1
+    if requested not in (1, 2):
+        raise ValueError(f"phase_workers must be 1 or 2, got {requested}")
+    return requested
+
+
 class Predictor:
     """Runs a bundle's chain. Build with :meth:`from_bundle`; thread-safe."""
 
@@ -157,11 +166,9 @@ class Predictor:
         *,
         device: str = "auto",
         quality: QualityThresholds | None = None,
-        phase_workers: int = 2,
+        phase_workers: int | None = None,
     ) -> None:
-        if phase_workers not in (1, 2):
-            raise ValueError(f"phase_workers must be 1 or 2, got {phase_workers}")
-        self.phase_workers = phase_workers
+        self.phase_workers = _phase_workers(phase_workers)
         self.bundle = bundle
         self.segmenter = segmenter
         self.scorer = scorer
@@ -185,25 +192,23 @@ class Predictor:
         mirroring: bool | None = None,
         quality: QualityThresholds | None = None,
         engine_factory: Callable[[Path], Engine] | None = None,
-        phase_workers: int = 2,
+        phase_workers: int | None = None,
     ) -> Predictor:
         """Open and verify a bundle (checksums, schema) and create every engine once.
 
         ``device``: "auto" (TensorRT > CUDA > CPU where present), "cpu", "cuda" or
         "tensorrt"; an explicit device that is unavailable raises
         :class:`~hccatom.errors.EngineUnavailableError`. ``threads``: CPU intra-op threads
-        per engine (default: half the cores when ``phase_workers`` is 2, else ONNX
-        Runtime's own default). ``step_size``/``mirroring``: segmentation sliding window options.
-        ``phase_workers``: 2 reads and segments the arterial and portal phases at the same
-        time (much of that work is single-threaded NumPy, so the phases overlap well; peak
-        memory holds both phases), 1 one after the other.
+        per engine (default: half the cores when the phases run together, else ONNX
+        Runtime's own default). ``step_size``/``mirroring``: segmentation sliding window
+        options. ``phase_workers``: 2 reads and segments the arterial and portal phases at
+        the same time (much of that work is single-threaded NumPy; peak memory holds both
+        phases), 1 one after the other; default 2 on machines with 4 or more cores, else 1
+        (on 2 cores the two ways measured the same, see benchmarks/README.md).
         """
-        if phase_workers not in (1, 2):
-            raise ValueError(f"phase_workers must be 1 or 2, got {phase_workers}")
+        phase_workers = _phase_workers(phase_workers)
         if threads is None and phase_workers == 2:
-            # two phases run at once: half the cores each (measured on 2 cores: 1 thread per
-            # engine with the phases together beats 2 threads with the phases in turn)
-            threads = max(1, (os.cpu_count() or 2) // 2)
+            threads = max(1, (os.cpu_count() or 2) // 2)  # half the cores per phase
         bundle = load_bundle(path)
         m = bundle.manifest
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,14 @@ import pytest
 
 pytest.importorskip("torch")
 
-from hccatom.export.demo import DemoConfig, DemoFigures, dice, phase_image
+from hccatom.export.demo import (
+    DemoConfig,
+    DemoFigures,
+    SegmentationTraining,
+    dice,
+    finish_segmentation,
+    phase_image,
+)
 from hccatom.export.nnunet_train import (
     PlanOverrides,
     TrainConfig,
@@ -84,3 +94,23 @@ def test_config_and_figures_serialise() -> None:
     d = f.as_dict()
     assert d["segmentation_dice_heldout"]["liver_mean"] == pytest.approx(0.925)
     json.dumps(d)
+
+
+def test_a_failed_segmentation_process_is_reported_with_its_log(tmp_path: Path) -> None:
+    """The build waits for nnU-Net's process, logs its epoch while waiting, and raises with
+    the tail of its log when it fails (a stand-in process, no training)."""
+    log_file = tmp_path / "nnunet_train.log"
+    script = ("import sys, time\n"
+              "print('2026-11-27 Epoch 7', flush=True)\n"
+              "time.sleep(0.6)\n"
+              "print('RuntimeError: out of patience', flush=True)\n"
+              "sys.exit(3)\n")
+    with log_file.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=sink,
+                                stderr=subprocess.STDOUT)
+    run = SegmentationTraining(proc, log_file, tmp_path / "model", time.time())
+    messages: list[str] = []
+    with pytest.raises(RuntimeError, match=r"(?s)nnU-Net training failed.*out of patience"):
+        finish_segmentation(run, tmp_path, messages.append, seed=0, poll_s=0.2)
+    assert proc.returncode == 3
+    assert any("epoch 7" in m for m in messages)

@@ -201,11 +201,13 @@ def test_concurrent_recommend_equals_serial(predictor: Predictor) -> None:
 def test_phases_together_equal_phases_in_turn(
     bundle_dir: Path, case: dict[str, object], rec: Recommendation
 ) -> None:
-    with Predictor.from_bundle(bundle_dir, device="cpu", phase_workers=1) as in_turn:
-        assert in_turn.phase_workers == 1
-        serial = in_turn.recommend({"arterial": case["arterial"], "portal": case["portal"]},
-                                   clinical_example())
-    assert serial.comparable() == rec.comparable()  # rec: the default, phases together
+    results = []
+    for workers in (1, 2):
+        with Predictor.from_bundle(bundle_dir, device="cpu", phase_workers=workers) as p:
+            assert p.phase_workers == workers
+            results.append(p.recommend({"arterial": case["arterial"], "portal": case["portal"]},
+                                       clinical_example()))
+    assert results[0].comparable() == results[1].comparable() == rec.comparable()
     assert set(rec.timings_ms) >= {"segment_arterial", "segment_portal", "crop_portal"}
     with pytest.raises(ValueError, match="phase_workers must be 1 or 2"):
         Predictor.from_bundle(bundle_dir, device="cpu", phase_workers=3)
