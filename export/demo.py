@@ -54,6 +54,7 @@ NOT_THE_PAPER = (
     "carry no clinical meaning and are for research and demonstration use only."
 )
 SELECTION_STAGE_FILE = "selection_stage.json"
+SEG_THREADS_FILE = "nnunet_threads.txt"  # written when the SELECTION stage frees its core
 SEG_DATASET_ID = 611
 SEG_DATASET_NAME = "HccatomDemoSynth"
 CLINICAL_LOG_FIELDS = (
@@ -193,7 +194,9 @@ def start_segmentation(cfg: DemoConfig, work: Path, log: Log) -> SegmentationTra
                                 strides=strides, batch_size=2,
                                 spacing_mm=cfg.seg_spacing_mm),
         out_model_folder=str(work / "seg_model"), augmentation=cfg.seg_augmentation,
+        threads_file=str(work / SEG_THREADS_FILE),
     )
+    (work / SEG_THREADS_FILE).unlink(missing_ok=True)
     conf = work / "nnunet_train.json"
     tc.to_json(conf)
     log_file = work / "nnunet_train.log"
@@ -206,6 +209,14 @@ def start_segmentation(cfg: DemoConfig, work: Path, log: Log) -> SegmentationTra
         )
     folder = work / "seg_model" / f"{tc.trainer_name}__{PLANS_NAME}__{CONFIGURATION}"
     return SegmentationTraining(proc, log_file, folder, time.time())
+
+
+def hand_over_cores(run: SegmentationTraining, work: Path, threads: int, log: Log) -> None:
+    """Let the training process use ``threads`` torch threads from its next epoch on (the
+    SELECTION stage, which shared the machine, is done)."""
+    if run.process.poll() is None:
+        (work / SEG_THREADS_FILE).write_text(str(threads))
+        log(f"[seg] SELECTION done: nnU-Net continues with {threads} threads")
 
 
 def _last_epoch_line(log_file: Path) -> str:
@@ -499,6 +510,7 @@ def build_demo(out: Path, cfg: DemoConfig | None = None, *, work: Path | None = 
                 training.process.wait()
             raise
         if training is not None:
+            hand_over_cores(training, wdir, 2 * cfg.threads, log)
             seg_dir = finish_segmentation(training, wdir, log, cfg.seed)
         assert seg_dir is not None
         figures.timings_s["segmentation_train_export"] = time.time() - t0

@@ -70,6 +70,9 @@ class TrainConfig:
     overrides: PlanOverrides = field(default_factory=PlanOverrides)
     out_model_folder: str = ""
     augmentation: bool = True  # False: nnU-Net's own nnUNetTrainerNoDA (no DA, no mirroring)
+    threads_file: str = ""
+    """Optional: a file whose appearance (holding a number) raises the torch thread count at
+    the next epoch, e.g. when a job sharing the machine is done."""
 
     @property
     def trainer_name(self) -> str:
@@ -196,14 +199,14 @@ def plan_and_preprocess(dataset_id: int, dataset_name: str, ov: PlanOverrides) -
 
 def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations: int,
                seed: int = 0, augmentation: bool = True,
-               resume_from: Path | None = None) -> Path:
+               resume_from: Path | None = None, threads_file: Path | None = None) -> Path:
     """Train one fold with a stock trainer at a CPU-sized schedule; returns its folder.
 
     ``augmentation=False`` derives from nnU-Net's own ``nnUNetTrainerNoDA`` (no data
     augmentation, no test-time mirroring): it converges much faster on in-distribution
     synthetic data, which is all the demo needs. ``resume_from``: a checkpoint of this
     fold to continue from (nnU-Net's own ``load_checkpoint``; training goes on from its
-    epoch up to ``epochs``).
+    epoch up to ``epochs``). ``threads_file``: see :attr:`TrainConfig.threads_file`.
     """
     import numpy as np
     import torch
@@ -227,6 +230,10 @@ def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations:
             self.num_val_iterations_per_epoch = 3
             self.save_every = 10_000
 
+        def on_train_epoch_start(self) -> None:
+            _maybe_more_threads(threads_file)
+            super().on_train_epoch_start()
+
     torch.manual_seed(seed)
     np.random.seed(seed)
     pre = Path(str(nnUNet_preprocessed)) / dataset_name_full
@@ -242,6 +249,21 @@ def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations:
     print(f"nnU-Net fold {fold}: {epochs} x {iterations} iterations in {time.time() - t0:.0f} s",
           flush=True)
     return Path(trainer.output_folder)
+
+
+def _maybe_more_threads(threads_file: Path | None) -> None:
+    """Raise torch's thread count to the number in ``threads_file`` once it exists."""
+    import torch
+
+    if threads_file is None or not threads_file.is_file():
+        return
+    try:
+        wanted = int(threads_file.read_text().strip())
+    except ValueError:
+        return  # being written; the next epoch reads it again
+    if wanted > torch.get_num_threads():
+        torch.set_num_threads(wanted)
+        print(f"torch threads raised to {wanted} ({threads_file.name})", flush=True)
 
 
 def slim_checkpoint(src: Path, dst: Path, trainer_name: str = TRAINER_NAME) -> None:
@@ -293,7 +315,8 @@ def train_and_slim(cfg: TrainConfig) -> Path:
     full = f"Dataset{cfg.dataset_id:03d}_{cfg.dataset_name}"
     plan_and_preprocess(cfg.dataset_id, cfg.dataset_name, cfg.overrides)
     fold_dir = train_fold(full, cfg.fold, cfg.epochs, cfg.iterations_per_epoch, cfg.seed,
-                          cfg.augmentation)
+                          cfg.augmentation,
+                          threads_file=Path(cfg.threads_file) if cfg.threads_file else None)
     return slim_model_folder(fold_dir.parent, Path(cfg.out_model_folder), [cfg.fold],
                              cfg.trainer_name)
 

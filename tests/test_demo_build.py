@@ -114,3 +114,46 @@ def test_a_failed_segmentation_process_is_reported_with_its_log(tmp_path: Path) 
         finish_segmentation(run, tmp_path, messages.append, seed=0, poll_s=0.2)
     assert proc.returncode == 3
     assert any("epoch 7" in m for m in messages)
+
+
+def test_threads_file_raises_torch_threads_once_it_appears(tmp_path: Path) -> None:
+    import torch
+
+    from hccatom.export.nnunet_train import _maybe_more_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        flag = tmp_path / "threads.txt"
+        _maybe_more_threads(flag)  # not there yet
+        assert torch.get_num_threads() == 1
+        flag.write_text("")  # half written
+        _maybe_more_threads(flag)
+        assert torch.get_num_threads() == 1
+        flag.write_text("2\n")
+        _maybe_more_threads(flag)
+        assert torch.get_num_threads() == 2
+        _maybe_more_threads(None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cores_are_handed_over_only_to_a_running_training(tmp_path: Path) -> None:
+    from hccatom.export.demo import SEG_THREADS_FILE, hand_over_cores
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    run = SegmentationTraining(done, tmp_path / "log", tmp_path / "model", time.time())
+    hand_over_cores(run, tmp_path, 2, print)
+    assert not (tmp_path / SEG_THREADS_FILE).exists()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        messages: list[str] = []
+        hand_over_cores(SegmentationTraining(alive, tmp_path / "log", tmp_path, time.time()),
+                        tmp_path, 2, messages.append)
+        assert (tmp_path / SEG_THREADS_FILE).read_text() == "2"
+        assert "2 threads" in messages[0]
+    finally:
+        alive.kill()
+        alive.wait()

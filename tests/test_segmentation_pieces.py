@@ -26,7 +26,8 @@ from hccatom.segmentation import (
     sliding_window_logits,
     tile_starts,
 )
-from hccatom.segmentation.pipeline import Preprocessed, foreground_window, logits_to_labels
+from hccatom.segmentation.label_resampling import channel_argmax, linear_resize_argmax
+from hccatom.segmentation.pipeline import Preprocessed, logits_to_labels
 from hccatom.segmentation.preprocessing import ct_normalize, nonzero_bbox
 from hccatom.segmentation.resampling import (
     linear_resize,
@@ -204,42 +205,94 @@ def _pre(shape_after: tuple[int, ...], spacing: tuple[float, ...]) -> Preprocess
     )
 
 
+def _full_argmax(logits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The plain way: every channel resized in full (float32, stored in the logits' dtype)."""
+    back = np.stack([linear_resize(logits[c].astype(np.float32), shape).astype(logits.dtype)
+                     for c in range(logits.shape[0])])
+    return np.argmax(back, axis=0).astype(np.uint8)
+
+
+def _organ_logits(rng: np.random.Generator, coarse: tuple[int, ...], channels: int = 3,
+                  noise: float = 0.5) -> np.ndarray:
+    logits = np.empty((channels, *coarse), dtype=np.float32)
+    logits[0] = 4.0 + rng.normal(0, noise, coarse)
+    logits[1:] = rng.normal(-2.0, noise, (channels - 1, *coarse))
+    centre = tuple(slice(n // 4, max(n // 4 + 1, 3 * n // 4)) for n in coarse)
+    logits[(1, *centre)] += 9.0  # an organ
+    logits[(channels - 1, *(slice(n // 2, n // 2 + 1) for n in coarse))] += 14.0  # a lesion
+    return logits
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_labels_from_foreground_window_equal_full_resampling(dtype: type) -> None:
-    spec = make_spec()
-    rng = np.random.default_rng(5)
-    coarse = (7, 9, 8)
-    logits = np.empty((3, *coarse), dtype=np.float32)
-    logits[0] = 4.0 + rng.normal(0, 0.5, coarse)
-    logits[1:] = rng.normal(-2.0, 0.5, (2, *coarse))
-    logits[1, 2:4, 3:6, 2:5] += 9.0  # an organ
-    logits[2, 3, 4, 3] += 14.0  # a tumour inside it
-    logits = logits.astype(dtype)
+@pytest.mark.parametrize(
+    ("coarse", "shape"),
+    [((7, 9, 8), (20, 19, 17)), ((7, 9, 8), (7, 30, 3)), ((1, 6, 6), (4, 13, 13)),
+     ((12, 10, 9), (5, 31, 9))],
+)
+def test_linear_resize_argmax_equals_full_resampling(
+    dtype: type, coarse: tuple[int, ...], shape: tuple[int, ...]
+) -> None:
+    rng = np.random.default_rng(sum(coarse) + sum(shape))
+    for noise in (0.5, 3.0):  # clear organ boundaries, then many doubtful cells
+        logits = _organ_logits(rng, coarse, noise=noise).astype(dtype)
+        got = linear_resize_argmax(logits, shape)
+        assert got.shape == shape and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, _full_argmax(logits, shape))
+
+
+def test_linear_resize_argmax_near_ties_and_edge_cases(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hccatom.segmentation import label_resampling
+
+    monkeypatch.setattr(label_resampling, "POINTS_PER_CHUNK", 37)  # many chunks
+    rng = np.random.default_rng(9)
+    # channels 1 and 2 within float16 rounding of each other over the whole organ: every cell
+    # there is in doubt, ties go to the lower channel after storage, as in the full path
+    logits = _organ_logits(rng, (6, 7, 8)).astype(np.float32)
+    logits[2] = logits[1] + rng.choice([0.0, 1e-3, -1e-3], size=logits[1].shape)
+    for dtype in (np.float16, np.float32):
+        x = logits.astype(dtype)
+        np.testing.assert_array_equal(linear_resize_argmax(x, (13, 15, 17)),
+                                      _full_argmax(x, (13, 15, 17)))
+    background = np.zeros((3, 4, 5, 6), dtype=np.float32)
+    background[0] = 5.0
+    assert not linear_resize_argmax(background, (8, 10, 12)).any()
+    flat = np.zeros((3, 4, 5, 6), dtype=np.float32)  # all channels tie everywhere
+    np.testing.assert_array_equal(linear_resize_argmax(flat, (8, 10, 12)), 0)
+    with pytest.raises(ValueError, match="do not match"):
+        linear_resize_argmax(background, (8, 10))
+
+
+def _pre(shape_after: tuple[int, ...], spacing: tuple[float, ...]) -> Preprocessed:
+    return Preprocessed(
+        data=np.zeros((1, 1, 1, 1), np.float32),
+        bbox=[[0, s] for s in shape_after],
+        shape_before_cropping=shape_after,
+        shape_after_cropping=shape_after,
+        spacing_transposed=spacing,
+        target_spacing=(3.0, 2.0, 2.0),
+    )
+
+
+def test_logits_to_labels_order1_and_fallback_paths_agree() -> None:
+    rng = np.random.default_rng(4)
+    logits = _organ_logits(rng, (7, 9, 8)).astype(np.float16)
     pre = _pre((20, 19, 17), (1.0, 0.9, 0.9))
-    window = foreground_window(logits, pre, spec)
-    assert window is not None
-    assert all(0 < a < b < n for (a, b), n in zip(window, (20, 19, 17), strict=True))
-    fast = logits_to_labels(logits, pre, spec)
-    back = resample(logits, (20, 19, 17), pre.target_spacing, pre.spacing_transposed,
-                    spec.resampling_probabilities, logits.dtype)
-    full = np.argmax(back, axis=0).astype(np.uint8)
-    np.testing.assert_array_equal(fast, full)
-    assert {1, 2} <= set(np.unique(fast))
-
-
-def test_labels_all_background_and_fallbacks() -> None:
-    spec = make_spec()
-    logits = np.zeros((3, 4, 5, 6), dtype=np.float32)
-    logits[0] = 5.0
-    pre = _pre((8, 10, 12), (1.5, 1.0, 1.0))
-    assert foreground_window(logits, pre, spec) == [(0, 0)] * 3
-    assert not logits_to_labels(logits, pre, spec).any()
-    # order-3 probabilities or a separate z axis: no window, everything is resampled
-    cubic = make_spec(resampling_probabilities={"order": 3, "order_z": 0})
-    assert foreground_window(logits, pre, cubic) is None
-    assert foreground_window(logits, _pre((8, 10, 12), (12.0, 1.0, 1.0)), spec) is None
-    logits[2, 1, 2, 3] = 9.0
-    assert (logits_to_labels(logits, pre, cubic) == 2).any()  # the full path still finds it
+    linear = make_spec()
+    timings: dict[str, float] = {}
+    fast = logits_to_labels(logits, pre, linear, timings)
+    assert "resample_argmax" in timings  # the order-1 path
+    np.testing.assert_array_equal(fast, _full_argmax(logits, (20, 19, 17)))
+    assert {0, 1, 2} <= set(np.unique(fast))
+    # a separate z axis: every channel is resampled in full (nnU-Net's anisotropic path)
+    aniso = _pre((20, 19, 17), (0.5, 0.5, 2.0))
+    timings = {}
+    labels = logits_to_labels(logits, aniso, linear, timings)
+    assert "resample_out" in timings and labels.shape == (20, 19, 17)
+    remapped = make_spec(labels={"channel_names": ["background", "tumour", "liver"],
+                                 "channel_to_label": [0, 2, 1], "liver_channel": 2,
+                                 "tumour_channel": 1})
+    np.testing.assert_array_equal(logits_to_labels(logits, pre, remapped),
+                                  np.array([0, 2, 1], np.uint8)[fast])
 
 
 def test_separate_z_rule() -> None:
@@ -404,7 +457,6 @@ def test_label_meaning_validation() -> None:
 
 
 def test_channel_argmax_equals_numpy_argmax_with_ties() -> None:
-    from hccatom.segmentation.pipeline import channel_argmax
 
     rng = np.random.default_rng(3)
     values = rng.integers(0, 3, size=(3, 5, 6, 7)).astype(np.float32)  # many ties

@@ -14,14 +14,9 @@ from typing import Literal
 
 import numpy as np
 
+from hccatom.segmentation.label_resampling import channel_argmax, linear_resize_argmax
 from hccatom.segmentation.preprocessing import BBox, bbox_slices, ct_normalize, nonzero_bbox
-from hccatom.segmentation.resampling import (
-    compute_new_shape,
-    linear_resize,
-    linear_support,
-    resample,
-    separate_z_axis,
-)
+from hccatom.segmentation.resampling import compute_new_shape, resample, separate_z_axis
 from hccatom.segmentation.sliding_window import (
     gaussian_importance,
     mirror_combinations,
@@ -256,80 +251,32 @@ def logits_to_probabilities(
     return out
 
 
-def channel_argmax(values: np.ndarray) -> np.ndarray:
-    """``np.argmax(values, axis=0)`` as uint8 for few channels: one contiguous pass per
-    channel instead of a strided reduction (several times faster on full-size grids).
-    Ties go to the lower channel, as with ``np.argmax``."""
-    best = values[0].copy()
-    index = np.zeros(best.shape, dtype=np.uint8)
-    for c in range(1, values.shape[0]):
-        higher = values[c] > best
-        index[higher] = c
-        np.maximum(best, values[c], out=best)
-    return index
-
-
-def foreground_window(
-    logits: np.ndarray, pre: Preprocessed, spec: SegmentationSpec
-) -> list[tuple[int, int]] | None:
-    """Block of the cropped input grid outside which the label is background for sure.
-
-    With order-1 resampling every resampled voxel is a convex combination of its network-grid
-    neighbours; where the background logit beats every other channel at all of them (by a
-    margin far above float32 rounding), it does at the voxel too. So only the neighbourhood
-    of network voxels where some other channel comes within the margin needs resampling.
-    Returns half-open ``(start, stop)`` per axis (an empty range: all background), or None
-    when the resampling is not order 1 on one grid (then everything is resampled).
-    """
-    res = spec.resampling_probabilities
-    axis = separate_z_axis(
-        pre.target_spacing, pre.spacing_transposed, res.force_separate_z, res.anisotropy_threshold
-    )
-    if res.order != 1 or axis is not None:
-        return None
-    values = np.asarray(logits, dtype=np.float32)
-    margin = 1e-4 * float(np.abs(values).max())
-    contested = np.any(values[1:] > values[0] - margin, axis=0)
-    window: list[tuple[int, int]] = []
-    for ax, n_out in enumerate(pre.shape_after_cropping):
-        other = tuple(a for a in range(contested.ndim) if a != ax)
-        hit = np.flatnonzero(np.any(contested, axis=other))
-        if hit.size == 0:
-            return [(0, 0)] * contested.ndim
-        window.append(
-            linear_support(contested.shape[ax], int(n_out), int(hit[0]), int(hit[-1]) + 1)
-        )
-    return window
-
-
 def _labels_on_cropped_grid(
     logits: np.ndarray,
     pre: Preprocessed,
     spec: SegmentationSpec,
-    lut: np.ndarray,
     timings: dict[str, float] | None,
 ) -> np.ndarray:
-    """Labels on the cropped input grid, resampling only where they can differ from
-    background (:func:`foreground_window`)."""
+    """Channel indices (uint8) on the cropped input grid: the argmax of the resampled logits.
+
+    Order-1 resampling on one grid (nnU-Net's default) goes through
+    :func:`linear_resize_argmax`, which resamples only the voxels whose label is in doubt;
+    anything else resamples every channel in full.
+    """
     t0 = time.perf_counter()
-    window = foreground_window(logits, pre, spec)
-    if window is None:
-        back = _logits_to_cropped_grid(logits, pre, spec)
-        t0 = _add_time(timings, "resample_out", t0)
-        labels = lut[channel_argmax(back)]
-        _add_time(timings, "argmax", t0)
-        return labels
-    labels = np.full(pre.shape_after_cropping, lut[0], dtype=np.uint8)
-    if any(stop <= start for start, stop in window):
-        return labels
-    block = np.empty((logits.shape[0], *(b - a for a, b in window)), dtype=logits.dtype)
-    for c in range(logits.shape[0]):
-        channel = np.asarray(logits[c], dtype=np.float32)  # as skimage_resize does for fp16
-        block[c] = linear_resize(channel, pre.shape_after_cropping, window)
+    res = spec.resampling_probabilities
+    axis = separate_z_axis(
+        pre.target_spacing, pre.spacing_transposed, res.force_separate_z, res.anisotropy_threshold
+    )
+    if res.order == 1 and axis is None:
+        index = linear_resize_argmax(logits, pre.shape_after_cropping)
+        _add_time(timings, "resample_argmax", t0)
+        return index
+    back = _logits_to_cropped_grid(logits, pre, spec)
     t0 = _add_time(timings, "resample_out", t0)
-    labels[tuple(slice(a, b) for a, b in window)] = lut[channel_argmax(block)]
+    index = channel_argmax(back)
     _add_time(timings, "argmax", t0)
-    return labels
+    return index
 
 
 def logits_to_labels(
@@ -343,11 +290,14 @@ def logits_to_labels(
     nnU-Net resamples the logits, applies softmax and takes the argmax; softmax is
     monotonic per voxel, so the argmax of the resampled logits is the same label without
     building the full-size probability array, and only the block around the organ is
-    resampled (:func:`foreground_window`). Outside the crop box: background.
+    resampled only where the label is in doubt (:mod:`.label_resampling`). Outside the crop
+    box: background.
     """
     lut = np.asarray(spec.labels.channel_to_label, dtype=np.uint8)
-    cropped = _labels_on_cropped_grid(logits, pre, spec, lut, timings)
+    index = _labels_on_cropped_grid(logits, pre, spec, timings)
     t0 = time.perf_counter()
+    identity = np.array_equal(lut, np.arange(lut.size))
+    cropped = index if identity else lut[index]
     full = np.full(pre.shape_before_cropping, lut[0], dtype=np.uint8)
     full[bbox_slices(pre.bbox)] = cropped
     out = np.ascontiguousarray(np.transpose(full, list(spec.transpose_backward)))

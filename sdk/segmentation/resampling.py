@@ -211,7 +211,7 @@ def _linear_axis(
         return a if (start, stop) == (0, n_out) else np.take(a, np.arange(start, stop), axis)
     if n_in == 1:
         return np.repeat(a, stop - start, axis=axis)
-    i0, w64 = _linear_taps(n_in, n_out)
+    i0, w64 = linear_taps(n_in, n_out)
     i0, w64 = i0[start:stop], w64[start:stop]
     shape = [1] * a.ndim
     shape[axis] = stop - start
@@ -224,8 +224,9 @@ def _linear_axis(
     return lo
 
 
-def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lower input index and weight of the upper one for each output index (n_in >= 2)."""
+def linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Order-1 resize ``n_in`` -> ``n_out`` (n_in >= 2): each output's lower input index and
+    the float64 weight of the upper one (``lower + 1``)."""
     coords = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
     np.clip(coords, 0.0, n_in - 1.0, out=coords)
     i0 = np.minimum(np.floor(coords).astype(np.intp), n_in - 2)
@@ -260,7 +261,7 @@ def linear_support(n_in: int, n_out: int, lo: int, hi: int) -> tuple[int, int]:
         return lo, hi
     if n_in == 1:
         return (0, n_out) if lo <= 0 < hi else (0, 0)
-    i0, _ = _linear_taps(n_in, n_out)
+    i0, _ = linear_taps(n_in, n_out)
     reads = np.flatnonzero((i0 + 1 >= lo) & (i0 <= hi - 1))
     if reads.size == 0:
         return 0, 0
