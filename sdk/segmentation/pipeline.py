@@ -270,7 +270,7 @@ def _labels_on_cropped_grid(
     )
     if res.order == 1 and axis is None:
         index = linear_resize_argmax(logits, pre.shape_after_cropping)
-        _add_time(timings, "resample_argmax", t0)
+        _add_time(timings, "resample_out", t0)  # resampling and argmax in one
         return index
     back = _logits_to_cropped_grid(logits, pre, spec)
     t0 = _add_time(timings, "resample_out", t0)
