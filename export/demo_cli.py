@@ -27,7 +27,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", type=Path, default=None,
                         help="keep intermediate files here (default: a temporary folder)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default 1: fastest on a shared 2-core machine)")
+                        help="torch threads of each of the two training stages, which run "
+                        "side by side (default 1); nnU-Net takes twice this once SELECTION is "
+                        "done")
     parser.add_argument("--quick", action="store_true",
                         help="a much smaller, faster build for smoke tests (figures will miss "
                         "their targets)")
