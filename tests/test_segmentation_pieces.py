@@ -169,16 +169,6 @@ def test_spline_zoom_matrix_rows_reproduce_constants() -> None:
     np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-12)  # constants are kept
 
 
-def test_linear_resize_window_equals_crop_of_full() -> None:
-    rng = np.random.default_rng(3)
-    img = rng.normal(size=(5, 7, 4)).astype(np.float32)
-    shape = (19, 7, 13)
-    full = linear_resize(img, shape)
-    window = [(3, 11), (2, 6), (0, 13)]
-    part = linear_resize(img, shape, window)
-    np.testing.assert_array_equal(part, full[3:11, 2:6, 0:13])
-
-
 @pytest.mark.parametrize(("n_in", "n_out"), [(5, 19), (19, 5), (6, 6), (1, 4), (2, 9)])
 def test_linear_support_is_exactly_the_outputs_that_read_the_range(n_in: int, n_out: int) -> None:
     for lo in range(n_in):
@@ -192,17 +182,6 @@ def test_linear_support_is_exactly_the_outputs_that_read_the_range(n_in: int, n_
             assert a <= b
             if touched.size:  # every output with a non-zero weight on the range is inside
                 assert a <= touched[0] and touched[-1] < b
-
-
-def _pre(shape_after: tuple[int, ...], spacing: tuple[float, ...]) -> Preprocessed:
-    return Preprocessed(
-        data=np.zeros((1, 1, 1, 1), np.float32),
-        bbox=[[0, s] for s in shape_after],
-        shape_before_cropping=shape_after,
-        shape_after_cropping=shape_after,
-        spacing_transposed=spacing,
-        target_spacing=(3.0, 2.0, 2.0),
-    )
 
 
 def _full_argmax(logits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hccatom.segmentation.resampling import linear_support, linear_taps
+from hccatom.segmentation.resampling import lerp, linear_support, linear_taps, pass_order
 
 UNDECIDED = -1
 POINTS_PER_CHUNK = 1 << 15
@@ -72,16 +72,6 @@ def _cells(decided: np.ndarray, interpolated: Sequence[bool]) -> np.ndarray:
     return cells
 
 
-def _axis_taps(n_in: int, n_out: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Lower tap, float64 weight and whether the axis interpolates, for outputs [start, stop)."""
-    if n_in == n_out:
-        return np.arange(start, stop), np.zeros(stop - start), False
-    if n_in == 1:
-        return np.zeros(stop - start, dtype=np.intp), np.zeros(stop - start), False
-    i0, w = linear_taps(n_in, n_out)
-    return i0[start:stop], w[start:stop], True
-
-
 def _interpolate_points(
     values: np.ndarray,
     points: Sequence[np.ndarray],
@@ -89,7 +79,7 @@ def _interpolate_points(
     order: Sequence[int],
 ) -> np.ndarray:
     """float32 ``(C, N)`` values of every channel at N output points, pass by pass in
-    ``order`` exactly as :func:`linear_resize` computes them (``lo + (hi - lo) * w``)."""
+    ``order`` with the same arithmetic as :func:`linear_resize` (:func:`lerp`)."""
     ndim = values.ndim - 1
     coarse = values.shape[1:]
     strides = [int(np.prod(coarse[a + 1:], dtype=np.int64)) for a in range(ndim)]
@@ -108,12 +98,8 @@ def _interpolate_points(
         if not interp:
             continue
         weight = w[points[axis]].astype(np.float32).reshape([1, -1] + [1] * ndim)
-        lo = np.take(corners, [0], axis=2 + axis)
-        hi = np.take(corners, [1], axis=2 + axis)
-        hi -= lo
-        hi *= weight
-        lo += hi
-        corners = lo
+        corners = lerp(np.take(corners, [0], axis=2 + axis),
+                       np.take(corners, [1], axis=2 + axis), weight)
     return corners.reshape(values.shape[0], -1)
 
 
@@ -138,13 +124,15 @@ def linear_resize_argmax(logits: np.ndarray, out_shape: Sequence[int]) -> np.nda
         window.append(linear_support(coarse[axis], n_out, int(hit[0]), int(hit[-1]) + 1))
     if any(b <= a for a, b in window):
         return out
-    taps = [_axis_taps(coarse[a], target[a], *window[a]) for a in range(len(target))]
+    taps = []
+    for axis, (start, stop) in enumerate(window):
+        i0, w, interpolates = linear_taps(coarse[axis], target[axis])
+        taps.append((i0[start:stop], w[start:stop], interpolates))
     cells = _cells(decided, [t[2] for t in taps])
     block = cells[np.ix_(*(t[0] for t in taps))]
     points = np.nonzero(block == UNDECIDED)
     if points[0].size:
-        ratios = [n / s for n, s in zip(target, coarse, strict=True)]
-        order = sorted(range(len(target)), key=lambda d: ratios[d])
+        order = pass_order(coarse, target)
         winners = np.empty(points[0].size, dtype=np.int8)
         for start in range(0, winners.size, POINTS_PER_CHUNK):  # corners stay in cache
             part = [p[start : start + POINTS_PER_CHUNK] for p in points]

@@ -289,9 +289,9 @@ def logits_to_labels(
 
     nnU-Net resamples the logits, applies softmax and takes the argmax; softmax is
     monotonic per voxel, so the argmax of the resampled logits is the same label without
-    building the full-size probability array, and only the block around the organ is
-    resampled only where the label is in doubt (:mod:`.label_resampling`). Outside the crop
-    box: background.
+    building the full-size probability array; with order-1 resampling only the voxels whose
+    label is in doubt are resampled (:mod:`.label_resampling`). Outside the crop box:
+    background.
     """
     lut = np.asarray(spec.labels.channel_to_label, dtype=np.uint8)
     index = _labels_on_cropped_grid(logits, pre, spec, timings)

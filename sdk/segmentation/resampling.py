@@ -169,9 +169,8 @@ def separable_resize(image: np.ndarray, new_shape: Sequence[int], order: int) ->
     target = tuple(int(n) for n in new_shape)
     if len(target) != image.ndim:
         raise ValueError(f"new_shape {target} does not match image dimensions {image.shape}")
-    ratios = [n / s for n, s in zip(target, image.shape, strict=True)]
     out = image
-    for axis in sorted(range(image.ndim), key=lambda d: ratios[d]):
+    for axis in pass_order(image.shape, target):
         if out.shape[axis] != target[axis]:
             out = _apply_in_slabs(out, target[axis], order, axis)
     if out is image:
@@ -198,71 +197,65 @@ def _apply_in_slabs(a: np.ndarray, n_out: int, order: int, axis: int, slab: int 
     return out
 
 
-def _linear_axis(
-    a: np.ndarray, n_out: int, axis: int, window: tuple[int, int] | None = None
-) -> np.ndarray:
-    """Linear interpolation along one axis on scikit-image's grid (pixel edges aligned,
-    edge values held outside), in ``a``'s dtype; only output indices in ``window``
-    (half-open, default all) are computed, each with the same arithmetic as in the full
-    result."""
-    n_in = a.shape[axis]
-    start, stop = (0, n_out) if window is None else window
+def pass_order(in_shape: Sequence[int], out_shape: Sequence[int]) -> list[int]:
+    """Axes in the order the separable resizes take them: most shrinking first, so that
+    later passes work on smaller arrays (paths that must match bit for bit share it)."""
+    ratios = [int(n) / int(s) for n, s in zip(out_shape, in_shape, strict=True)]
+    return sorted(range(len(ratios)), key=lambda d: ratios[d])
+
+
+def linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Order-1 resize ``n_in`` -> ``n_out`` on scikit-image's grid (pixel edges aligned, edge
+    values held outside): each output's lower input index, the float64 weight of the upper
+    one (``lower + 1``), and whether the axis interpolates at all (not when the length stays
+    or one sample is repeated; the weights are then 0)."""
     if n_in == n_out:
-        return a if (start, stop) == (0, n_out) else np.take(a, np.arange(start, stop), axis)
+        return np.arange(n_out), np.zeros(n_out), False
     if n_in == 1:
-        return np.repeat(a, stop - start, axis=axis)
-    i0, w64 = linear_taps(n_in, n_out)
-    i0, w64 = i0[start:stop], w64[start:stop]
-    shape = [1] * a.ndim
-    shape[axis] = stop - start
-    w = w64.astype(a.dtype).reshape(shape)
-    lo = np.take(a, i0, axis=axis)
-    hi = np.take(a, i0 + 1, axis=axis)
+        return np.zeros(n_out, dtype=np.intp), np.zeros(n_out), False
+    coords = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    np.clip(coords, 0.0, n_in - 1.0, out=coords)
+    i0 = np.minimum(np.floor(coords).astype(np.intp), n_in - 2)
+    return i0, coords - i0, True
+
+
+def lerp(lo: np.ndarray, hi: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``lo + (hi - lo) * weight``, computed in place in ``lo`` and ``hi`` (arrays the
+    caller owns). The one place the order-1 arithmetic is written: paths that must give the
+    same numbers as :func:`linear_resize` call it."""
     hi -= lo
-    hi *= w
+    hi *= weight
     lo += hi
     return lo
 
 
-def linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Order-1 resize ``n_in`` -> ``n_out`` (n_in >= 2): each output's lower input index and
-    the float64 weight of the upper one (``lower + 1``)."""
-    coords = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    np.clip(coords, 0.0, n_in - 1.0, out=coords)
-    i0 = np.minimum(np.floor(coords).astype(np.intp), n_in - 2)
-    return i0, coords - i0
+def _linear_axis(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    """Order-1 resize along one axis (:func:`linear_taps`), in ``a``'s dtype."""
+    if a.shape[axis] == n_out:
+        return a
+    i0, w64, interpolates = linear_taps(a.shape[axis], n_out)
+    if not interpolates:  # one sample repeated
+        return np.take(a, i0, axis=axis)
+    shape = [1] * a.ndim
+    shape[axis] = n_out
+    w = w64.astype(a.dtype).reshape(shape)
+    return lerp(np.take(a, i0, axis=axis), np.take(a, i0 + 1, axis=axis), w)
 
 
-def linear_resize(
-    image: np.ndarray,
-    new_shape: Sequence[int],
-    window: Sequence[tuple[int, int]] | None = None,
-) -> np.ndarray:
-    """Order-1 ``skimage_resize`` done one axis at a time (shrinking axes first), keeping the
-    input's float dtype.
-
-    ``window`` (half-open ``(start, stop)`` output indices per axis) computes only that
-    block of the result, value for value the same as cropping the full result.
-    """
-    if window is not None and len(window) != image.ndim:
-        raise ValueError(f"window needs one (start, stop) per axis, got {window}")
+def linear_resize(image: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
+    """Order-1 ``skimage_resize`` done one axis at a time (:func:`pass_order`), keeping the
+    input's float dtype."""
     out = image
-    ratios = [n / s for n, s in zip(new_shape, image.shape, strict=True)]
-    for axis in sorted(range(image.ndim), key=lambda d: ratios[d]):
-        win = None if window is None else (int(window[axis][0]), int(window[axis][1]))
-        out = _linear_axis(out, int(new_shape[axis]), axis, win)
+    for axis in pass_order(image.shape, new_shape):
+        out = _linear_axis(out, int(new_shape[axis]), axis)
     return out if out is not image else image.copy()
 
 
 def linear_support(n_in: int, n_out: int, lo: int, hi: int) -> tuple[int, int]:
     """Output indices of an order-1 resize (``n_in`` -> ``n_out``) that read any input index
     in ``[lo, hi)``: a half-open range, empty (start == stop) when none does."""
-    if n_in == n_out:
-        return lo, hi
-    if n_in == 1:
-        return (0, n_out) if lo <= 0 < hi else (0, 0)
-    i0, _ = linear_taps(n_in, n_out)
-    reads = np.flatnonzero((i0 + 1 >= lo) & (i0 <= hi - 1))
+    i0, _, interpolates = linear_taps(n_in, n_out)
+    reads = np.flatnonzero((i0 + int(interpolates) >= lo) & (i0 < hi))
     if reads.size == 0:
         return 0, 0
     return int(reads[0]), int(reads[-1]) + 1
