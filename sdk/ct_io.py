@@ -81,6 +81,7 @@ def read_ct(source: CTSource, *, series_uid: str | None = None) -> Volume:
     if isinstance(source, Volume):
         notes.extend(source.notes)
         if _is_lps(source):  # already canonical: no SimpleITK round trip (3 full copies)
+            _check_spacing(source.spacing, "the given Volume")
             return _ct_volume_from_array(
                 np.asarray(source.array), source.spacing, source.origin, source.direction,
                 "the given Volume", notes,
@@ -463,8 +464,8 @@ def _ct_volume_from_array(
     where: str,
     notes: list[str],
 ) -> Volume:
-    """Checks and scanner-padding replacement on an LPS-ordered ``(z, y, x)`` array."""
-    _check_spacing(tuple(float(s) for s in spacing), where)
+    """HU checks and scanner-padding replacement on an LPS-ordered ``(z, y, x)`` array whose
+    spacing has been checked."""
     if array.dtype == np.uint8:
         lo, hi = int(array.min()), int(array.max())
         raise CTInputError(
