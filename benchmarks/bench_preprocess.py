@@ -24,7 +24,7 @@ from hccatom import Volume, read_ct
 from hccatom.preprocess import crop_liver_box, model_image, resample_z
 
 DICOM_DIR = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "totalseg_example"
+    Path(__file__).resolve().parents[1] / "tests" / "data" / "real" / "totalseg_example"
     / "example_ct_dicom"
 )
 

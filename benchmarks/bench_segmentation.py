@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "nnunet"
 MODEL = FIXTURE / "model" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
 EXPORT = FIXTURE / "export"
-REAL_CT = ROOT.parent / "shared" / "data" / "real" / "totalseg_example" / "example_ct_sm.nii.gz"
+REAL_CT = ROOT / "tests" / "data" / "real" / "totalseg_example" / "example_ct_sm.nii.gz"
 THREADS = int(os.environ.get("HCCATOM_BENCH_THREADS", "2"))
 ROUNDS = int(os.environ.get("HCCATOM_BENCH_ROUNDS", "3"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_REAL = REPO_ROOT.parent / "shared" / "data" / "real"
+REAL_DATA = REPO_ROOT / "tests" / "data" / "real"
 
 
 def _has(module: str) -> bool:
@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    """The small real CT files shipped beside the repository (../shared/data/real)."""
-    if not SHARED_REAL.is_dir():
-        pytest.fail(f"real test data not found at {SHARED_REAL} (../shared beside the clone)")
-    return SHARED_REAL
+    """The small real CT files committed in the repository (tests/data/real, with licences)."""
+    if not REAL_DATA.is_dir():
+        pytest.fail(f"real test data not found at {REAL_DATA}: the clone is incomplete")
+    return REAL_DATA
