@@ -132,3 +132,63 @@ class Engine(Protocol):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on ``feeds`` (input name -> array); return output name -> array."""
         ...
+
+
+@dataclass
+class TransferStats:
+    """Bytes that cross (or, on the CPU provider, would cross) the host <-> device bus.
+
+    ``host_to_device`` counts every array handed in from host memory (numpy feeds, uploads);
+    ``constant_inputs`` is the part of it that is small graph constants (tile starts, pad
+    widths, the Gaussian weight map), reported apart so that bounds can name it.
+    ``device_to_host`` counts every array fetched back into host memory. On the CPU
+    provider nothing moves, but the same calls are counted, so the accounting of a GPU run
+    is tested on the CPU.
+    """
+
+    host_to_device: int = 0
+    device_to_host: int = 0
+    constant_inputs: int = 0
+    calls: int = 0
+
+    def __add__(self, other: TransferStats) -> TransferStats:
+        return TransferStats(
+            self.host_to_device + other.host_to_device,
+            self.device_to_host + other.device_to_host,
+            self.constant_inputs + other.constant_inputs,
+            self.calls + other.calls,
+        )
+
+    def __sub__(self, other: TransferStats) -> TransferStats:
+        return TransferStats(
+            self.host_to_device - other.host_to_device,
+            self.device_to_host - other.device_to_host,
+            self.constant_inputs - other.constant_inputs,
+            self.calls - other.calls,
+        )
+
+
+class TransferMeter:
+    """A thread-safe running :class:`TransferStats` (one per engine, one per caller's job)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._stats = TransferStats()
+
+    def add(
+        self, h2d: int = 0, d2h: int = 0, *, constant: bool = False, calls: int = 0
+    ) -> None:
+        """Count ``h2d`` bytes up (``constant``: graph constants), ``d2h`` down, ``calls``."""
+        with self._lock:
+            s = self._stats
+            self._stats = TransferStats(
+                s.host_to_device + h2d, s.device_to_host + d2h,
+                s.constant_inputs + (h2d if constant else 0), s.calls + calls,
+            )
+
+    def snapshot(self) -> TransferStats:
+        """The counts so far (a copy)."""
+        with self._lock:
+            return self._stats

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hccatom.engines.base import TensorSpec, check_feeds
+from hccatom.engines.base import TensorSpec, TransferMeter, TransferStats, check_feeds
 from hccatom.engines.providers import (
     CPU,
     CUDA,
@@ -48,6 +48,8 @@ _ORT_DTYPES: dict[str, str] = {
 }
 
 IoBinding = Literal["auto", "always", "never"]
+DeviceFeed = Any
+"""An ``onnxruntime.OrtValue`` on the engine's device, or a numpy array (a small host input)."""
 
 
 def _spec(node: Any, kind: str) -> TensorSpec:
@@ -65,10 +67,16 @@ def _spec(node: Any, kind: str) -> TensorSpec:
 
 
 class OnnxRuntimeEngine:
-    """An ONNX model loaded in ONNX Runtime.
+    r"""An ONNX model loaded in ONNX Runtime.
+
+    Transfers: every call counts the bytes it moves host -> device and device -> host
+    (:meth:`transfer_stats`; on the CPU provider, what would cross the bus on a GPU).
+    :meth:`upload`, :meth:`run_device` and :meth:`download` keep tensors on the device as
+    ``OrtValue``\ s between calls (IO binding), so chained graphs copy nothing.
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file, or the serialized model itself (``bytes``; then ``name``
+            names it in messages; not for the TensorRT EP).
         device: ``"auto"`` (TensorRT EP > CUDA EP > CPU, where present), ``"cpu"``,
             ``"cuda"`` or ``"tensorrt"``; an explicit GPU device that cannot run raises
             :class:`EngineUnavailableError`.
@@ -87,7 +95,7 @@ class OnnxRuntimeEngine:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | bytes,
         device: str = "auto",
         threads: int | None = None,
         fp16: bool = False,
@@ -98,12 +106,24 @@ class OnnxRuntimeEngine:
         opt_batch: int = 1,
         io_binding: IoBinding = "auto",
         io_binding_min_bytes: int = 1 << 20,
+        name: str | None = None,
+        meter: TransferMeter | None = None,
     ) -> None:
         import onnxruntime as ort
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise EngineError(f"model file not found: {self.path}")
+        source: str | bytes
+        if isinstance(path, bytes):
+            if device == "tensorrt":
+                raise EngineError("in-memory models run on the CPU or CUDA provider only")
+            source = path
+            self.path = Path(name or "model.onnx")
+        else:
+            self.path = Path(path)
+            if not self.path.is_file():
+                raise EngineError(f"model file not found: {self.path}")
+            source = str(self.path)
+        self._meter = meter if meter is not None else TransferMeter()
+        self._threads = threads
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
         if io_binding not in ("auto", "always", "never"):
@@ -140,7 +160,7 @@ class OnnxRuntimeEngine:
             self._assignment_recorded = False
 
         try:
-            self._session = ort.InferenceSession(str(self.path), options, providers=providers)
+            self._session = ort.InferenceSession(source, options, providers=providers)
         except Exception as exc:
             if device != "auto" or plan == [CPU]:
                 kind = EngineError if plan == [CPU] else EngineUnavailableError
@@ -153,7 +173,7 @@ class OnnxRuntimeEngine:
                 ", ".join(plan), exc,
             )
             try:
-                self._session = ort.InferenceSession(str(self.path), options, providers=[CPU])
+                self._session = ort.InferenceSession(source, options, providers=[CPU])
             except Exception as exc2:
                 raise EngineError(
                     f"onnxruntime could not load {self.path.name}: {exc2}"
@@ -259,9 +279,13 @@ class OnnxRuntimeEngine:
             return False
         return sum(a.nbytes for a in feeds.values()) >= self._io_min_bytes
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(
+        self, feeds: Mapping[str, np.ndarray], *, meter: TransferMeter | None = None
+    ) -> dict[str, np.ndarray]:
         """Validate ``feeds`` and run the model; return output name -> numpy array.
 
+        Counts the feeds as host -> device and the outputs as device -> host bytes (in
+        this engine's :meth:`transfer_stats` and in ``meter`` when given).
         Raises :class:`EngineInputError` for a missing/unknown input, wrong dtype or shape,
         and :class:`EngineError` when onnxruntime fails while running.
         """
@@ -273,7 +297,14 @@ class OnnxRuntimeEngine:
                 outs = self._session.run(self._output_names, arrays)
         except Exception as exc:
             raise EngineError(f"onnxruntime failed running {self.path.name}: {exc}") from exc
-        return {name: np.asarray(v) for name, v in zip(self._output_names, outs, strict=True)}
+        result = {name: np.asarray(v) for name, v in zip(self._output_names, outs, strict=True)}
+        self._count(
+            meter,
+            h2d=sum(a.nbytes for a in arrays.values()),
+            d2h=sum(a.nbytes for a in result.values()),
+            calls=1,
+        )
+        return result
 
     def _run_bound(self, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run through IO binding (one binding object per call: thread-safe)."""
@@ -288,6 +319,90 @@ class OnnxRuntimeEngine:
                 binding.bind_output(name)
         self._session.run_with_iobinding(binding)
         return list(binding.copy_outputs_to_cpu())
+
+    # --- transfers and device-resident tensors ---------------------------------------------
+    def _count(
+        self, meter: TransferMeter | None, h2d: int = 0, d2h: int = 0, *,
+        constant: bool = False, calls: int = 0,
+    ) -> None:
+        self._meter.add(h2d, d2h, constant=constant, calls=calls)
+        if meter is not None:
+            meter.add(h2d, d2h, constant=constant, calls=calls)
+
+    def transfer_stats(self) -> TransferStats:
+        """Bytes moved host -> device and device -> host by this engine so far (all calls,
+        all threads; companions made by :meth:`companion` share the count)."""
+        return self._meter.snapshot()
+
+    @property
+    def ort_device(self) -> tuple[str, int]:
+        """Where this engine's tensors live: ``("cuda", id)`` or ``("cpu", 0)``."""
+        return ("cuda", self._device_id) if self._gpu else ("cpu", 0)
+
+    def upload(
+        self, array: np.ndarray, *, meter: TransferMeter | None = None, constant: bool = False
+    ) -> Any:
+        """Copy ``array`` into a new ``OrtValue`` on the engine's device (counted)."""
+        import onnxruntime as ort
+
+        arr = np.ascontiguousarray(array)
+        kind, dev = self.ort_device
+        value = ort.OrtValue.ortvalue_from_shape_and_type(arr.shape, arr.dtype, kind, dev)
+        value.update_inplace(arr)
+        self._count(meter, h2d=arr.nbytes, constant=constant)
+        return value
+
+    def download(self, value: Any, *, meter: TransferMeter | None = None) -> np.ndarray:
+        """Copy an ``OrtValue`` back into a numpy array (counted)."""
+        arr = np.asarray(value.numpy())
+        self._count(meter, d2h=arr.nbytes)
+        return arr
+
+    def run_device(
+        self,
+        feeds: Mapping[str, DeviceFeed],
+        *,
+        outputs: Mapping[str, Any] | None = None,
+        meter: TransferMeter | None = None,
+    ) -> dict[str, Any]:
+        """Run with IO binding and return the outputs as ``OrtValue``\\ s on the device.
+
+        ``feeds`` maps input names to ``OrtValue``\\ s (bound as they are, nothing copied)
+        or numpy arrays (small control inputs such as tile starts: counted as constant
+        host -> device bytes). ``outputs`` binds given ``OrtValue``\\ s as outputs (an
+        output may be the same ``OrtValue`` as an input: kernels that support it, such as
+        ScatterND, then update it in place); the others are allocated on the device.
+        """
+        binding = self._session.io_binding()
+        h2d = 0
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                arr = np.ascontiguousarray(value)
+                binding.bind_cpu_input(name, arr)
+                h2d += arr.nbytes
+            else:
+                binding.bind_ortvalue_input(name, value)
+        given = dict(outputs or {})
+        kind, dev = self.ort_device
+        for name in self._output_names:
+            if name in given:
+                binding.bind_ortvalue_output(name, given[name])
+            else:
+                binding.bind_output(name, kind, dev)
+        try:
+            self._session.run_with_iobinding(binding)
+        except Exception as exc:
+            raise EngineError(f"onnxruntime failed running {self.path.name}: {exc}") from exc
+        self._count(meter, h2d=h2d, constant=True, calls=1)
+        return dict(zip(self._output_names, binding.get_outputs(), strict=True))
+
+    def companion(self, model: bytes, name: str) -> OnnxRuntimeEngine:
+        """A helper graph on this engine's device (CUDA EP for CUDA/TensorRT engines), whose
+        transfers count into this engine's :meth:`transfer_stats`."""
+        return OnnxRuntimeEngine(
+            model, device="cuda" if self._gpu else "cpu", threads=self._threads,
+            device_id=self._device_id, name=name, meter=self._meter,
+        )
 
     def __repr__(self) -> str:
         return (

@@ -4,10 +4,10 @@ Runtime layer: numpy, scipy and :mod:`hccatom.engines` only.
 """
 
 from hccatom.segmentation.pipeline import (
+    NonFiniteLogitsError,
     Preprocessed,
     logits_to_probabilities,
     preprocess,
-    probabilities_to_labels,
     sliding_window_logits,
     softmax,
 )
@@ -39,6 +39,7 @@ __all__ = [
     "CTIntensityStats",
     "FoldModel",
     "LabelMeaning",
+    "NonFiniteLogitsError",
     "Preprocessed",
     "ResamplingSpec",
     "SegmentationSpec",
@@ -50,7 +51,6 @@ __all__ = [
     "mirror_combinations",
     "pad_to_patch",
     "preprocess",
-    "probabilities_to_labels",
     "resample",
     "separate_z_axis",
     "skimage_resize",

@@ -1,8 +1,9 @@
 """The nnU-Net v2 inference pipeline as plain functions of arrays (no engines, no files).
 
-``preprocess`` -> ``sliding_window_logits`` (calls a tile predictor) -> ``logits_to_probabilities``
--> ``probabilities_to_labels``. Each mirrors one part of nnU-Net's predictor; the module
+``preprocess`` -> ``sliding_window_logits`` (calls a tile predictor) -> ``logits_to_labels``
+(or ``logits_to_probabilities``). Each mirrors one part of nnU-Net's predictor; the module
 docstrings of :mod:`.preprocessing`, :mod:`.resampling` and :mod:`.sliding_window` say which.
+:mod:`.device_window` runs the same steps on the engine's device.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from hccatom.errors import SegmentationError
 from hccatom.segmentation.label_resampling import channel_argmax, linear_resize_argmax
 from hccatom.segmentation.preprocessing import BBox, bbox_slices, ct_normalize, nonzero_bbox
 from hccatom.segmentation.resampling import compute_new_shape, resample, separate_z_axis
@@ -24,6 +26,27 @@ from hccatom.segmentation.sliding_window import (
     tile_starts,
 )
 from hccatom.segmentation.spec import SegmentationSpec
+
+
+def _slabs(n: int, size: int = 16) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+class NonFiniteLogitsError(SegmentationError):
+    """The accumulated logits contain inf or NaN (nnU-Net's predictor raises there too)."""
+
+
+def check_finite(logits: np.ndarray) -> None:
+    """Raise :class:`NonFiniteLogitsError` when ``logits`` hold inf or NaN."""
+    for zs in _slabs(logits.shape[1] if logits.ndim > 1 else 1):
+        part = logits[:, zs] if logits.ndim > 1 else logits
+        if not np.isfinite(part).all():
+            raise NonFiniteLogitsError(
+                "the segmentation logits contain inf or NaN after accumulation (as nnU-Net "
+                "checks); the model or its Gaussian value scale overflows; try "
+                "accumulate='float32' or re-export the model"
+            )
+
 
 TilePredictor = Callable[[np.ndarray], np.ndarray]
 """Maps a float32 batch ``(B, 1, *patch)`` to logits ``(B, C, *patch)`` (one network)."""
@@ -105,10 +128,6 @@ def _predict_mirrored(
 Accumulation = Literal["float16", "float32"]
 
 
-def _slabs(n: int, size: int = 16) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
 def sliding_window_logits(
     data: np.ndarray,
     spec: SegmentationSpec,
@@ -127,7 +146,8 @@ def sliding_window_logits(
     float16 (``torch.half``, also on the CPU), each update computed in float32 and rounded.
     Where tile weights are tiny (volume corners covered by one tile) that quantises
     logits coarsely; ``"float32"`` avoids it and differs from nnU-Net there.
-    The result is float16 or float32 accordingly.
+    The result is float16 or float32 accordingly. Raises :class:`NonFiniteLogitsError`
+    when the result holds inf or NaN.
 
     Folds run one after another over all tiles (as nnU-Net does). Memory: the padded image,
     one accumulator per output channel, one weight map, one fold sum and one batch of tiles.
@@ -201,7 +221,9 @@ def sliding_window_logits(
         timings["tiling"] = timings.get("tiling", 0.0) + (
             time.perf_counter() - t_start - net_time
         )
-    return fold_sum[(slice(None), *unpad[1:])]
+    out = fold_sum[(slice(None), *unpad[1:])]
+    check_finite(out)
+    return out
 
 
 def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -227,6 +249,36 @@ def _logits_to_cropped_grid(
     )
 
 
+def logits_to_cropped_probabilities(
+    logits: np.ndarray,
+    pre: Preprocessed,
+    spec: SegmentationSpec,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Softmax of the logits resampled to the cropped input grid, ``(C, *cropped)`` float32."""
+    t0 = time.perf_counter()
+    back = _logits_to_cropped_grid(logits, pre, spec)
+    t0 = _add_time(timings, "resample_out", t0)
+    probs = softmax(back)
+    _add_time(timings, "softmax", t0)
+    return probs
+
+
+def uncrop_probabilities(
+    probs: np.ndarray, pre: Preprocessed, spec: SegmentationSpec,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Cropped-grid probabilities onto the input grid (background 1 outside the crop box),
+    axes transposed back: ``(C, z, y, x)`` float32."""
+    t0 = time.perf_counter()
+    full = np.zeros((probs.shape[0], *pre.shape_before_cropping), dtype=np.float32)
+    full[0] = 1.0
+    full[(slice(None), *bbox_slices(pre.bbox))] = probs
+    out = np.ascontiguousarray(np.transpose(full, [0, *(i + 1 for i in spec.transpose_backward)]))
+    _add_time(timings, "uncrop", t0)
+    return out
+
+
 def logits_to_probabilities(
     logits: np.ndarray,
     pre: Preprocessed,
@@ -238,24 +290,15 @@ def logits_to_probabilities(
     ``convert_predicted_logits_to_segmentation_with_correct_shape``: outside the crop box
     the background channel is 1. Returns ``(C, z, y, x)`` float32 on the input grid.
     """
-    t0 = time.perf_counter()
-    back = _logits_to_cropped_grid(logits, pre, spec)
-    t0 = _add_time(timings, "resample_out", t0)
-    probs = softmax(back)
-    t0 = _add_time(timings, "softmax", t0)
-    full = np.zeros((probs.shape[0], *pre.shape_before_cropping), dtype=np.float32)
-    full[0] = 1.0
-    full[(slice(None), *bbox_slices(pre.bbox))] = probs
-    out = np.ascontiguousarray(np.transpose(full, [0, *(i + 1 for i in spec.transpose_backward)]))
-    _add_time(timings, "uncrop", t0)
-    return out
+    probs = logits_to_cropped_probabilities(logits, pre, spec, timings)
+    return uncrop_probabilities(probs, pre, spec, timings)
 
 
-def _labels_on_cropped_grid(
+def labels_on_cropped_grid(
     logits: np.ndarray,
     pre: Preprocessed,
     spec: SegmentationSpec,
-    timings: dict[str, float] | None,
+    timings: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Channel indices (uint8) on the cropped input grid: the argmax of the resampled logits.
 
@@ -293,9 +336,18 @@ def logits_to_labels(
     label is in doubt are resampled (:mod:`.label_resampling`). Outside the crop box:
     background.
     """
-    lut = np.asarray(spec.labels.channel_to_label, dtype=np.uint8)
-    index = _labels_on_cropped_grid(logits, pre, spec, timings)
+    index = labels_on_cropped_grid(logits, pre, spec, timings)
+    return uncrop_labels(index, pre, spec, timings)
+
+
+def uncrop_labels(
+    index: np.ndarray, pre: Preprocessed, spec: SegmentationSpec,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Channel indices on the cropped grid -> uint8 hccatom labels on the input grid
+    (the spec's channel -> label table; background outside the crop box)."""
     t0 = time.perf_counter()
+    lut = np.asarray(spec.labels.channel_to_label, dtype=np.uint8)
     identity = np.array_equal(lut, np.arange(lut.size))
     cropped = index if identity else lut[index]
     full = np.full(pre.shape_before_cropping, lut[0], dtype=np.uint8)
@@ -303,9 +355,3 @@ def logits_to_labels(
     out = np.ascontiguousarray(np.transpose(full, list(spec.transpose_backward)))
     _add_time(timings, "uncrop", t0)
     return out
-
-
-def probabilities_to_labels(probs: np.ndarray, spec: SegmentationSpec) -> np.ndarray:
-    """Argmax over channels, mapped through the spec's channel -> hccatom label table (uint8)."""
-    lut = np.asarray(spec.labels.channel_to_label, dtype=np.uint8)
-    return lut[channel_argmax(probs)]

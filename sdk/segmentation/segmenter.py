@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from hccatom.engines import Engine, OnnxRuntimeEngine
-from hccatom.engines.providers import file_sha256
+from hccatom.engines.base import TransferMeter, TransferStats
+from hccatom.engines.providers import CUDA, TENSORRT, file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
 from hccatom.segmentation.pipeline import (
     Accumulation,
@@ -31,16 +32,37 @@ from hccatom.segmentation.pipeline import (
     logits_to_probabilities,
     preprocess,
     sliding_window_logits,
+    uncrop_labels,
+    uncrop_probabilities,
 )
 from hccatom.segmentation.spec import SegmentationSpec
 from hccatom.volume import Volume
 
+HOST_BATCH_SIZE = 2
+"""Tiles per engine call on the host path (measured best on the 2-core VM)."""
 
-def _engine_predictor(engine: Engine, input_name: str, output_name: str) -> TilePredictor:
+
+def _engine_predictor(
+    engine: Engine, input_name: str, output_name: str, meter: TransferMeter | None
+) -> TilePredictor:
+    if meter is not None and isinstance(engine, OnnxRuntimeEngine):
+        def run_counted(x: np.ndarray) -> np.ndarray:
+            return engine.run({input_name: x}, meter=meter)[output_name]
+
+        return run_counted
+
     def run(x: np.ndarray) -> np.ndarray:
         return engine.run({input_name: x})[output_name]
 
     return run
+
+
+def _transfer_dict(stats: TransferStats) -> dict[str, int]:
+    return {
+        "host_to_device": stats.host_to_device,
+        "device_to_host": stats.device_to_host,
+        "constant_inputs": stats.constant_inputs,
+    }
 
 
 class Segmenter:
@@ -53,11 +75,19 @@ class Segmenter:
         mirroring: ``None`` = the axes the spec allows; ``False`` = none; ``True`` = the
             allowed axes; or an explicit subset of the allowed axes.
         threads: CPU intra-op threads per engine (``None``: ONNX Runtime's default).
-        batch_size: tiles per engine call.
+        batch_size: tiles per engine call (each with all its mirror flips on the device
+            path); ``None``: 2 on the host path, from free device memory (CPU: a 1 GiB
+            budget), capped at 8, on the device path.
         folds: use only these folds of the export (default: all).
         accumulate: ``"float16"`` (default) accumulates tiles and folds in float16 exactly
             as nnU-Net's predictor does (also on the CPU), so results match it;
             ``"float32"`` is more precise where tile weights are tiny (volume corners).
+        device_resident: keep tiles on the engine's device
+            (:mod:`~hccatom.segmentation.device_window`: only the volume goes up, only the
+            label map comes down). ``None`` (default): on when the engines run the CUDA or
+            TensorRT provider, off on the CPU provider (where the host path measured faster,
+            see benchmarks/README.md); ``True``/``False`` force it (3-D configurations and
+            ONNX Runtime engines only).
         spec, engines: advanced/testing — a spec and ready engines (one per fold) instead
             of loading them from ``export_dir``.
 
@@ -71,17 +101,18 @@ class Segmenter:
         step_size: float = 0.5,
         mirroring: bool | Sequence[int] | None = None,
         threads: int | None = None,
-        batch_size: int = 2,
+        batch_size: int | None = None,
         *,
         folds: Sequence[int | str] | None = None,
         accumulate: Accumulation = "float16",
+        device_resident: bool | None = None,
         spec: SegmentationSpec | None = None,
         engines: Sequence[Engine] | None = None,
         verify: bool = True,
     ) -> None:
         if not 0 < step_size <= 1:
             raise InputError(f"step_size must be in (0, 1], got {step_size}")
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if spec is None:
             if export_dir is None:
@@ -92,7 +123,7 @@ class Segmenter:
             raise InputError(f"accumulate must be 'float16' or 'float32', got {accumulate!r}")
         self.accumulate: Accumulation = accumulate
         self.step_size = float(step_size)
-        self.batch_size = int(batch_size)
+        self.batch_size = HOST_BATCH_SIZE if batch_size is None else int(batch_size)
         self.mirror_axes = self._mirror_axes(mirroring)
         chosen = [f for f in spec.folds if folds is None or f.fold in list(folds)]
         if folds is not None and len(chosen) != len(list(folds)):
@@ -121,9 +152,50 @@ class Segmenter:
                         "segmentation spec (changed or corrupted); re-export it"
                     )
                 self.engines.append(OnnxRuntimeEngine(path, device=device, threads=threads))
-        self._predictors = [
-            _engine_predictor(e, spec.input_name, spec.output_name) for e in self.engines
-        ]
+        self._device_window = self._make_device_window(device_resident, batch_size)
+
+    def _make_device_window(
+        self, device_resident: bool | None, batch_size: int | None
+    ) -> Any:
+        """The device-resident runner, or None for the host path."""
+        ort_engines = all(isinstance(e, OnnxRuntimeEngine) for e in self.engines)
+        if device_resident is None:
+            gpu = ort_engines and any(
+                p in (CUDA, TENSORRT) for e in self.engines for p in e.providers
+            )
+            device_resident = gpu and self.spec.dims == 3
+        if not device_resident:
+            return None
+        if not ort_engines or self.spec.dims != 3:
+            raise InputError(
+                "device_resident=True needs ONNX Runtime engines and a 3-D configuration "
+                f"(this spec is {self.spec.dims}-D); use device_resident=False"
+            )
+        from hccatom.segmentation.device_window import DeviceSlidingWindow
+
+        return DeviceSlidingWindow(
+            self.engines,  # type: ignore[arg-type]
+            self.spec,
+            input_name=self.spec.input_name,
+            output_name=self.spec.output_name,
+            step_size=self.step_size,
+            mirror_axes=self.mirror_axes,
+            accumulate=self.accumulate,
+            batch_size=batch_size,
+        )
+
+    @property
+    def device_resident(self) -> bool:
+        """Whether tiles stay on the engine's device (see the class docstring)."""
+        return self._device_window is not None
+
+    def transfer_stats(self) -> TransferStats:
+        """Host <-> device bytes of all fold engines so far (cumulative, all calls)."""
+        total = TransferStats()
+        for e in self.engines:
+            if isinstance(e, OnnxRuntimeEngine):
+                total = total + e.transfer_stats()
+        return total
 
     def _mirror_axes(self, mirroring: bool | Sequence[int] | None) -> tuple[int, ...]:
         allowed = tuple(self.spec.mirror_axes)
@@ -150,19 +222,28 @@ class Segmenter:
 
         return read_ct(ct)
 
-    def _logits(
-        self, ct: Any, progress: Progress | None, timings: dict[str, float] | None
-    ) -> tuple[np.ndarray, Preprocessed, Volume]:
-        """Read, preprocess and run the sliding window: logits on the network's grid."""
+    def _prepare(
+        self, ct: Any, timings: dict[str, float] | None
+    ) -> tuple[Preprocessed, Volume]:
         t0 = time.perf_counter()
         vol = self._as_volume(ct)
         if timings is not None:
             timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
-        pre = preprocess(vol.array, vol.spacing, self.spec, timings)
-        logits = sliding_window_logits(
+        return preprocess(vol.array, vol.spacing, self.spec, timings), vol
+
+    def _logits(
+        self, pre: Preprocessed, progress: Progress | None, timings: dict[str, float] | None,
+        meter: TransferMeter | None,
+    ) -> np.ndarray:
+        """The host sliding window: logits on the network's grid."""
+        predictors = [
+            _engine_predictor(e, self.spec.input_name, self.spec.output_name, meter)
+            for e in self.engines
+        ]
+        return sliding_window_logits(
             pre.data,
             self.spec,
-            self._predictors,
+            predictors,
             step_size=self.step_size,
             mirror_axes=self.mirror_axes,
             batch_size=self.batch_size,
@@ -170,7 +251,6 @@ class Segmenter:
             timings=timings,
             accumulate=self.accumulate,
         )
-        return logits, pre, vol
 
     def probabilities(
         self,
@@ -178,14 +258,29 @@ class Segmenter:
         *,
         progress: Progress | None = None,
         timings: dict[str, float] | None = None,
+        transfers: dict[str, int] | None = None,
     ) -> tuple[np.ndarray, Volume]:
         """Softmax probabilities ``(C, z, y, x)`` float32 on the input grid, and that grid.
 
         Channel ``c`` is the network's output channel; ``spec.labels`` says what it means.
-        ``timings`` (optional dict) receives seconds per stage.
+        ``timings`` (optional dict) receives seconds per stage, ``transfers`` the bytes
+        moved host -> device / device -> host (``"host_to_device"``, ``"device_to_host"``,
+        ``"constant_inputs"``).
         """
-        logits, pre, vol = self._logits(ct, progress, timings)
-        return logits_to_probabilities(logits, pre, self.spec, timings), vol
+        pre, vol = self._prepare(ct, timings)
+        meter = TransferMeter()
+        if self._device_window is not None:
+            result = self._device_window.run(
+                pre, probabilities=True, progress=progress, timings=timings, meter=meter
+            )
+            assert result.probabilities is not None
+            probs = uncrop_probabilities(result.probabilities, pre, self.spec, timings)
+        else:
+            logits = self._logits(pre, progress, timings, meter)
+            probs = logits_to_probabilities(logits, pre, self.spec, timings)
+        if transfers is not None:
+            transfers.update(_transfer_dict(meter.snapshot()))
+        return probs, vol
 
     def segment(
         self,
@@ -193,17 +288,29 @@ class Segmenter:
         *,
         progress: Progress | None = None,
         timings: dict[str, float] | None = None,
+        transfers: dict[str, int] | None = None,
     ) -> Volume:
         """uint8 labels on the input grid: 0 background, 1 liver, 2 tumour.
 
         The same labels as the argmax of :meth:`probabilities`, without materialising the
-        full-size probability array (see ``logits_to_labels``).
+        full-size probability array (see ``logits_to_labels``). ``timings`` and
+        ``transfers`` as in :meth:`probabilities`.
         """
-        logits, pre, vol = self._logits(ct, progress, timings)
-        labels = logits_to_labels(logits, pre, self.spec, timings)
+        pre, vol = self._prepare(ct, timings)
+        meter = TransferMeter()
+        if self._device_window is not None:
+            result = self._device_window.run(
+                pre, progress=progress, timings=timings, meter=meter
+            )
+            labels = uncrop_labels(result.index, pre, self.spec, timings)
+        else:
+            logits = self._logits(pre, progress, timings, meter)
+            labels = logits_to_labels(logits, pre, self.spec, timings)
+        if transfers is not None:
+            transfers.update(_transfer_dict(meter.snapshot()))
         return vol.with_array(
             labels,
             note=f"nnU-Net {self.spec.configuration} segmentation (folds {self.folds}, "
-            f"step {self.step_size}, mirror axes {list(self.mirror_axes)})",
+            f"step {self.step_size}, mirror axes {list(self.mirror_axes)}"
+            f"{', device-resident' if self._device_window is not None else ''})",
         )
-

@@ -1,0 +1,307 @@
+"""nnU-Net's sliding window with every tile kept on the engine's device.
+
+The preprocessed volume is uploaded once; padding, tile extraction with all mirror flips,
+the network (a batch of tiles per call), Gaussian weighting, float16 (or float32)
+accumulation, division, fold averaging, the inf/NaN check, order-1 back-resampling and
+the argmax run as ONNX Runtime graphs (:mod:`.device_graphs`) chained through IO binding
+on ``OrtValue``\\ s. Only the channel-index map on the cropped input grid comes back
+(plus the probabilities when asked). On the CPU execution provider the same code runs with
+"device" = host memory, which is how it is tested.
+
+What stays on the host: the un-crop and channel -> label lookup of the (small, uint8)
+result, and, when nnU-Net resamples the logits with a separate low-resolution axis
+(anisotropic spacing) or another order than 1, that back-resampling: then the logits on
+the network grid come down (counted in the transfer stats) and the host path's resampling
+runs on them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hccatom.engines import OnnxRuntimeEngine
+from hccatom.engines.base import TransferMeter
+from hccatom.segmentation import device_graphs as graphs
+from hccatom.segmentation.label_resampling import channel_argmax
+from hccatom.segmentation.pipeline import (
+    Accumulation,
+    NonFiniteLogitsError,
+    Preprocessed,
+    Progress,
+    check_finite,
+    labels_on_cropped_grid,
+    logits_to_cropped_probabilities,
+)
+from hccatom.segmentation.resampling import separate_z_axis
+from hccatom.segmentation.sliding_window import (
+    gaussian_importance,
+    mirror_combinations,
+    tile_starts,
+)
+from hccatom.segmentation.spec import SegmentationSpec
+
+DEFAULT_CPU_BUDGET = 1 << 30
+"""Bytes of network activations per call allowed on the CPU provider (tile batch sizing)."""
+MAX_TILES_PER_CALL = 8
+ACTIVATION_FACTOR = 48
+"""Rough float32 activation bytes of an nnU-Net per input voxel and byte (sizing only)."""
+
+
+def tiles_per_call(
+    patch: Sequence[int], n_mirrors: int, budget_bytes: int, cap: int = MAX_TILES_PER_CALL
+) -> int:
+    """Tiles (each with all its ``n_mirrors`` flips) per network call within a memory budget.
+
+    One sample costs about ``ACTIVATION_FACTOR * 4`` bytes per patch voxel; at least one
+    tile, at most ``cap``.
+    """
+    per_sample = int(np.prod(patch)) * 4 * ACTIVATION_FACTOR
+    fit = budget_bytes // max(1, per_sample * n_mirrors)
+    return int(max(1, min(cap, fit)))
+
+
+def free_device_memory(engine: OnnxRuntimeEngine) -> int | None:
+    """Free memory of the engine's GPU in bytes (``nvidia-smi``), None on the CPU/unknown."""
+    kind, dev = engine.ort_device
+    if kind != "cuda":
+        return None
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, f"--id={dev}", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+        return int(float(out.stdout.strip().splitlines()[0])) << 20
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class DeviceResult:
+    """Channel indices (uint8) on the cropped input grid, and probabilities when asked."""
+
+    index: np.ndarray
+    probabilities: np.ndarray | None
+
+
+class DeviceSlidingWindow:
+    """The device-resident sliding window for one spec and one set of fold engines.
+
+    Graph sessions are built on first use and cached (thread-safe); one instance may serve
+    several threads (every call has its own tensors).
+    """
+
+    def __init__(
+        self,
+        engines: Sequence[OnnxRuntimeEngine],
+        spec: SegmentationSpec,
+        *,
+        input_name: str,
+        output_name: str,
+        step_size: float,
+        mirror_axes: Sequence[int],
+        accumulate: Accumulation,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
+    ) -> None:
+        if spec.dims != 3:
+            raise ValueError("the device-resident path runs 3-D configurations only")
+        self.engines = list(engines)
+        self.spec = spec
+        self.input_name = input_name
+        self.output_name = output_name
+        self.step_size = step_size
+        self.combos = mirror_combinations(list(mirror_axes))
+        self.dtype: str = accumulate
+        self.patch = tuple(int(p) for p in spec.patch_size)
+        self.channels = int(spec.num_output_channels)
+        n_mirrors = len(self.combos) + 1
+        if batch_size is None:
+            free = free_device_memory(self.engines[0])
+            budget = memory_budget or (free // 2 if free else DEFAULT_CPU_BUDGET)
+            batch_size = tiles_per_call(self.patch, n_mirrors, budget)
+        self.batch_size = int(batch_size)
+        self._lock = threading.Lock()
+        self._graphs: dict[tuple[object, ...], OnnxRuntimeEngine] = {}
+        self._gauss: Any = None
+
+    # --- graph cache ----------------------------------------------------------------------
+    def _graph(self, key: tuple[object, ...]) -> OnnxRuntimeEngine:
+        with self._lock:
+            got = self._graphs.get(key)
+            if got is None:
+                kind = key[0]
+                if kind == "pad":
+                    model = graphs.pad_graph()
+                elif kind == "zeros":
+                    model = graphs.zeros_graph(str(key[1]), int(key[2]))  # type: ignore[call-overload]
+                elif kind == "tiles":
+                    model = graphs.tiles_graph(self.patch, self.combos, int(key[1]))  # type: ignore[call-overload]
+                elif kind == "accumulate":
+                    model = graphs.accumulate_graph(
+                        self.patch, self.channels, self.combos, self.dtype
+                    )
+                elif kind == "weights":
+                    model = graphs.weights_graph(self.patch, self.dtype)
+                elif kind == "fold":
+                    model = graphs.fold_graph(self.channels, self.dtype, bool(key[1]))
+                elif kind == "finish":
+                    model = graphs.finish_graph(self.channels, self.dtype, len(self.engines))
+                elif kind == "labels":
+                    model = graphs.labels_graph(
+                        self.channels, self.dtype, bool(key[1]), bool(key[2])
+                    )
+                else:  # pragma: no cover - programming error
+                    raise KeyError(key)
+                got = self.engines[0].companion(model, f"hccatom_{kind}.onnx")
+                self._graphs[key] = got
+            return got
+
+    def _gaussian(self, meter: TransferMeter | None) -> Any:
+        with self._lock:
+            if self._gauss is None:
+                g = gaussian_importance(
+                    self.patch, self.spec.gaussian_sigma_scale, self.spec.gaussian_value_scale
+                )
+                self._gauss = self.engines[0].upload(g, meter=meter, constant=True)
+            return self._gauss
+
+    def _zeros(self, shape: Sequence[int], meter: TransferMeter | None) -> Any:
+        z = self._graph(("zeros", self.dtype, len(shape)))
+        return z.run_device({"shape": np.asarray(shape, dtype=np.int64)}, meter=meter)["zeros"]
+
+    # --- the sliding window ---------------------------------------------------------------
+    def run(
+        self,
+        pre: Preprocessed,
+        *,
+        probabilities: bool = False,
+        progress: Progress | None = None,
+        timings: dict[str, float] | None = None,
+        meter: TransferMeter | None = None,
+    ) -> DeviceResult:
+        """Segment one preprocessed volume; see the module docstring for what runs where."""
+        t0 = time.perf_counter()
+        data = pre.data  # (1, z, y, x) float32
+        shape = tuple(int(s) for s in data.shape[1:])
+        padded_shape = tuple(max(s, p) for s, p in zip(shape, self.patch, strict=True))
+        below = [(n - s) // 2 for n, s in zip(padded_shape, shape, strict=True)]
+        above = [n - s - b for n, s, b in zip(padded_shape, shape, below, strict=True)]
+        engine0 = self.engines[0]
+        volume = engine0.upload(data, meter=meter)
+        pads = np.asarray([0, *below, 0, *above], dtype=np.int64)
+        padded = self._graph(("pad",)).run_device(
+            {"volume": volume, "pads": pads}, meter=meter
+        )["padded"]
+        del volume
+        starts = np.asarray(tile_starts(padded_shape, self.patch, self.step_size), np.int64)
+        gauss = self._gaussian(meter)
+
+        weights = self._zeros([*padded_shape, 1], meter)
+        add_weight = self._graph(("weights",))
+        for s in starts:
+            add_weight.run_device(
+                {"acc": weights, "start": s, "gauss": gauss},
+                outputs={"acc_out": weights}, meter=meter,
+            )
+        accumulate = self._graph(("accumulate",))
+        n_tiles = len(starts)
+        total = n_tiles * len(self.engines)
+        done = 0
+        net_time = 0.0
+        fold_sum: Any = None
+        for f, engine in enumerate(self.engines):
+            acc = self._zeros([*padded_shape, self.channels], meter)
+            for b0 in range(0, n_tiles, self.batch_size):
+                chunk = starts[b0 : b0 + self.batch_size]
+                batch = self._graph(("tiles", len(chunk))).run_device(
+                    {"padded": padded, "starts": chunk}, meter=meter
+                )["batch"]
+                t_net = time.perf_counter()
+                pred = engine.run_device({self.input_name: batch}, meter=meter)[
+                    self.output_name
+                ]
+                net_time += time.perf_counter() - t_net
+                for i, s in enumerate(chunk):
+                    accumulate.run_device(
+                        {"acc": acc, "pred": pred, "tile": np.asarray([i], np.int64),
+                         "start": s, "gauss": gauss},
+                        outputs={"acc_out": acc}, meter=meter,
+                    )
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+            feeds = {"acc": acc, "weights": weights}
+            if fold_sum is not None:
+                feeds["fold_sum"] = fold_sum
+            fold_sum = self._graph(("fold", f == 0)).run_device(feeds, meter=meter)[
+                "fold_sum_out"
+            ]
+            del acc
+        del weights, padded
+        lo = np.asarray(below, dtype=np.int64)
+        hi = lo + np.asarray(shape, dtype=np.int64)
+        out = self._graph(("finish",)).run_device(
+            {"fold_sum": fold_sum, "lo": lo, "hi": hi}, meter=meter
+        )
+        del fold_sum
+        t1 = time.perf_counter()
+        if timings is not None:
+            timings["network"] = timings.get("network", 0.0) + net_time
+            timings["tiling"] = timings.get("tiling", 0.0) + (t1 - t0 - net_time)
+        return self._to_labels(pre, out["logits"], out["bad"], probabilities, timings, meter)
+
+    def _to_labels(
+        self, pre: Preprocessed, logits: Any, bad: Any, probabilities: bool,
+        timings: dict[str, float] | None, meter: TransferMeter | None,
+    ) -> DeviceResult:
+        t0 = time.perf_counter()
+        res = self.spec.resampling_probabilities
+        target = tuple(int(s) for s in pre.shape_after_cropping)
+        net_shape = tuple(int(s) for s in pre.data.shape[1:])
+        axis = separate_z_axis(
+            pre.target_spacing, pre.spacing_transposed, res.force_separate_z,
+            res.anisotropy_threshold,
+        )
+        engine0 = self.engines[0]
+        on_device = net_shape == target or (res.order == 1 and axis is None)
+        if not on_device:
+            host_logits = engine0.download(logits, meter=meter)
+            check_finite(host_logits)
+            if probabilities:
+                host_probs = logits_to_cropped_probabilities(
+                    host_logits, pre, self.spec, timings
+                )
+                return DeviceResult(channel_argmax(host_probs), host_probs)
+            return DeviceResult(
+                labels_on_cropped_grid(host_logits, pre, self.spec, timings), None
+            )
+        resize = net_shape != target
+        feeds: dict[str, Any] = {"logits": logits, "bad": bad}
+        if resize:
+            feeds["sizes"] = np.asarray([1, self.channels, *target], dtype=np.int64)
+        out = self._graph(("labels", resize, probabilities)).run_device(feeds, meter=meter)
+        index = engine0.download(out["labels"], meter=meter)
+        if index.size and index.flat[0] == 255:
+            raise NonFiniteLogitsError(
+                "the segmentation logits contain inf or NaN after accumulation (as nnU-Net "
+                "checks); the model or its Gaussian value scale overflows; try "
+                "accumulate='float32' or re-export the model"
+            )
+        probs = engine0.download(out["probabilities"], meter=meter) if probabilities else None
+        if timings is not None:
+            timings["resample_out"] = timings.get("resample_out", 0.0) + (
+                time.perf_counter() - t0
+            )
+        return DeviceResult(index, probs)
