@@ -246,11 +246,14 @@ class Predictor:
         try:
             with timer.stage(f"read_{name}"):
                 ct = prepare_phase(source, spec)
+            moved: dict[str, int] = {}
             with timer.stage(f"segment_{name}") as tick:
-                labels = self.segmenter.segment(segmentation_input(ct, spec), progress=tick)
+                labels = self.segmenter.segment(segmentation_input(ct, spec), progress=tick,
+                                                transfers=moved)
             with timer.stage(f"crop_{name}"):
                 img = phase_image(ct, labels, spec)
-                report = phase_report(img, labels, spec)
+                report = phase_report(img, labels, spec).model_copy(
+                    update={"segmentation_transfer_bytes": moved})
         except HccatomError as exc:
             exc.in_phase(name)
             raise

@@ -46,6 +46,12 @@ class PhaseReport(_Model):
     segmentation_voxels: dict[str, int] = Field(
         default_factory=dict, description="Voxel count per label in the whole phase."
     )
+    segmentation_transfer_bytes: dict[str, int] = Field(
+        default_factory=dict,
+        description="Bytes the segmentation moved host -> device ('host_to_device', of "
+        "which 'constant_inputs') and device -> host ('device_to_host'); on the CPU "
+        "provider, what would cross the bus on a GPU.",
+    )
 
 
 class QualityFlag(_Model):

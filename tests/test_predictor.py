@@ -116,6 +116,9 @@ def test_phase_reports_describe_the_tumour_slice(
         assert ph.slice_position_mm == pytest.approx(-100.0 + 22.0, abs=3.0)
         assert ph.box_mm == pytest.approx(224.0)
         assert ph.segmentation_voxels["tumour"] > 0
+        # host path on the CPU: every tile's logits are counted as device -> host bytes
+        moved = ph.segmentation_transfer_bytes
+        assert moved["host_to_device"] > 0 and moved["device_to_host"] > 0
     # the phantom is 192 mm wide: the 224 mm box is padded, and that is flagged per phase
     codes = {(f.code, f.phase) for f in rec.quality_flags}
     assert ("crop_padded", "arterial") in codes and ("crop_padded", "portal") in codes
