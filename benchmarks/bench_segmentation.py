@@ -92,3 +92,25 @@ def test_bench_hccatom_segmenter(benchmark, volume: Volume, mirroring: bool) -> 
     )
     out = benchmark.pedantic(lambda: seg.segment(volume), rounds=ROUNDS, iterations=1)
     assert out.shape == volume.shape
+
+
+@pytest.mark.parametrize("mirroring", [False, True], ids=["no-mirror", "mirror"])
+def test_bench_hccatom_device_resident(benchmark, volume: Volume, mirroring: bool) -> None:  # type: ignore[no-untyped-def]
+    """The device-resident path on the CPU EP (same graphs as on CUDA), with the host <->
+    device bytes of both paths (on the CPU EP: what would cross the bus on a GPU)."""
+    seg = Segmenter(EXPORT, device="cpu", threads=THREADS, mirroring=mirroring,
+                    device_resident=True)
+    benchmark.group = f"segmentation {'mirror' if mirroring else 'no-mirror'}"
+    moved: dict[str, int] = {}
+    moved_host: dict[str, int] = {}
+    labels = seg.segment(volume, transfers=moved).array
+    ref = _ours(mirroring).segment(volume, transfers=moved_host).array
+    agreement = float((labels == ref).mean())
+    assert agreement >= 0.9999
+    benchmark.extra_info.update(
+        threads=THREADS, shape=list(volume.shape), folds=[0, 1], label_agreement=agreement,
+        tiles_per_call=seg._device_window.batch_size,  # type: ignore[union-attr]
+        transfer_bytes=moved, host_path_transfer_bytes=moved_host,
+    )
+    out = benchmark.pedantic(lambda: seg.segment(volume), rounds=ROUNDS, iterations=1)
+    assert out.shape == volume.shape
