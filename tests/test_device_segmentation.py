@@ -248,3 +248,33 @@ def test_helper_graphs_pass_onnx_checker_and_use_cuda_ops() -> None:
         onnx.checker.check_model(model, full_check=True)
         used = {n.op_type for n in model.graph.node}
         assert used <= graphs.CUDA_OPS, used - graphs.CUDA_OPS
+
+
+def test_device_resident_is_the_default_on_gpu_providers() -> None:
+    """On by default where the engines run CUDA/TensorRT (decided from their providers)."""
+    from hccatom.engines.providers import CUDA
+
+    spec = SegmentationSpec.load(EXPORT)
+    engine = OnnxRuntimeEngine(EXPORT / spec.folds[0].onnx, device="cpu", threads=1)
+    engine._providers = [CUDA, "CPUExecutionProvider"]  # as a CUDA session reports them
+    seg = Segmenter(None, spec=spec.model_copy(update={"folds": spec.folds[:1]}),
+                    engines=[engine])
+    assert seg.device_resident
+    off = Segmenter(None, spec=spec.model_copy(update={"folds": spec.folds[:1]}),
+                    engines=[engine], device_resident=False)
+    assert not off.device_resident
+
+
+@pytest.mark.gpu
+def test_cuda_device_path_equals_host_path_and_moves_only_the_volume() -> None:
+    vol = load("typical_ct.nii.gz")
+    host = Segmenter(EXPORT, device="cpu", folds=[0, 1], mirroring=[0])
+    gpu = Segmenter(EXPORT, device="cuda", folds=[0, 1], mirroring=[0])
+    assert gpu.device_resident
+    moved: dict[str, int] = {}
+    p_gpu, _ = gpu.probabilities(vol, transfers=moved)
+    p_host, _ = host.probabilities(vol)
+    assert np.mean(np.argmax(p_gpu, 0) == np.argmax(p_host, 0)) >= 0.9999
+    assert np.abs(p_gpu - p_host).mean() <= 1e-4
+    pre = preprocess(vol.array, vol.spacing, gpu.spec)
+    assert moved["host_to_device"] <= 1.1 * pre.data.nbytes + moved["constant_inputs"]
