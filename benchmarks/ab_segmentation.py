@@ -7,7 +7,7 @@ so that load drift on a shared machine hits both sides alike. The baseline tree 
 with ``git worktree add`` at ``--base`` (default: the merge base with main).
 
 Run:  .venv/bin/python benchmarks/ab_segmentation.py --base main --rounds 5 \
-          [--volume typical|real] [--mirroring] [--device-resident]
+          [--volume typical|real] [--mirroring] [--device-resident] [--e2e]
 """
 
 from __future__ import annotations
@@ -33,18 +33,33 @@ import hccatom
 from hccatom import Segmenter, read_ct
 assert hccatom.__file__.startswith(sys.argv[1]), hccatom.__file__
 opts = json.loads(sys.argv[2])
-vol = read_ct(opts["volume"])
-kw = dict(device="cpu", threads=opts["threads"], mirroring=opts["mirroring"])
-if opts.get("device_resident"):
-    kw["device_resident"] = True
-seg = Segmenter(opts["export"], **kw)
-seg.segment(vol)  # warm-up
+if opts.get("e2e"):
+    from hccatom import Predictor
+    from hccatom.demo import demo_bundle_path
+    from hccatom.synthetic import ScanSpec, draw_cohort, generate_patient
+    member = draw_cohort("TACE", 1, seed=11).patients[0]
+    study = generate_patient(member.seed, ScanSpec.realistic(), member.features)
+    ct = {"arterial": study.arterial, "portal": study.portal}
+    pred = Predictor.from_bundle(demo_bundle_path(), device="cpu", threads=opts["threads"],
+                                 phase_workers=1)
+    def once():
+        rec = pred.recommend(ct, member.clinical)
+        return int(sum(rec.phases["arterial"].segmentation_voxels.values()))
+else:
+    vol = read_ct(opts["volume"])
+    kw = dict(device="cpu", threads=opts["threads"], mirroring=opts["mirroring"])
+    if opts.get("device_resident"):
+        kw["device_resident"] = True
+    seg = Segmenter(opts["export"], **kw)
+    def once():
+        return int(seg.segment(vol).array.astype(np.int64).sum())
+once()  # warm-up
 print("ready", flush=True)
 for line in sys.stdin:
     t0 = time.perf_counter()
-    labels = seg.segment(vol).array
+    check = once()
     dt = time.perf_counter() - t0
-    print(json.dumps({"seconds": dt, "checksum": int(labels.astype(np.int64).sum())}), flush=True)
+    print(json.dumps({"seconds": dt, "checksum": check}), flush=True)
 """
 
 
@@ -87,6 +102,9 @@ def main() -> None:
     ap.add_argument("--mirroring", action="store_true")
     ap.add_argument("--device-resident", action="store_true",
                     help="B side (this checkout) runs the device-resident path")
+    ap.add_argument("--e2e", action="store_true",
+                    help="time Predictor.recommend on the demo bundle and a realistic study "
+                    "(2 x 512 x 512 x 160) instead")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("HCCATOM_BENCH_THREADS",
                                                                        "2")))
     args = ap.parse_args()
@@ -94,7 +112,8 @@ def main() -> None:
     volume = (ROOT / "tests" / "data" / "real" / "totalseg_example" / "example_ct_sm.nii.gz"
               if args.volume == "real" else fixture / "volumes" / "typical_ct.nii.gz")
     opts: dict[str, object] = {"volume": str(volume), "export": str(fixture / "export"),
-                               "threads": args.threads, "mirroring": args.mirroring}
+                               "threads": args.threads, "mirroring": args.mirroring,
+                               "e2e": args.e2e}
     with tempfile.TemporaryDirectory() as tmp:
         base_src = Path(tmp) / "base"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_src),
@@ -120,7 +139,8 @@ def main() -> None:
     import statistics
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(json.dumps({"base": args.base, "volume": args.volume, "mirroring": args.mirroring,
+    print(json.dumps({"base": args.base, "e2e": args.e2e, "volume": args.volume,
+                      "mirroring": args.mirroring,
                       "device_resident_this": args.device_resident, "threads": args.threads,
                       "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
                       "median_s": {k: round(v, 3) for k, v in med.items()},
