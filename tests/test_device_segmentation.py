@@ -223,8 +223,8 @@ def test_accumulate_is_in_place_and_costs_a_tile_not_a_volume() -> None:
 def test_tiles_per_call_from_a_budget() -> None:
     patch = (128, 128, 128)
     assert tiles_per_call(patch, 8, 1 << 30) == 1  # one tile at least
-    assert tiles_per_call(patch, 1, 64 << 30) == 8  # capped
-    assert 1 < tiles_per_call((24, 32, 40), 8, 1 << 30) <= 8
+    assert tiles_per_call(patch, 1, 64 << 30) == 4  # capped
+    assert 1 < tiles_per_call((24, 32, 40), 8, 1 << 30) <= 4
 
 
 @pytest.mark.export

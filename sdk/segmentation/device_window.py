@@ -48,9 +48,10 @@ from hccatom.segmentation.spec import SegmentationSpec
 
 DEFAULT_CPU_BUDGET = 1 << 30
 """Bytes of network activations per call allowed on the CPU provider (tile batch sizing)."""
-MAX_TILES_PER_CALL = 8
-ACTIVATION_FACTOR = 48
-"""Rough float32 activation bytes of an nnU-Net per input voxel and byte (sizing only)."""
+MAX_TILES_PER_CALL = 4
+ACTIVATION_FACTOR = 128
+"""Peak network activations per input voxel, in float32 values (nnU-Net 3d_fullres: ~32
+channels x a few live tensors); used only to size tile batches."""
 
 
 def tiles_per_call(

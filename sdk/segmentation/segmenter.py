@@ -77,7 +77,7 @@ class Segmenter:
         threads: CPU intra-op threads per engine (``None``: ONNX Runtime's default).
         batch_size: tiles per engine call (each with all its mirror flips on the device
             path); ``None``: 2 on the host path, from free device memory (CPU: a 1 GiB
-            budget), capped at 8, on the device path.
+            budget), capped at 4, on the device path.
         folds: use only these folds of the export (default: all).
         accumulate: ``"float16"`` (default) accumulates tiles and folds in float16 exactly
             as nnU-Net's predictor does (also on the CPU), so results match it;
@@ -85,9 +85,9 @@ class Segmenter:
         device_resident: keep tiles on the engine's device
             (:mod:`~hccatom.segmentation.device_window`: only the volume goes up, only the
             label map comes down). ``None`` (default): on when the engines run the CUDA or
-            TensorRT provider, off on the CPU provider (where the host path measured faster,
-            see benchmarks/README.md); ``True``/``False`` force it (3-D configurations and
-            ONNX Runtime engines only).
+            TensorRT provider, off on the CPU provider (there both paths measured the same
+            within noise, benchmarks/README.md, and nothing crosses a bus to save);
+            ``True``/``False`` force it (3-D configurations and ONNX Runtime engines only).
         spec, engines: advanced/testing — a spec and ready engines (one per fold) instead
             of loading them from ``export_dir``.
 
