@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -138,34 +139,12 @@ class DeviceSlidingWindow:
         self._gauss: Any = None
 
     # --- graph cache ----------------------------------------------------------------------
-    def _graph(self, key: tuple[object, ...]) -> OnnxRuntimeEngine:
+    def _graph(self, key: tuple[object, ...], build: Callable[[], bytes]) -> OnnxRuntimeEngine:
+        """The session of helper graph ``key``, built by ``build`` on first use."""
         with self._lock:
             got = self._graphs.get(key)
             if got is None:
-                kind = key[0]
-                if kind == "pad":
-                    model = graphs.pad_graph()
-                elif kind == "zeros":
-                    model = graphs.zeros_graph(str(key[1]), int(key[2]))  # type: ignore[call-overload]
-                elif kind == "tiles":
-                    model = graphs.tiles_graph(self.patch, self.combos, int(key[1]))  # type: ignore[call-overload]
-                elif kind == "accumulate":
-                    model = graphs.accumulate_graph(
-                        self.patch, self.channels, self.combos, self.dtype
-                    )
-                elif kind == "weights":
-                    model = graphs.weights_graph(self.patch, self.dtype)
-                elif kind == "fold":
-                    model = graphs.fold_graph(self.channels, self.dtype, bool(key[1]))
-                elif kind == "finish":
-                    model = graphs.finish_graph(self.channels, self.dtype, len(self.engines))
-                elif kind == "labels":
-                    model = graphs.labels_graph(
-                        self.channels, self.dtype, bool(key[1]), bool(key[2])
-                    )
-                else:  # pragma: no cover - programming error
-                    raise KeyError(key)
-                got = self.engines[0].companion(model, f"hccatom_{kind}.onnx")
+                got = self.engines[0].companion(build(), f"hccatom_{key[0]}.onnx")
                 self._graphs[key] = got
             return got
 
@@ -179,7 +158,8 @@ class DeviceSlidingWindow:
             return self._gauss
 
     def _zeros(self, shape: Sequence[int], meter: TransferMeter | None) -> Any:
-        z = self._graph(("zeros", self.dtype, len(shape)))
+        z = self._graph(("zeros", len(shape)),
+                        lambda: graphs.zeros_graph(self.dtype, len(shape)))
         return z.run_device({"shape": np.asarray(shape, dtype=np.int64)}, meter=meter)["zeros"]
 
     # --- the sliding window ---------------------------------------------------------------
@@ -202,7 +182,7 @@ class DeviceSlidingWindow:
         engine0 = self.engines[0]
         volume = engine0.upload(data, meter=meter)
         pads = np.asarray([0, *below, 0, *above], dtype=np.int64)
-        padded = self._graph(("pad",)).run_device(
+        padded = self._graph(("pad",), graphs.pad_graph).run_device(
             {"volume": volume, "pads": pads}, meter=meter
         )["padded"]
         del volume
@@ -210,13 +190,18 @@ class DeviceSlidingWindow:
         gauss = self._gaussian(meter)
 
         weights = self._zeros([*padded_shape, 1], meter)
-        add_weight = self._graph(("weights",))
+        add_weight = self._graph(
+            ("weights",), lambda: graphs.weights_graph(self.patch, self.dtype)
+        )
         for s in starts:
             add_weight.run_device(
                 {"acc": weights, "start": s, "gauss": gauss},
                 outputs={"acc_out": weights}, meter=meter,
             )
-        accumulate = self._graph(("accumulate",))
+        accumulate = self._graph(
+            ("accumulate",),
+            lambda: graphs.accumulate_graph(self.patch, self.channels, self.combos, self.dtype),
+        )
         n_tiles = len(starts)
         total = n_tiles * len(self.engines)
         done = 0
@@ -226,7 +211,10 @@ class DeviceSlidingWindow:
             acc = self._zeros([*padded_shape, self.channels], meter)
             for b0 in range(0, n_tiles, self.batch_size):
                 chunk = starts[b0 : b0 + self.batch_size]
-                batch = self._graph(("tiles", len(chunk))).run_device(
+                batch = self._graph(
+                    ("tiles", len(chunk)),
+                    partial(graphs.tiles_graph, self.patch, self.combos, len(chunk)),
+                ).run_device(
                     {"padded": padded, "starts": chunk}, meter=meter
                 )["batch"]
                 t_net = time.perf_counter()
@@ -246,14 +234,20 @@ class DeviceSlidingWindow:
             feeds = {"acc": acc, "weights": weights}
             if fold_sum is not None:
                 feeds["fold_sum"] = fold_sum
-            fold_sum = self._graph(("fold", f == 0)).run_device(feeds, meter=meter)[
+            fold_sum = self._graph(
+                ("fold", f == 0),
+                partial(graphs.fold_graph, self.channels, self.dtype, f == 0),
+            ).run_device(feeds, meter=meter)[
                 "fold_sum_out"
             ]
             del acc
         del weights, padded
         lo = np.asarray(below, dtype=np.int64)
         hi = lo + np.asarray(shape, dtype=np.int64)
-        out = self._graph(("finish",)).run_device(
+        out = self._graph(
+            ("finish",),
+            lambda: graphs.finish_graph(self.channels, self.dtype, len(self.engines)),
+        ).run_device(
             {"fold_sum": fold_sum, "lo": lo, "hi": hi}, meter=meter
         )
         del fold_sum
@@ -292,7 +286,10 @@ class DeviceSlidingWindow:
         feeds: dict[str, Any] = {"logits": logits, "bad": bad}
         if resize:
             feeds["sizes"] = np.asarray([1, self.channels, *target], dtype=np.int64)
-        out = self._graph(("labels", resize, probabilities)).run_device(feeds, meter=meter)
+        out = self._graph(
+            ("labels", resize, probabilities),
+            lambda: graphs.labels_graph(self.channels, self.dtype, resize, probabilities),
+        ).run_device(feeds, meter=meter)
         index = engine0.download(out["labels"], meter=meter)
         if index.size and index.flat[0] == 255:
             raise NonFiniteLogitsError(

@@ -23,6 +23,7 @@ from hccatom.engines import Engine, OnnxRuntimeEngine
 from hccatom.engines.base import TransferMeter, TransferStats
 from hccatom.engines.providers import CUDA, TENSORRT, file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
+from hccatom.segmentation.device_window import DeviceSlidingWindow
 from hccatom.segmentation.pipeline import (
     Accumulation,
     Preprocessed,
@@ -156,7 +157,7 @@ class Segmenter:
 
     def _make_device_window(
         self, device_resident: bool | None, batch_size: int | None
-    ) -> Any:
+    ) -> DeviceSlidingWindow | None:
         """The device-resident runner, or None for the host path."""
         ort_engines = all(isinstance(e, OnnxRuntimeEngine) for e in self.engines)
         if device_resident is None:
@@ -171,10 +172,8 @@ class Segmenter:
                 "device_resident=True needs ONNX Runtime engines and a 3-D configuration "
                 f"(this spec is {self.spec.dims}-D); use device_resident=False"
             )
-        from hccatom.segmentation.device_window import DeviceSlidingWindow
-
         return DeviceSlidingWindow(
-            self.engines,  # type: ignore[arg-type]
+            [e for e in self.engines if isinstance(e, OnnxRuntimeEngine)],
             self.spec,
             input_name=self.spec.input_name,
             output_name=self.spec.output_name,
