@@ -278,3 +278,55 @@ def test_cuda_device_path_equals_host_path_and_moves_only_the_volume() -> None:
     assert np.abs(p_gpu - p_host).mean() <= 1e-4
     pre = preprocess(vol.array, vol.spacing, gpu.spec)
     assert moved["host_to_device"] <= 1.1 * pre.data.nbytes + moved["constant_inputs"]
+
+
+def test_one_device_segmenter_serves_two_threads() -> None:
+    import threading
+
+    vol = load("small_ct.nii.gz")
+    seg = pair([0, 1], [0])[1]
+    expected = seg.segment(vol).array
+    got: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            got.append(seg.segment(vol).array)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(got) == 2 and all(np.array_equal(g, expected) for g in got)
+
+
+def test_device_path_runs_without_onnx_or_torch() -> None:
+    """The helper graphs are written without the onnx package (runtime rule)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import builtins, sys
+        real_import = builtins.__import__
+        def guarded(name, *args, **kwargs):
+            if name.split('.')[0] in {{'torch', 'nnunetv2', 'onnx'}}:
+                raise ImportError('blocked in this test: ' + name)
+            return real_import(name, *args, **kwargs)
+        builtins.__import__ = guarded
+        from hccatom import Segmenter, read_ct
+        seg = Segmenter({str(EXPORT)!r}, device='cpu', threads=1, folds=[0], mirroring=False,
+                        device_resident=True)
+        labels = seg.segment(read_ct({str(VOLUMES / "typical_ct.nii.gz")!r})).array
+        assert labels.max() == 2 and 'onnx' not in sys.modules
+        print('ok')
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
