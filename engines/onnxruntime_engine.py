@@ -72,7 +72,7 @@ class OnnxRuntimeEngine:
     Transfers: every call counts the bytes it moves host -> device and device -> host
     (:meth:`transfer_stats`; on the CPU provider, what would cross the bus on a GPU).
     :meth:`upload`, :meth:`run_device` and :meth:`download` keep tensors on the device as
-    ``OrtValue``\ s between calls (IO binding), so chained graphs copy nothing.
+    ``OrtValue`` objects between calls (IO binding), so chained graphs copy nothing.
 
     Args:
         path: the ``.onnx`` file, or the serialized model itself (``bytes``; then ``name``
@@ -365,11 +365,11 @@ class OnnxRuntimeEngine:
         outputs: Mapping[str, Any] | None = None,
         meter: TransferMeter | None = None,
     ) -> dict[str, Any]:
-        """Run with IO binding and return the outputs as ``OrtValue``\\ s on the device.
+        """Run with IO binding and return the outputs as ``OrtValue`` objects on the device.
 
-        ``feeds`` maps input names to ``OrtValue``\\ s (bound as they are, nothing copied)
+        ``feeds`` maps input names to ``OrtValue`` objects (bound as they are, nothing copied)
         or numpy arrays (small control inputs such as tile starts: counted as constant
-        host -> device bytes). ``outputs`` binds given ``OrtValue``\\ s as outputs (an
+        host -> device bytes). ``outputs`` binds given ``OrtValue`` objects as outputs (an
         output may be the same ``OrtValue`` as an input: kernels that support it, such as
         ScatterND, then update it in place); the others are allocated on the device.
         """

@@ -1,7 +1,7 @@
 """The device-resident sliding window (``Segmenter(device_resident=True)``) on the CPU EP.
 
 Same code path as on CUDA: every step is an ONNX Runtime graph chained with IO binding on
-``OrtValue``\\ s. Checked here: parity with the host path on the committed nnU-Net fixture
+``OrtValue`` objects. Checked here: parity with the host path on the committed nnU-Net fixture
 (2 folds, mirroring, anisotropic with a separate z axis, smaller than the patch) and on a
 synthetic study; the host <-> device byte bound of issue #11; the inf/NaN check on both
 paths; the transfer accounting of the engine; and the helper graphs themselves.

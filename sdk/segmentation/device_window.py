@@ -4,7 +4,7 @@ The preprocessed volume is uploaded once; padding, tile extraction with all mirr
 the network (a batch of tiles per call), Gaussian weighting, float16 (or float32)
 accumulation, division, fold averaging, the inf/NaN check, order-1 back-resampling and
 the argmax run as ONNX Runtime graphs (:mod:`.device_graphs`) chained through IO binding
-on ``OrtValue``\\ s. Only the channel-index map on the cropped input grid comes back
+on ``OrtValue`` objects. Only the channel-index map on the cropped input grid comes back
 (plus the probabilities when asked). On the CPU execution provider the same code runs with
 "device" = host memory, which is how it is tested.
 
