@@ -193,6 +193,7 @@ class Predictor:
         quality: QualityThresholds | None = None,
         engine_factory: Callable[[Path], Engine] | None = None,
         phase_workers: int | None = None,
+        device_resident: bool | None = None,
     ) -> Predictor:
         """Open and verify a bundle (checksums, schema) and create every engine once.
 
@@ -205,6 +206,8 @@ class Predictor:
         the same time (much of that work is single-threaded NumPy; peak memory holds both
         phases), 1 one after the other; default 2 on machines with 4 or more cores, else 1
         (on 2 cores the two ways measured the same, see benchmarks/README.md).
+        ``device_resident``: keep segmentation tiles on the engine's device (default: on
+        for CUDA/TensorRT, off on the CPU; see :class:`~hccatom.segmentation.Segmenter`).
         """
         phase_workers = _phase_workers(phase_workers)
         if threads is None and phase_workers == 2:
@@ -222,6 +225,7 @@ class Predictor:
         segmenter = Segmenter(
             bundle.segmentation_dir, device=device, step_size=step_size, mirroring=mirroring,
             threads=threads, spec=seg_spec, engines=seg_engines, verify=False,
+            device_resident=device_resident,
         )
         sel = m.selection
         if sel.fused is not None:

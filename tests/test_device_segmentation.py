@@ -330,3 +330,21 @@ def test_device_path_runs_without_onnx_or_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def test_predictor_reports_device_resident_transfers() -> None:
+    """Predictor.from_bundle(device_resident=True): each phase report carries the bytes."""
+    from hccatom import Predictor
+    from hccatom.demo import demo_bundle_path
+    from hccatom.synthetic import ScanSpec, draw_cohort, generate_patient
+
+    member = draw_cohort("TACE", 1, seed=11).patients[0]
+    study = generate_patient(member.seed, ScanSpec.demo(), member.features)
+    predictor = Predictor.from_bundle(demo_bundle_path(), device="cpu", threads=1,
+                                      phase_workers=1, device_resident=True)
+    assert predictor.segmenter.device_resident
+    rec = predictor.recommend({"arterial": study.arterial, "portal": study.portal},
+                              member.clinical)
+    for name in ("arterial", "portal"):
+        moved = rec.phases[name].segmentation_transfer_bytes  # type: ignore[index]
+        assert 0 < moved["device_to_host"] and moved["host_to_device"] > 0
