@@ -347,4 +347,4 @@ def test_predictor_reports_device_resident_transfers() -> None:
                               member.clinical)
     for name in ("arterial", "portal"):
         moved = rec.phases[name].segmentation_transfer_bytes  # type: ignore[index]
-        assert 0 < moved["device_to_host"] and moved["host_to_device"] > 0
+        assert moved["device_to_host"] > 0 and moved["host_to_device"] > 0
