@@ -17,10 +17,12 @@ rounded; the mean; back-resampling (linear, half-pixel centres, edges clamped = 
 order-1 ``skimage.transform.resize``) in float32, rounded to the accumulation dtype as the
 host path stores it, and the argmax.
 
-Operators used, all with CUDA kernels in ONNX Runtime (docs/OperatorKernels.md): Add,
-ArgMax, Cast, Concat, ConstantOfShape, Div, Expand, Gather, Greater, IsInf, IsNaN, Mul, Or,
-Pad, Range, ReduceMax, Reshape, Resize, ScatterND, Slice, Softmax, Squeeze, Transpose,
-Unsqueeze, Where.
+Operators used (default domain, opset 17), each with a CUDA kernel for the types used here
+in ONNX Runtime's docs/OperatorKernels.md (CUDAExecutionProvider table): Add, Mul (float32,
+int64), ArgMax, IsInf, IsNaN, ReduceMax, Resize, Softmax, Pad, Div, Greater (float32), Cast,
+Concat, Gather, Reshape, Slice, Squeeze, Transpose, Unsqueeze, Expand, ScatterND,
+ConstantOfShape (float32/float16/int64), Range (int64), Or (bool), Where (uint8). The tests
+check that no other operator appears (:data:`CUDA_OPS`).
 """
 
 from __future__ import annotations
