@@ -124,6 +124,8 @@ class OnnxRuntimeEngine:
             source = str(self.path)
         self._meter = meter if meter is not None else TransferMeter()
         self._threads = threads
+        self.max_batch = int(max_batch)
+        """Largest batch of the TensorRT shape profile (other providers: no limit)."""
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
         if io_binding not in ("auto", "always", "never"):

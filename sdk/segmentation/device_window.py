@@ -28,6 +28,7 @@ import numpy as np
 
 from hccatom.engines import OnnxRuntimeEngine
 from hccatom.engines.base import TransferMeter
+from hccatom.engines.providers import TENSORRT
 from hccatom.segmentation import device_graphs as graphs
 from hccatom.segmentation.label_resampling import channel_argmax
 from hccatom.segmentation.pipeline import (
@@ -133,6 +134,9 @@ class DeviceSlidingWindow:
             free = free_device_memory(self.engines[0])
             budget = memory_budget or (free // 2 if free else DEFAULT_CPU_BUDGET)
             batch_size = tiles_per_call(self.patch, n_mirrors, budget)
+            if any(TENSORRT in e.providers for e in self.engines):
+                # stay inside the TensorRT shape profile (samples = tiles x flips)
+                batch_size = max(1, min(batch_size, self.engines[0].max_batch // n_mirrors))
         self.batch_size = int(batch_size)
         self._lock = threading.Lock()
         self._graphs: dict[tuple[object, ...], OnnxRuntimeEngine] = {}
