@@ -178,7 +178,9 @@ class Predictor:
         self.preprocessing = m.preprocessing
         self._bundle_ref = BundleRef(
             name=m.name, version=m.version, sha256=bundle.sha256, synthetic=m.synthetic,
-            intended_use=m.intended_use,
+            intended_use=m.intended_use, signature=bundle.signature.status,
+            signature_verified=bundle.signature.verified,
+            signing_key_id=bundle.signature.key_id, demo_key=bundle.signature.demo_key,
         )
 
     @classmethod
@@ -193,8 +195,19 @@ class Predictor:
         quality: QualityThresholds | None = None,
         engine_factory: Callable[[Path], Engine] | None = None,
         phase_workers: int | None = None,
+        trusted_keys: Iterable[str | Path | bytes] | None = None,
+        require_signature: bool | None = None,
+        expect_sha256: str | None = None,
     ) -> Predictor:
-        """Open and verify a bundle (checksums, schema) and create every engine once.
+        """Open and verify a bundle (schema, signature, checksums) and create every engine
+        once.
+
+        ``trusted_keys`` (Ed25519 public keys: PEM paths or bytes), ``require_signature``
+        (default True when keys are given) and ``expect_sha256`` (the bundle digest, see
+        :func:`hccatom.bundle.bundle_digest`) refuse an unsigned bundle, a bad signature, an
+        untrusted signer or any edit of the manifest with a
+        :class:`~hccatom.errors.BundleSignatureError` naming what failed, before any model
+        is loaded. Models are not run at load (``hccatom bundle verify`` does that).
 
         ``device``: "auto" (TensorRT > CUDA > CPU where present), "cpu", "cuda" or
         "tensorrt"; an explicit device that is unavailable raises
@@ -209,7 +222,8 @@ class Predictor:
         phase_workers = _phase_workers(phase_workers)
         if threads is None and phase_workers == 2:
             threads = max(1, (os.cpu_count() or 2) // 2)  # half the cores per phase
-        bundle = load_bundle(path)
+        bundle = load_bundle(path, trusted_keys=trusted_keys,
+                             require_signature=require_signature, expect_sha256=expect_sha256)
         m = bundle.manifest
 
         def make(p: Path) -> Engine:
