@@ -332,9 +332,9 @@ def _run_bundle_verify(args: argparse.Namespace) -> int:
 
         bundle = load_bundle(args.path, trusted_keys=args.trusted_keys,
                              expect_sha256=args.expect_sha256)
-    with bundle:
+    with bundle, progress.stage("run_models") as tick:
         report = verify_bundle(bundle, device=args.device, run_models=not args.no_run,
-                               progress=progress.update)
+                               progress=lambda _name, done, total: tick(done, total))
     progress.close()
     print(report.text())
     return EXIT_OK if report.ok else EXIT_BAD_BUNDLE

@@ -33,7 +33,9 @@ class _Active:
 
 
 def _unit(stage: str) -> str:
-    return "tiles" if stage.startswith("segment") else ""
+    if stage.startswith("segment"):
+        return "tiles"
+    return "models" if stage.endswith("models") else ""
 
 
 class StderrProgress:
@@ -41,12 +43,13 @@ class StderrProgress:
 
     def __init__(self, stream: TextIO, level: Level = "normal", *,
                  tty: bool | None = None, heartbeat_s: float = 10.0,
-                 min_shown_s: float = 0.5) -> None:
+                 min_shown_s: float = 0.5, redraw_s: float = 0.1) -> None:
         self.stream = stream
         self.level = level
         self.tty = bool(getattr(stream, "isatty", lambda: False)()) if tty is None else tty
         self.heartbeat_s = heartbeat_s
         self.min_shown_s = min_shown_s
+        self.redraw_s = redraw_s
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
         self._last_write = time.monotonic()
@@ -127,8 +130,8 @@ class StderrProgress:
             parts.append(f"{stage}{count} {now - act.started:.1f} s")
         return " | ".join(parts)
 
-    def _draw(self, now: float) -> None:
-        if now - self._last_draw < 0.1 or not self._active:
+    def _draw(self, now: float, force: bool = False) -> None:
+        if not self._active or (not force and now - self._last_draw < self.redraw_s):
             return
         self._last_draw = now
         self._write(f"\r\x1b[Khccatom: {self._status(now)}")
@@ -143,7 +146,7 @@ class StderrProgress:
         self._clear()
         self._write(f"hccatom: {text}\n")
         if self.tty:
-            self._draw(time.monotonic() + 1.0)
+            self._draw(time.monotonic(), force=True)
 
     def _write(self, text: str) -> None:
         try:

@@ -131,6 +131,8 @@ class TrustPolicy:
     trusted_keys: tuple[bytes, ...] = ()
     require_signature: bool = False
     expect_sha256: str | None = None
+    #: Skip the signature entirely (only for re-signing: an old signature may be stale).
+    ignore_signature: bool = False
 
     @classmethod
     def make(
@@ -162,6 +164,8 @@ class TrustPolicy:
                 f"{self.expect_sha256}: this is not the bundle you pinned (its manifest - "
                 "thresholds, policy or file list - differs)."
             )
+        if self.ignore_signature:
+            return digest, SignatureCheck("unsigned")
         sig = check_signature(manifest_raw, signature_raw, where,
                               trusted_keys=self.trusted_keys,
                               require_signature=self.require_signature)
@@ -356,11 +360,11 @@ def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
                 dest = tmp.joinpath(*PurePosixPath(entry.path).parts)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(found) as src, dest.open("wb") as out:
-                    digest, _ = _sha256_stream(src, out)
-                if digest != entry.sha256:
+                    file_digest, _ = _sha256_stream(src, out)
+                if file_digest != entry.sha256:
                     raise BundleIntegrityError(
                         f"{path}: checksum mismatch for {entry.path!r} (sha256 "
-                        f"{digest[:12]}..., manifest {entry.sha256[:12]}...): the file was "
+                        f"{file_digest[:12]}..., manifest {entry.sha256[:12]}...): the file was "
                         "modified; restore the original bundle."
                     )
             (tmp / MANIFEST_NAME).write_bytes(raw)
@@ -378,6 +382,7 @@ def load_bundle(
     trusted_keys: Iterable[str | Path | bytes] | None = None,
     require_signature: bool | None = None,
     expect_sha256: str | None = None,
+    trust: TrustPolicy | None = None,
 ) -> Bundle:
     """Open a bundle directory or zip; validate the manifest; check its signature and
     digest; verify every checksum.
@@ -392,10 +397,14 @@ def load_bundle(
     :class:`BundleSignatureError` (unsigned where required, bad signature, untrusted key,
     digest differs from the pin), :class:`BundleIntegrityError` (checksum or size mismatch,
     unlisted file, unsafe zip member), :class:`BundleVersionError` (unknown schema major
-    version) or :class:`BundleFormatError` (the manifest does not validate).
+    version) or :class:`BundleFormatError` (the manifest does not validate). ``trust``: a
+    ready :class:`TrustPolicy` instead of the three arguments.
     """
-    trust = TrustPolicy.make(trusted_keys, require_signature, expect_sha256)
-    if isinstance(path, Bundle):  # already open: apply what the caller requires now
+    if trust is None:
+        trust = TrustPolicy.make(trusted_keys, require_signature, expect_sha256)
+    if isinstance(path, Bundle):  # already open: apply what the caller requires now, if any
+        if trust == TrustPolicy():
+            return path
         raw = (path.root / MANIFEST_NAME).read_bytes()
         spath = path.root / SIGNATURE_NAME
         _, path.signature = trust.check(

@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from hccatom.bundle.reader import MANIFEST_NAME, load_bundle
+from hccatom.bundle.reader import MANIFEST_NAME, TrustPolicy, load_bundle
 from hccatom.bundle.signature import (
     DEMO_KEY_LABEL,
     DEMO_PUBLIC_KEY_PATH,
@@ -81,7 +81,8 @@ def sign_bundle(path: str | Path, private_key: str | Path | bytes, *,
     ``label``: free text naming the key (default: the demo key's label for the demo key).
     """
     p = Path(path).expanduser()
-    with load_bundle(p) as bundle:  # integrity first; an old signature may be stale: ignored
+    # Integrity first (schema, checksums); an earlier signature may be stale: not checked.
+    with load_bundle(p, trust=TrustPolicy(ignore_signature=True)) as bundle:
         raw = (bundle.root / MANIFEST_NAME).read_bytes()
     sig = signature_for(raw, private_key, label)
     if p.is_dir():
