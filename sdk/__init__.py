@@ -1,10 +1,17 @@
 """hccatom: SELECTION/ATOM treatment-planning inference for unresectable HCC.
 
 Research use only: not a medical device, not validated for clinical decisions.
+
+The public names below are imported on first use (PEP 562), so ``import hccatom`` and the
+command line start without loading SimpleITK, SciPy or ONNX Runtime until a command needs
+them.
 """
 
-from hccatom.clinical import ClinicalVariables
-from hccatom.ct_io import read_ct
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from hccatom.errors import (
     BundleError,
     ClinicalInputError,
@@ -14,12 +21,41 @@ from hccatom.errors import (
     InputError,
     SegmentationError,
 )
-from hccatom.predictor import CTStudy, Predictor
-from hccatom.recommendation import Recommendation
-from hccatom.segmentation import Segmenter
-from hccatom.volume import Volume
+
+if TYPE_CHECKING:
+    from hccatom.clinical import ClinicalVariables
+    from hccatom.ct_io import read_ct
+    from hccatom.predictor import CTStudy, Predictor
+    from hccatom.recommendation import Recommendation
+    from hccatom.segmentation import Segmenter
+    from hccatom.volume import Volume
 
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it (imported on first access).
+_LAZY: dict[str, str] = {
+    "ClinicalVariables": "hccatom.clinical",
+    "read_ct": "hccatom.ct_io",
+    "CTStudy": "hccatom.predictor",
+    "Predictor": "hccatom.predictor",
+    "Recommendation": "hccatom.recommendation",
+    "Segmenter": "hccatom.segmentation",
+    "Volume": "hccatom.volume",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hccatom' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BundleError",

@@ -155,6 +155,16 @@ def _phase_workers(requested: int | None) -> int:
     return requested
 
 
+def make_engines(make: Callable[[Path], Engine], paths: list[Path]) -> list[Engine]:
+    """Create one engine per model file, several at a time (session creation is mostly
+    native work: graph loading and optimisation); results in the order of ``paths``."""
+    workers = min(len(paths), os.cpu_count() or 1, 4)
+    if workers <= 1:
+        return [make(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hccatom-engine") as pool:
+        return list(pool.map(make, paths))
+
+
 class Predictor:
     """Runs a bundle's chain. Build with :meth:`from_bundle`; thread-safe."""
 
@@ -232,16 +242,17 @@ class Predictor:
             return OnnxRuntimeEngine(p, device=device, threads=threads)
 
         seg_spec = m.segmentation.spec
-        seg_engines = [make(bundle.segmentation_dir / f.onnx) for f in seg_spec.folds]
+        sel = m.selection
+        seg_paths = [bundle.segmentation_dir / f.onnx for f in seg_spec.folds]
+        sel_paths = ({"fused": bundle.path(sel.fused.path)} if sel.fused is not None else
+                     {k: bundle.path(v.path) for k, v in sel.models.items()})
+        made = make_engines(make, [*seg_paths, *sel_paths.values()])
+        seg_engines = made[: len(seg_paths)]
         segmenter = Segmenter(
             bundle.segmentation_dir, device=device, step_size=step_size, mirroring=mirroring,
             threads=threads, spec=seg_spec, engines=seg_engines, verify=False,
         )
-        sel = m.selection
-        if sel.fused is not None:
-            engines = {"fused": make(bundle.path(sel.fused.path))}
-        else:
-            engines = {k: make(bundle.path(v.path)) for k, v in sel.models.items()}
+        engines = dict(zip(sel_paths, made[len(seg_paths):], strict=True))
         scorer = SelectionScorer(sel, engines)
         return cls(bundle, segmenter, scorer, device=device, quality=quality,
                    phase_workers=phase_workers)
