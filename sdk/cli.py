@@ -418,8 +418,12 @@ def _configure_lazy(mod: ModuleType, parser: argparse.ArgumentParser, command: s
 
     def run(args: argparse.Namespace) -> int:
         _check_extra(tuple(command.split()))
+        stage = command.replace(" ", "_")
         try:
-            return int(mod.run(args))
+            if command == "demo":  # the demo shows its own stages
+                return int(mod.run(args))
+            with args.progress.stage(stage):  # never silent: "still running" lines
+                return int(mod.run(args))
         except ModuleNotFoundError as exc:
             raise _missing_extra(exc, mod.__name__, command) from exc
 

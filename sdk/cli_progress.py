@@ -97,6 +97,13 @@ class StderrProgress:
                 if act is not None and self.level != "quiet":
                     self._finish(name, act, time.monotonic())
 
+    def note(self, text: str) -> None:
+        """A plain progress line (e.g. a build step's own report); nothing when quiet."""
+        if self.level == "quiet":
+            return
+        with self._lock:
+            self._line(text)
+
     def close(self) -> None:
         """Stop the heartbeat and clear the live line."""
         self._stop.set()

@@ -368,3 +368,24 @@ def test_stdout_closed_early_is_not_an_internal_error(files: dict[str, Path]) ->
     err = proc.stderr.read().decode()
     assert proc.wait() == 141
     assert "internal error" not in err and "BrokenPipe" not in err and "Traceback" not in err
+
+
+def test_lazy_command_runs_inside_a_progress_stage(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import types
+
+    import hccatom.cli as cli
+
+    fake = types.ModuleType("hccatom_fake_export")
+    fake.configure_parser = lambda p: p.add_argument("--out")  # type: ignore[attr-defined]
+    fake.run = lambda args: 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "hccatom_fake_export", fake)
+    monkeypatch.setitem(cli.LAZY_COMMANDS, ("export", "selection"),
+                        ("hccatom_fake_export", "fake"))
+    monkeypatch.setitem(cli.NEEDS_EXTRA, ("export", "selection"), ())
+    assert main(["export", "selection", "--out", "x", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "export_selection ..." in err and "export_selection done in" in err
+    assert main(["export", "selection", "--out", "x", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
