@@ -5,10 +5,11 @@ events (``stage``, ``done``, ``total``, ``elapsed_s``) from the Predictor, and w
 steps with :meth:`StderrProgress.stage`. Levels:
 
 * ``quiet``: nothing (errors are still printed by the CLI);
-* ``normal``: on a terminal a live status line (stages running now, tiles done/total) and one
-  line per finished stage that took 0.5 s or more; elsewhere (a log file, CI) plain lines: a
-  finished stage, tile counts every quarter, and a "still running" line whenever nothing was
-  printed for :attr:`heartbeat_s` seconds, so a long run is never silent;
+* ``normal``: on a terminal a live status line (stages running now, tiles done/total, elapsed
+  time, redrawn every second) and one line per finished stage that took 0.5 s or more;
+  elsewhere (a log file, CI) plain lines: a finished stage, tile counts every quarter, and a
+  "still running" line whenever nothing was printed for :attr:`heartbeat_s` seconds, so a
+  long run is never silent;
 * ``verbose``: every stage's start and end as plain lines, whatever their duration.
 """
 
@@ -165,7 +166,7 @@ class StderrProgress:
 
     # --- heartbeat --------------------------------------------------------------------------
     def _ensure_heartbeat(self) -> None:
-        if self._beat is None and not self.tty:
+        if self._beat is None:
             self._beat = threading.Thread(target=self._heartbeat, name="hccatom-progress",
                                           daemon=True)
             self._beat.start()
@@ -174,7 +175,11 @@ class StderrProgress:
         while not self._stop.wait(min(1.0, self.heartbeat_s)):
             with self._lock:
                 now = time.monotonic()
-                if self._active and now - self._last_write >= self.heartbeat_s:
+                if not self._active or self.level == "quiet":
+                    continue
+                if self.tty:  # the live line's clock keeps moving during one long step
+                    self._draw(now, force=True)
+                elif now - self._last_write >= self.heartbeat_s:
                     self._line(f"still running: {self._status(now)}")
 
 

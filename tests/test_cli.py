@@ -389,3 +389,17 @@ def test_lazy_command_runs_inside_a_progress_stage(
     assert "export_selection ..." in err and "export_selection done in" in err
     assert main(["export", "selection", "--out", "x", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_progress_live_line_keeps_ticking_on_a_terminal() -> None:
+    import io
+    import time
+
+    from hccatom.cli_progress import StderrProgress
+
+    tty = io.StringIO()
+    show = StderrProgress(tty, tty=True, heartbeat_s=0.2)
+    with show.stage("segment_arterial"):
+        time.sleep(0.8)  # one long step, no tick from the caller
+    show.close()
+    assert tty.getvalue().count("\r\x1b[Khccatom: segment_arterial") >= 2
