@@ -274,7 +274,8 @@ def check_signature(
         raise BundleSignatureError(
             f"{where}: bad signature: {SIGNATURE_NAME} (key {sig.key_id}) does not match "
             "manifest.json, so the manifest (thresholds, policy, file list) or the signature "
-            "was changed after signing; restore the original bundle or re-sign it."
+            "was changed after signing; restore the original bundle or re-sign it"
+            + (" (the demo bundle: python tools/resign_demo_bundle.py)." if demo else ".")
         )
     if trusted and sig.public_key not in trusted:
         raise BundleSignatureError(
