@@ -388,8 +388,9 @@ def load_bundle(
     digest; verify every checksum.
 
     ``trusted_keys``: Ed25519 public keys (PEM paths, PEM bytes or raw 32 bytes); the bundle
-    must then be signed by one of them. ``require_signature``: refuse an unsigned bundle
-    (default: True when trusted keys are given; needs them). ``expect_sha256``: the bundle
+    must then be signed by one of them (an unsigned bundle is refused).
+    ``require_signature=True`` states that explicitly; it needs ``trusted_keys``, since a
+    signature by a key nobody trusts attests nothing. ``expect_sha256``: the bundle
     digest (:func:`hccatom.bundle.signature.bundle_digest`) the caller pinned. A signature
     file that is present is always checked against the manifest.
 
