@@ -213,3 +213,26 @@ def test_writer_moved_and_old_import_still_works() -> None:
     from hccatom.export import bundle_writer
 
     assert bundle_writer.build_bundle is writer.build_bundle
+
+
+def test_the_issue_scenario_edited_demo_threshold_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hccatom.cli import main
+    from hccatom.predictor import Predictor
+
+    copy = tmp_path / "demo"
+    shutil.copytree(DEMO_BUNDLE_DIR, copy)
+    m = copy / MANIFEST_NAME
+    m.write_bytes(_edit_tace(m.read_bytes(), 0.9999))
+    assert main(["bundle", "verify", str(copy), "--no-run"]) == 3
+    err = capsys.readouterr().err
+    assert "bad signature" in err and "resign_demo_bundle" in err
+    with pytest.raises(BundleSignatureError, match="bad signature"):
+        Predictor.from_bundle(copy, device="cpu")
+    (copy / SIGNATURE_NAME).unlink()  # dropping the signature: loads, but says unattested
+    assert main(["bundle", "verify", str(copy), "--no-run"]) == 0
+    assert "unsigned: the manifest (thresholds, policy) is not attested" in (
+        capsys.readouterr().out)
+    with pytest.raises(BundleSignatureError, match="unsigned"):
+        Predictor.from_bundle(copy, device="cpu", trusted_keys=[DEMO_PUBLIC_KEY_PATH])
