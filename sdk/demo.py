@@ -18,10 +18,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hccatom.errors import BundleNotFoundError
-from hccatom.synthetic import COHORTS, ScanSpec, draw_cohort, generate_patient
+
+if TYPE_CHECKING:
+    from hccatom.synthetic import ScanSpec
 
 DEMO_BUNDLE_DIR = Path(__file__).resolve().parent / "data" / "demo_bundle"
 BANNER = (
@@ -44,6 +46,8 @@ def demo_bundle_path() -> Path:
 
 def demo_scan() -> ScanSpec:
     """The demo's acquisition: small and fast, with a small patient shift between phases."""
+    from hccatom.synthetic import ScanSpec  # lazy: `demo --help` and the bundle load start first
+
     return replace(ScanSpec.demo(), max_shift_mm=4.0)
 
 
@@ -53,6 +57,8 @@ def demo_case(seed: int) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     The cohort the patient is drawn from rotates with the seed; ``truth`` holds the latent
     features and the known outcome probability (the demo prints them for transparency).
     """
+    from hccatom.synthetic import COHORTS, draw_cohort, generate_patient
+
     cohort = COHORTS[seed % len(COHORTS)]
     member = draw_cohort(cohort, 1, seed=seed).patients[0]
     study = generate_patient(member.seed, demo_scan(), member.features)
