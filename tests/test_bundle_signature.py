@@ -236,3 +236,4 @@ def test_the_issue_scenario_edited_demo_threshold_is_refused(
         capsys.readouterr().out)
     with pytest.raises(BundleSignatureError, match="unsigned"):
         Predictor.from_bundle(copy, device="cpu", trusted_keys=[DEMO_PUBLIC_KEY_PATH])
+
