@@ -225,20 +225,20 @@ def build_bundle(
     provenance: Provenance | None = None,
     intended_use: str = RESEARCH_USE_ONLY,
     synthetic: bool = False,
+    sign_key: str | Path | bytes | None = None,
+    sign_label: str | None = None,
     created_at: datetime | None = None,
     overwrite: bool = False,
     verify: bool = True,
-    sign_key: str | Path | bytes | None = None,
-    sign_label: str | None = None,
 ) -> Path:
     """Assemble, write and verify a bundle; returns ``out`` (a folder, or a ``.zip``).
 
+    ``sign_key``: an Ed25519 private key (PEM path or bytes) to sign the manifest with;
+    ``sign_label`` names the key in the signature file.
     ``selection`` maps each of TACE, HAIC, TC, HC to its export folder; ``fused`` is the
     folder of the fused four-score graph. Give all four, the fused one, or both.
     Raises :class:`ExportError` (bad inputs), :class:`ParityError` (an export failed its
     parity check) or the reader's :class:`BundleError` if the result does not verify.
-    ``sign_key``: an Ed25519 private key (PEM path or bytes) to sign the manifest with;
-    ``sign_label`` names the key in the signature file.
     """
     out_path = Path(out)
     as_zip = out_path.suffix.lower() == ".zip"
