@@ -565,11 +565,12 @@ def build_demo(out: Path, cfg: DemoConfig | None = None, *, work: Path | None = 
             },
             notes=notes,
         )
-        build_bundle(
-            out, segmentation=seg_dir, selection=exports, name=DEMO_BUNDLE_NAME,
+        build_bundle(  # signed with the public demo key: labelled, proves nothing
+            out, sign_key=DEMO_PRIVATE_KEY_PATH,
+            segmentation=seg_dir, selection=exports, name=DEMO_BUNDLE_NAME,
             version=f"0.1.0+seed{cfg.seed}", thresholds=figures.thresholds,
             preprocessing=spec, clinical_encoding=enc, provenance=prov, synthetic=True,
-            overwrite=overwrite, sign_key=DEMO_PRIVATE_KEY_PATH,  # public demo key: labelled
+            overwrite=overwrite,
         )
         log(f"demo bundle written to {out} ({_size_mb(out):.1f} MB) in "
             f"{figures.timings_s['total']:.0f} s")

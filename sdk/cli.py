@@ -286,6 +286,15 @@ def _parse_selection(items: Sequence[str]) -> dict[str, Path]:
 
 
 def _run_bundle_build(args: argparse.Namespace) -> int:
+    with args.progress.stage("build_bundle"):  # copies, checksums, runs every model once
+        out = _build_bundle(args)
+    args.progress.close()
+    print(f"bundle written to {out}" + (" and signed" if args.sign_key else "")
+          + ("" if args.no_verify else " and verified"))
+    return EXIT_OK
+
+
+def _build_bundle(args: argparse.Namespace) -> Path:
     from hccatom.atom import PAPER_MSS, AtomPolicy
     from hccatom.bundle import RESEARCH_USE_ONLY, Provenance
     from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec
@@ -294,33 +303,28 @@ def _run_bundle_build(args: argparse.Namespace) -> int:
     thresholds = dict(PAPER_MSS) if args.paper_thresholds else parse_thresholds(args.thresholds)
     if args.sign_key is not None and not args.sign_key.is_file():
         raise InputError(f"--sign-key {args.sign_key}: no such file.")
-    with args.progress.stage("build_bundle"):
-        out = build_bundle(
-            args.out,
-            segmentation=args.segmentation,
-            selection=_parse_selection(args.selection),
-            fused=args.fused,
-            name=args.name or args.out.name.removesuffix(".zip"),
-            version=args.bundle_version,
-            thresholds=thresholds,
-            policy=_read_model(args.policy, AtomPolicy, "policy") if args.policy else None,
-            preprocessing=(_read_model(args.preprocessing, PreprocessSpec, "preprocessing")
-                           if args.preprocessing else None),
-            clinical_encoding=(_read_model(args.clinical_encoding, ClinicalEncoding,
-                                           "clinical-encoding")
-                               if args.clinical_encoding else None),
-            provenance=(_read_model(args.provenance, Provenance, "provenance")
-                        if args.provenance else None),
-            intended_use=args.intended_use or RESEARCH_USE_ONLY,
-            synthetic=args.synthetic,
-            overwrite=args.overwrite,
-            verify=not args.no_verify,
-            sign_key=args.sign_key,
-        )
-    args.progress.close()
-    print(f"bundle written to {out}" + (" and signed" if args.sign_key else "")
-          + ("" if args.no_verify else " and verified"))
-    return EXIT_OK
+    out = build_bundle(
+        args.out,
+        sign_key=args.sign_key,
+        segmentation=args.segmentation,
+        selection=_parse_selection(args.selection),
+        fused=args.fused,
+        name=args.name or args.out.name.removesuffix(".zip"),
+        version=args.bundle_version,
+        thresholds=thresholds,
+        policy=_read_model(args.policy, AtomPolicy, "policy") if args.policy else None,
+        preprocessing=(_read_model(args.preprocessing, PreprocessSpec, "preprocessing")
+                       if args.preprocessing else None),
+        clinical_encoding=(_read_model(args.clinical_encoding, ClinicalEncoding,
+                                       "clinical-encoding") if args.clinical_encoding else None),
+        provenance=(_read_model(args.provenance, Provenance, "provenance")
+                    if args.provenance else None),
+        intended_use=args.intended_use or RESEARCH_USE_ONLY,
+        synthetic=args.synthetic,
+        overwrite=args.overwrite,
+        verify=not args.no_verify,
+    )
+    return Path(out)
 
 
 def _run_bundle_verify(args: argparse.Namespace) -> int:

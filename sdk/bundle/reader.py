@@ -332,7 +332,7 @@ def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
         raw = zf.read(prefix + MANIFEST_NAME)
         manifest = parse_manifest(raw, str(path))
         sig_member = prefix + SIGNATURE_NAME
-        digest, sig = trust.check(
+        bundle_sha256, sig = trust.check(
             raw, zf.read(sig_member) if sig_member in names else None, str(path)
         )
         listed = {prefix + f.path: f for f in manifest.files}
@@ -360,11 +360,11 @@ def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
                 dest = tmp.joinpath(*PurePosixPath(entry.path).parts)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(found) as src, dest.open("wb") as out:
-                    file_digest, _ = _sha256_stream(src, out)
-                if file_digest != entry.sha256:
+                    digest, _ = _sha256_stream(src, out)
+                if digest != entry.sha256:
                     raise BundleIntegrityError(
                         f"{path}: checksum mismatch for {entry.path!r} (sha256 "
-                        f"{file_digest[:12]}..., manifest {entry.sha256[:12]}...): the file was "
+                        f"{digest[:12]}..., manifest {entry.sha256[:12]}...): the file was "
                         "modified; restore the original bundle."
                     )
             (tmp / MANIFEST_NAME).write_bytes(raw)
@@ -373,7 +373,7 @@ def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    return Bundle(manifest, tmp, path, digest, tmp=tmp, signature=sig)
+    return Bundle(manifest, tmp, path, bundle_sha256, tmp=tmp, signature=sig)
 
 
 def load_bundle(
