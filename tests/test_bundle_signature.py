@@ -237,3 +237,12 @@ def test_the_issue_scenario_edited_demo_threshold_is_refused(
     with pytest.raises(BundleSignatureError, match="unsigned"):
         Predictor.from_bundle(copy, device="cpu", trusted_keys=[DEMO_PUBLIC_KEY_PATH])
 
+
+
+def test_an_oversized_signature_file_is_refused_unread(signed_copy: Path, tmp_path: Path) -> None:
+    (signed_copy / SIGNATURE_NAME).write_bytes(b" " * (1 << 20))
+    with pytest.raises(BundleSignatureError, match="few hundred"):
+        load_bundle(signed_copy)
+    z = _rezip(signed_copy, tmp_path / "big.zip")
+    with pytest.raises(BundleSignatureError, match="few hundred"):
+        load_bundle(z)

@@ -277,9 +277,35 @@ def _open_directory(path: Path, trust: TrustPolicy) -> Bundle:
     raw = mpath.read_bytes()
     manifest = parse_manifest(raw, str(path))
     spath = path / SIGNATURE_NAME
-    digest, sig = trust.check(raw, spath.read_bytes() if spath.is_file() else None, str(path))
+    digest, sig = trust.check(raw, _small_file(spath) if spath.is_file() else None, str(path))
     _check_directory(path, manifest)
     return Bundle(manifest, path, path, digest, signature=sig)
+
+
+#: A signature file is a few hundred bytes; anything much larger is refused unread.
+MAX_SIGNATURE_BYTES = 64 << 10
+
+
+def _too_large(where: object, size: int) -> BundleSignatureError:
+    return BundleSignatureError(
+        f"{where}: {SIGNATURE_NAME} has {size:,} bytes (a signature has a few hundred); "
+        "refusing it. Re-sign the bundle with `hccatom bundle sign`."
+    )
+
+
+def _small_file(path: Path) -> bytes:
+    size = path.stat().st_size
+    if size > MAX_SIGNATURE_BYTES:
+        raise _too_large(path.parent, size)
+    return path.read_bytes()
+
+
+def _small_member(zf: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    info = zf.getinfo(name)
+    if info.file_size > MAX_SIGNATURE_BYTES:
+        raise _too_large(path, info.file_size)
+    with zf.open(info) as fh:
+        return fh.read(MAX_SIGNATURE_BYTES + 1)  # never more, whatever the header says
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
@@ -333,7 +359,8 @@ def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
         manifest = parse_manifest(raw, str(path))
         sig_member = prefix + SIGNATURE_NAME
         bundle_sha256, sig = trust.check(
-            raw, zf.read(sig_member) if sig_member in names else None, str(path)
+            raw, _small_member(zf, sig_member, path) if sig_member in names else None,
+            str(path),
         )
         listed = {prefix + f.path: f for f in manifest.files}
         for n in names:
