@@ -16,8 +16,8 @@ Stages (each prints its progress and figures):
    pick, 224 mm liver box, model image) on the ground-truth labels; a small SELECTION
    network trained with torch; MSS = median score on its own training set; held-out AUC
    next to the oracle AUC of the known outcome model; ONNX through the SELECTION exporter;
-3. bundle: :func:`hccatom.export.bundle_writer.build_bundle` with ``synthetic=True`` and
-   provenance that records the seed and every figure.
+3. bundle: :func:`hccatom.bundle.writer.build_bundle` with ``synthetic=True`` and
+   provenance that records the seed and every figure, signed with the public demo key.
 """
 
 from __future__ import annotations
@@ -481,7 +481,8 @@ def build_demo(out: Path, cfg: DemoConfig | None = None, *, work: Path | None = 
     finished SELECTION stage (same config and seed) found there is reused, not retrained.
     """
     from hccatom.bundle import Provenance
-    from hccatom.export.bundle_writer import build_bundle
+    from hccatom.bundle.signature import DEMO_PRIVATE_KEY_PATH
+    from hccatom.bundle.writer import build_bundle
 
     cfg = cfg or DemoConfig()
     figures = DemoFigures(seed=cfg.seed)
@@ -564,8 +565,9 @@ def build_demo(out: Path, cfg: DemoConfig | None = None, *, work: Path | None = 
             },
             notes=notes,
         )
-        build_bundle(
-            out, segmentation=seg_dir, selection=exports, name=DEMO_BUNDLE_NAME,
+        build_bundle(  # signed with the public demo key: labelled, proves nothing
+            out, sign_key=DEMO_PRIVATE_KEY_PATH,
+            segmentation=seg_dir, selection=exports, name=DEMO_BUNDLE_NAME,
             version=f"0.1.0+seed{cfg.seed}", thresholds=figures.thresholds,
             preprocessing=spec, clinical_encoding=enc, provenance=prov, synthetic=True,
             overwrite=overwrite,

@@ -36,7 +36,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build; print progress and figures. Exit code 0 on success."""
+    """Build; progress and figures on stderr (``-q`` silences them). Exit code 0 on
+    success."""
     from hccatom.export.demo import DemoConfig, build_demo
 
     cfg = DemoConfig()
@@ -47,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
     if args.quick:
         cfg = replace(cfg, seg_train_patients=4, seg_test_patients=1, seg_epochs=1,
                       seg_iterations=4, sel_train=24, sel_test=16, sel_epochs=1)
-    build_demo(args.out, cfg, work=args.work, log=lambda m: print(m, flush=True))
+    progress = getattr(args, "progress", None)  # the hccatom CLI's stderr progress
+    log = progress.note if progress is not None else (
+        lambda m: print(m, file=sys.stderr, flush=True))
+    build_demo(args.out, cfg, work=args.work, log=log)
+    print(f"demo bundle written to {args.out} (signed with the public DEMO key, which proves "
+          "nothing; re-sign it with your own key for anything else)")
     return 0
 
 

@@ -24,7 +24,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``export selection`` arguments to ``parser``."""
-    from hccatom.export.selection_model import FUSIONS, SIZES
+    from hccatom.export.selection_sizes import FUSIONS, SIZES
 
     cohorts = ("TACE", "HAIC", "TC", "HC")
     src = parser.add_mutually_exclusive_group(required=True)

@@ -6,29 +6,39 @@ Subcommands::
                       [--json OUT] [--device auto|cpu|cuda|tensorrt] [--threads N]
     hccatom bundle build --segmentation DIR --selection TACE=DIR HAIC=DIR TC=DIR HC=DIR
                          [--fused DIR] --thresholds ... --out DIR|FILE.zip
-    hccatom bundle verify PATH        hccatom bundle info PATH
+                         [--sign-key PRIVATE.pem]
+    hccatom bundle verify PATH [--trusted-key PUB.pem] [--expect-sha256 DIGEST] [--no-run]
+    hccatom bundle info PATH [--json]
+    hccatom bundle keygen --private PRIVATE.pem --public PUB.pem
+    hccatom bundle sign PATH --key PRIVATE.pem
     hccatom demo ...                  (hccatom.demo; ``demo build``: hccatom.export.demo_cli)
     hccatom export selection|nnunet   (build time, needs the export extra; imported lazily)
 
-Exit codes: 0 success, 1 failure (export, internal), 2 bad input, 3 bad bundle, 4 engine
-unavailable. Errors print one clear message; ``--debug`` shows the traceback.
+Every command takes ``-q/--quiet`` (no progress) and ``-v/--verbose`` (every stage, INFO
+logs); progress goes to stderr, results to stdout. Exit codes: 0 success, 1 failure (export,
+internal), 2 bad input, 3 bad bundle, 4 engine unavailable, 141 stdout closed early (``| head``).
+Errors print one clear message; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import importlib.util
 import json
 import logging
+import os
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TextIO
+from typing import Any
 
 from hccatom import __version__
+from hccatom.cli_progress import StderrProgress, progress_for
 from hccatom.errors import (
     BundleError,
     ClinicalInputError,
@@ -42,6 +52,7 @@ from hccatom.errors import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BAD_BUNDLE, EXIT_NO_ENGINE = 0, 1, 2, 3, 4
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports
 
 log = logging.getLogger("hccatom.cli")
 
@@ -55,6 +66,14 @@ LAZY_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo", "build"): ("hccatom.export.demo_cli", "rebuild the synthetic demo bundle"),
 }
 DEMO_MODULE = "hccatom.demo"
+#: What a lazily imported command needs beyond the runtime; checked before any work starts.
+NEEDS_EXTRA: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("export", "selection"): ("torch", "onnx", "onnxscript", "safetensors"),
+    ("export", "nnunet"): ("torch", "nnunetv2", "onnx", "onnxscript"),
+    ("demo", "build"): ("torch", "torchvision", "nnunetv2", "onnx", "onnxscript"),
+}
+#: The install line of the export extra (torch pinned as DEVELOPERS.md says).
+EXPORT_INSTALL = 'pip install "torch==2.14.1" "torchvision==0.29.1" "hccatom[export]"'
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -86,34 +105,35 @@ def error_message(exc: BaseException) -> str:
     return f"hccatom: {kind}: {exc}"
 
 
-# --- progress ------------------------------------------------------------------------
-class TtyProgress:
-    """Shows a stage on a terminal once it has taken longer than ``after_s``."""
+# --- options every command takes ------------------------------------------------------
+def _output_options(defaults: bool) -> argparse.ArgumentParser:
+    """``-q/--quiet`` and ``-v/--verbose``; leaf commands take them too (``demo -q``)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_mutually_exclusive_group()
+    kw: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="show every stage and INFO logs on stderr", **kw)
+    g.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (errors are still printed)", **kw)
+    return p
 
-    def __init__(self, stream: TextIO, after_s: float = 1.0) -> None:
-        self.stream = stream
-        self.after_s = after_s
-        self.enabled = bool(getattr(stream, "isatty", lambda: False)())
-        self._shown = False
 
-    def __call__(self, event: Any) -> None:
-        if not self.enabled or event.elapsed_s < self.after_s:
-            return
-        finished = event.done >= event.total and event.total > 0 and event.elapsed_s > 0
-        count = f" {event.done}/{event.total}" if event.total > 1 else ""
-        self.stream.write(f"\r\x1b[K{event.stage}{count} {event.elapsed_s:.1f} s")
-        if finished and event.total == 1:
-            self.stream.write("\n")
-            self._shown = False
-        else:
-            self._shown = True
-        self.stream.flush()
+LEAF = _output_options(defaults=False)
+
+
+def _trust_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trusted-key", action="append", type=Path, default=None,
+                   metavar="PUB.pem", dest="trusted_keys",
+                   help="Ed25519 public key of the bundle's publisher (repeatable): the "
+                   "bundle must carry a valid signature by one of them")
+    p.add_argument("--expect-sha256", metavar="DIGEST",
+                   help="refuse the bundle unless its digest (shown by `bundle verify`) is this")
 
 
 # --- recommend ------------------------------------------------------------------------
 def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "recommend", help="run the whole chain for one patient",
+        "recommend", help="run the whole chain for one patient", parents=[LEAF],
         description="Two CT phases + clinical variables -> ATOM recommendation.",
     )
     p.add_argument("--bundle", required=True, type=Path, help="bundle directory or .zip")
@@ -129,6 +149,7 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--no-mirroring", action="store_true",
                    help="segment without test-time mirroring (faster; nnU-Net mirrors by "
                    "default where the model allows it)")
+    _trust_options(p)
     p.set_defaults(func=_run_recommend)
 
 
@@ -136,7 +157,6 @@ def _run_recommend(args: argparse.Namespace) -> int:
     from hccatom.clinical import ClinicalVariables
     from hccatom.predictor import CTStudy, Predictor
 
-    progress = TtyProgress(sys.stderr)
     for name in ("arterial", "portal"):
         if not Path(getattr(args, name)).exists():
             raise InputError(f"--{name} {getattr(args, name)}: no such file or folder.")
@@ -144,13 +164,19 @@ def _run_recommend(args: argparse.Namespace) -> int:
         clinical = ClinicalVariables.from_json(args.clinical)
     except ClinicalInputError as exc:
         raise ClinicalInputError(f"--clinical {args.clinical}: {exc}", exc.problems) from exc
+    progress = args.progress
     t0 = time.perf_counter()
-    predictor = Predictor.from_bundle(args.bundle, device=args.device, threads=args.threads,
-                                      mirroring=False if args.no_mirroring else None)
+    with progress.stage("load_bundle"):
+        predictor = Predictor.from_bundle(
+            args.bundle, device=args.device, threads=args.threads,
+            mirroring=False if args.no_mirroring else None,
+            trusted_keys=args.trusted_keys, expect_sha256=args.expect_sha256,
+        )
     load_ms = (time.perf_counter() - t0) * 1000
     with predictor:
         rec = predictor.recommend(CTStudy(arterial=args.arterial, portal=args.portal),
                                   clinical, progress=progress)
+    progress.close()
     if args.json is not None and str(args.json) == "-":
         sys.stdout.write(rec.to_json() + "\n")
         return EXIT_OK
@@ -164,12 +190,14 @@ def _run_recommend(args: argparse.Namespace) -> int:
 
 # --- bundle ---------------------------------------------------------------------------
 def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("bundle", help="build, verify or describe a model bundle")
-    bsub = p.add_subparsers(dest="bundle_command", metavar="{build,verify,info}")
+    p = sub.add_parser("bundle", help="build, verify, describe or sign a model bundle")
+    bsub = p.add_subparsers(dest="bundle_command",
+                            metavar="{build,verify,info,keygen,sign}")
     bsub.required = True
 
-    b = bsub.add_parser("build", help="assemble a bundle from export folders",
-                        description="Assemble, write and verify a bundle.")
+    b = bsub.add_parser("build", help="assemble a bundle from export folders", parents=[LEAF],
+                        description="Assemble, write, sign (with --sign-key) and verify a "
+                        "bundle.")
     b.add_argument("--segmentation", required=True, type=Path, metavar="DIR",
                    help="`hccatom export nnunet` output folder")
     b.add_argument("--selection", nargs="+", default=[], metavar="COHORT=DIR",
@@ -195,20 +223,44 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     b.add_argument("--intended-use", help="intended-use statement")
     b.add_argument("--synthetic", action="store_true",
                    help="mark the models as trained on synthetic data")
+    b.add_argument("--sign-key", type=Path, metavar="PRIVATE.pem",
+                   help="sign the manifest with this Ed25519 private key (bundle keygen)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     b.add_argument("--no-verify", action="store_true",
                    help="skip running every model once after writing")
     b.set_defaults(func=_run_bundle_build)
 
-    v = bsub.add_parser("verify", help="check checksums and run every model once")
+    v = bsub.add_parser("verify", parents=[LEAF],
+                        help="check signature, checksums, and run every model once",
+                        description="Check the manifest's signature and digest, every file's "
+                        "checksum, and run every model once on synthetic inputs.")
     v.add_argument("path", type=Path)
     v.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="cpu")
+    v.add_argument("--no-run", action="store_true",
+                   help="check signature and checksums only; run no model")
+    _trust_options(v)
     v.set_defaults(func=_run_bundle_verify)
 
-    i = bsub.add_parser("info", help="print a readable summary of a bundle")
+    i = bsub.add_parser("info", help="print a readable summary of a bundle", parents=[LEAF])
     i.add_argument("path", type=Path)
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
     i.set_defaults(func=_run_bundle_info)
+
+    k = bsub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles",
+                        parents=[LEAF], description="Write a new Ed25519 key pair (PEM). Keep "
+                        "the private key secret; give the public key to those who deploy.")
+    k.add_argument("--private", required=True, type=Path, metavar="PRIVATE.pem")
+    k.add_argument("--public", required=True, type=Path, metavar="PUB.pem")
+    k.add_argument("--overwrite", action="store_true", help="replace existing key files")
+    k.set_defaults(func=_run_bundle_keygen)
+
+    g = bsub.add_parser("sign", help="sign a bundle's manifest (detached signature)",
+                        parents=[LEAF], description="Check a bundle's checksums, then write a "
+                        "detached Ed25519 signature over its canonical manifest.")
+    g.add_argument("path", type=Path, help="bundle folder or .zip (signed in place)")
+    g.add_argument("--key", required=True, type=Path, metavar="PRIVATE.pem")
+    g.add_argument("--label", default=None, help="free text naming the key")
+    g.set_defaults(func=_run_bundle_sign)
 
 
 def _read_model(path: Path, cls: Any, what: str) -> Any:
@@ -234,14 +286,26 @@ def _parse_selection(items: Sequence[str]) -> dict[str, Path]:
 
 
 def _run_bundle_build(args: argparse.Namespace) -> int:
+    with args.progress.stage("build_bundle"):  # copies, checksums, runs every model once
+        out = _build_bundle(args)
+    args.progress.close()
+    print(f"bundle written to {out}" + (" and signed" if args.sign_key else "")
+          + ("" if args.no_verify else " and verified"))
+    return EXIT_OK
+
+
+def _build_bundle(args: argparse.Namespace) -> Path:
     from hccatom.atom import PAPER_MSS, AtomPolicy
     from hccatom.bundle import RESEARCH_USE_ONLY, Provenance
     from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec
-    from hccatom.export.bundle_writer import build_bundle, parse_thresholds
+    from hccatom.bundle.writer import build_bundle, parse_thresholds
 
     thresholds = dict(PAPER_MSS) if args.paper_thresholds else parse_thresholds(args.thresholds)
+    if args.sign_key is not None and not args.sign_key.is_file():
+        raise InputError(f"--sign-key {args.sign_key}: no such file.")
     out = build_bundle(
         args.out,
+        sign_key=args.sign_key,
         segmentation=args.segmentation,
         selection=_parse_selection(args.selection),
         fused=args.fused,
@@ -260,14 +324,22 @@ def _run_bundle_build(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         verify=not args.no_verify,
     )
-    print(f"bundle written to {out}" + ("" if args.no_verify else " and verified"))
-    return EXIT_OK
+    return Path(out)
 
 
 def _run_bundle_verify(args: argparse.Namespace) -> int:
     from hccatom.bundle import verify_bundle
 
-    report = verify_bundle(args.path, device=args.device)
+    progress = args.progress
+    with progress.stage("load_bundle"):  # signature, digest, checksums
+        from hccatom.bundle import load_bundle
+
+        bundle = load_bundle(args.path, trusted_keys=args.trusted_keys,
+                             expect_sha256=args.expect_sha256)
+    with bundle, progress.stage("run_models") as tick:
+        report = verify_bundle(bundle, device=args.device, run_models=not args.no_run,
+                               progress=lambda _name, done, total: tick(done, total))
+    progress.close()
     print(report.text())
     return EXIT_OK if report.ok else EXIT_BAD_BUNDLE
 
@@ -284,6 +356,28 @@ def _run_bundle_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_bundle_keygen(args: argparse.Namespace) -> int:
+    from hccatom.bundle.signer import generate_keypair
+
+    kid = generate_keypair(args.private, args.public, overwrite=args.overwrite)
+    print(f"key {kid}: private key {args.private} (keep it secret; sign with "
+          f"`hccatom bundle sign B --key {args.private}`), public key {args.public} (give it "
+          "to those who deploy: `--trusted-key`)")
+    return EXIT_OK
+
+
+def _run_bundle_sign(args: argparse.Namespace) -> int:
+    from hccatom.bundle.signer import sign_bundle
+
+    with args.progress.stage("sign_bundle"):  # checksums first: only intact bundles
+        sig = sign_bundle(args.path, args.key, label=args.label)
+    args.progress.close()
+    print(f"signed {args.path} with key {sig.key_id}; bundle digest {sig.bundle_sha256}"
+          + ("\nNOTE: this is the public DEMO key; its signature proves nothing."
+             if "DEMO" in sig.key_label else ""))
+    return EXIT_OK
+
+
 # --- lazy subcommands (export, demo) ----------------------------------------------------
 _EXPORT_DEPS = {"torch", "torchvision", "nnunetv2", "onnx", "onnxscript", "safetensors"}
 
@@ -293,11 +387,22 @@ def _missing_extra(exc: ModuleNotFoundError, module: str, command: str) -> Hccat
     if missing.split(".")[0] in _EXPORT_DEPS:
         return HccatomError(
             f"`hccatom {command}` needs the export extra ({missing} is not installed): "
-            'pip install "hccatom[export]".'
+            f"{EXPORT_INSTALL}"
         )
     return HccatomError(
         f"`hccatom {command}` is not available in this installation ({missing} is missing)."
     )
+
+
+def _check_extra(path: tuple[str, ...]) -> None:
+    """Refuse before any work when the command's extra is not installed."""
+    missing = [m for m in NEEDS_EXTRA.get(path, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise HccatomError(
+            f"`hccatom {' '.join(path)}` needs the export extra ({', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed); nothing was done. "
+            f"Install it with: {EXPORT_INSTALL}"
+        )
 
 
 def _import_command(module: str, command: str) -> ModuleType:
@@ -308,15 +413,21 @@ def _import_command(module: str, command: str) -> ModuleType:
 
 
 def _configure_lazy(mod: ModuleType, parser: argparse.ArgumentParser, command: str) -> None:
-    """Let a lazily imported module add its arguments and its runner."""
+    """Let a lazily imported module add its arguments and its runner (help never needs the
+    extra; running checks it first)."""
     try:
         mod.configure_parser(parser)
     except ModuleNotFoundError as exc:
         raise _missing_extra(exc, mod.__name__, command) from exc
 
     def run(args: argparse.Namespace) -> int:
+        _check_extra(tuple(command.split()))
+        stage = command.replace(" ", "_")
         try:
-            return int(mod.run(args))
+            if command == "demo":  # the demo shows its own stages
+                return int(mod.run(args))
+            with args.progress.stage(stage):  # never silent: "still running" lines
+                return int(mod.run(args))
         except ModuleNotFoundError as exc:
             raise _missing_extra(exc, mod.__name__, command) from exc
 
@@ -330,11 +441,12 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     esub = export.add_subparsers(dest="export_command", metavar="{selection,nnunet}")
     esub.required = True
     demo = sub.add_parser("demo", help="run the synthetic demo (demo build: rebuild it)",
-                          add_help=False)
+                          add_help=False, parents=[LEAF])
     chosen = tuple(a for a in argv if not a.startswith("-"))[:2]
     for path, (module, help_text) in LAZY_COMMANDS.items():
         if path[0] == "export":
-            p = esub.add_parser(path[1], help=help_text, description=help_text)
+            p = esub.add_parser(path[1], help=help_text, description=help_text,
+                                parents=[LEAF])
         else:
             continue
         if chosen == path:
@@ -344,7 +456,7 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         demo_path = ("demo", "build")
         if chosen == demo_path:
             dsub = demo.add_subparsers(dest="demo_command")
-            p = dsub.add_parser("build", help=LAZY_COMMANDS[demo_path][1])
+            p = dsub.add_parser("build", help=LAZY_COMMANDS[demo_path][1], parents=[LEAF])
             command, module = "demo build", LAZY_COMMANDS[demo_path][0]
         else:
             p = demo
@@ -357,19 +469,28 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; ``argv`` selects which lazy subcommand gets configured."""
     parser = argparse.ArgumentParser(
-        prog="hccatom",
+        prog="hccatom", parents=[_output_options(defaults=True)],
         description="SELECTION/ATOM treatment-planning inference for unresectable HCC. "
         "Research use only: not a medical device.",
     )
     parser.add_argument("--version", action="version", version=f"hccatom {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_recommend(sub)
     _add_bundle(sub)
     _add_lazy(sub, argv)
     return parser
+
+
+def _stdout_gone() -> int:
+    """stdout was closed by the reader (``| head``): stop quietly, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -380,26 +501,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(args_list)
         args = parser.parse_args(args_list)
         logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.WARNING,
+            level=logging.INFO if args.verbose else
+            logging.ERROR if args.quiet else logging.WARNING,
             format="hccatom: %(levelname)s: %(message)s",
         )
-        return int(args.func(args))
+        args.progress = progress_for(args, sys.stderr)
+        try:
+            code = int(args.func(args))
+        finally:
+            args.progress.close()
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
     except HccatomError as exc:
         if debug:
             traceback.print_exc()
-        print(error_message(exc), file=sys.stderr)
+        _print_error(error_message(exc))
         return exit_code_for(exc)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("hccatom: interrupted", file=sys.stderr)
+        _print_error("hccatom: interrupted")
         return 130
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        print(f"hccatom: internal error: {type(exc).__name__}: {exc} (run with --debug for "
-              "the traceback)", file=sys.stderr)
+        _print_error(f"hccatom: internal error: {type(exc).__name__}: {exc} (run with --debug "
+                     "for the traceback)")
         return EXIT_FAILED
+
+
+def _print_error(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # stderr gone: the exit code says it
+        print(text, file=sys.stderr)
+
+
+__all__ = ["StderrProgress", "build_parser", "error_message", "exit_code_for", "main"]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,6 +65,11 @@ class BundleIntegrityError(BundleError):
     """A bundle file's sha256 differs from the manifest, or a zip member escapes the root."""
 
 
+class BundleSignatureError(BundleIntegrityError):
+    """A bundle's signature is missing where required, invalid, by an untrusted key, or its
+    digest differs from the one pinned (``expect_sha256``)."""
+
+
 class BundleVersionError(BundleError):
     """The bundle's schema major version is not one this runtime reads."""
 
@@ -117,6 +122,7 @@ __all__ = [
     "BundleFormatError",
     "BundleIntegrityError",
     "BundleNotFoundError",
+    "BundleSignatureError",
     "BundleVersionError",
     "CTInputError",
     "CheckpointError",

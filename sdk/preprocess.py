@@ -26,8 +26,6 @@ from typing import overload
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy import ndimage
-from scipy.interpolate import make_interp_spline
 
 from hccatom.errors import CTInputError, NoLiverError, NoTumourError
 from hccatom.volume import Volume
@@ -158,6 +156,8 @@ def _spline_weights(n: int, positions: np.ndarray, k: int) -> np.ndarray:
     Weights decay geometrically away from each position; those below 1e-9 of the row's
     largest are dropped so that every output slice reads only a few source slices.
     """
+    from scipy.interpolate import make_interp_spline  # lazy: loading a bundle needs no scipy
+
     spline = make_interp_spline(np.arange(n, dtype=np.float64), np.eye(n), k=k, axis=0)
     weights = np.asarray(spline(positions, extrapolate=True))
     small = np.abs(weights) < 1e-9 * np.abs(weights).max(axis=1, keepdims=True)
@@ -303,6 +303,8 @@ def crop_liver_box(
     ny, nx = lab2d.shape
     yy = _snap(yy, ny)
     xx = _snap(xx, nx)
+    from scipy import ndimage  # lazy: loading a bundle needs no scipy
+
     grid_y, grid_x = np.meshgrid(yy, xx, indexing="ij")
     coords = np.stack([grid_y, grid_x])
     img = ndimage.map_coordinates(
@@ -383,6 +385,8 @@ def resize_center_crop(image: np.ndarray, resize_px: int, crop_px: int) -> np.nd
     arr = np.asarray(image, dtype=np.float32)
     h, w = arr.shape[-2:]
     zoom = [1.0] * (arr.ndim - 2) + [resize_px / h, resize_px / w]
+    from scipy import ndimage  # lazy: loading a bundle needs no scipy
+
     resized = ndimage.zoom(arr, zoom, order=1, mode="nearest", grid_mode=True)
     top = (resize_px - crop_px) // 2
     return np.ascontiguousarray(resized[..., top : top + crop_px, top : top + crop_px])

@@ -76,9 +76,19 @@ class BundleRef(_Model):
 
     name: str
     version: str
-    sha256: str = Field(description="sha256 of the bundle's manifest.json (names all files).")
+    sha256: str = Field(description="The bundle digest: sha256 of the canonical manifest "
+                        "bytes (names all files; hccatom.bundle.signature).")
     synthetic: bool = Field(description="True for bundles of models trained on synthetic data.")
     intended_use: str
+    signature: Literal["unsigned", "untrusted", "verified"] = Field(
+        default="unsigned", description="'verified': a trusted key's signature over this "
+        "manifest was checked; 'untrusted': validly signed by a key not given as trusted; "
+        "'unsigned': no signature. Only 'verified' attests thresholds and policy.")
+    signature_verified: bool = Field(
+        default=False, description="True when a trusted key's signature was verified.")
+    signing_key_id: str | None = Field(default=None, description="Short id of the signer.")
+    demo_key: bool = Field(
+        default=False, description="Signed with the public demo key: proves nothing.")
 
 
 class Recommendation(_Model):
@@ -160,6 +170,10 @@ class Recommendation(_Model):
         )
         if self.bundle.synthetic:
             lines.append("NOTE: this bundle's models were trained on synthetic data only.")
+        lines.append(f"Bundle signature: {self.bundle.signature}"
+                     + (" (public demo key: proves nothing)" if self.bundle.demo_key else "")
+                     + ("" if self.bundle.signature_verified else
+                        "; thresholds and policy are not attested"))
         lines.append(self.notice)
         return "\n".join(lines)
 

@@ -132,16 +132,28 @@ def test_bundle_build_verify_info(tmp_path: Path, capsys: pytest.CaptureFixture[
     th.write_text(json.dumps({"TACE": 0.5, "HAIC": 0.4, "TC": 0.6, "HC": 0.7}))
     sel = [f"{k}={v}" for k, v in selection_dirs().items()]
     out = tmp_path / "site.zip"
+    priv, pub = tmp_path / "site.pem", tmp_path / "site.pub.pem"
+    assert main(["bundle", "keygen", "--private", str(priv), "--public", str(pub)]) == 0
+    assert "keep it secret" in capsys.readouterr().out
     code = main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--selection", *sel,
                  "--fused", str(FUSED), "--thresholds", str(th), "--out", str(out),
-                 "--version", "2.1.0", "--synthetic"])
+                 "--version", "2.1.0", "--synthetic", "--sign-key", str(priv)])
     assert code == 0, capsys.readouterr().err
-    assert "verified" in capsys.readouterr().out
-    assert main(["bundle", "verify", str(out)]) == 0
-    assert "verified: all checks passed" in capsys.readouterr().out
+    assert "signed and verified" in capsys.readouterr().out
+    assert main(["bundle", "verify", str(out), "--trusted-key", str(pub)]) == 0
+    assert "verified: all checks passed; the manifest is signed by a trusted key" in (
+        capsys.readouterr().out)
+    assert main(["bundle", "verify", str(out)]) == 0  # valid, but no key trusted: says so
+    text = capsys.readouterr().out
+    assert "NOT attested" in text and "bundle digest" in text
+    other = tmp_path / "other.pub.pem"
+    assert main(["bundle", "keygen", "--private", str(tmp_path / "o.pem"), "--public",
+                 str(other)]) == 0
+    assert main(["bundle", "verify", str(out), "--trusted-key", str(other), "--no-run"]) == 3
+    assert "not among the trusted keys" in capsys.readouterr().err
     assert main(["bundle", "info", str(out)]) == 0
     info = capsys.readouterr().out
-    assert "site 2.1.0" in info and "TACE 0.5000" in info
+    assert "site 2.1.0" in info and "TACE 0.5000" in info and "signature:" in info
     assert main(["bundle", "info", "--json", str(out)]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["thresholds"]["HC"] == 0.7 and manifest["version"] == "2.1.0"
@@ -205,7 +217,8 @@ def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert cmd in out
 
 
-def _run_cli(args: list[str], block_torch: bool = False) -> subprocess.CompletedProcess[str]:
+def _run_cli(args: list[str], block_torch: bool = False,
+             hide_modules: bool = False) -> subprocess.CompletedProcess[str]:
     guard = textwrap.dedent(
         """
         import builtins, sys
@@ -217,6 +230,18 @@ def _run_cli(args: list[str], block_torch: bool = False) -> subprocess.Completed
         builtins.__import__ = guarded
         """
     ) if block_torch else ""
+    if hide_modules:  # find_spec too: as in an installation without the extra
+        guard += textwrap.dedent(
+            """
+            import importlib.util
+            real_find = importlib.util.find_spec
+            def find(name, *a, **k):
+                if name.split('.')[0] in {'torch', 'torchvision', 'nnunetv2', 'onnx'}:
+                    return None
+                return real_find(name, *a, **k)
+            importlib.util.find_spec = find
+            """
+        )
     code = guard + "import sys\nfrom hccatom.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
 
@@ -229,11 +254,20 @@ def test_runtime_commands_run_without_torch(files: dict[str, Path]) -> None:
     assert r.returncode == 0, r.stderr
 
 
-def test_export_without_the_extra_says_what_to_install() -> None:
-    r = _run_cli(["export", "selection", "--help"], block_torch=True)
+def test_export_help_prints_without_torch_and_running_says_what_to_install(
+    tmp_path: Path,
+) -> None:
+    for cmd in (["export", "selection"], ["export", "nnunet"], ["demo", "build"]):
+        r = _run_cli([*cmd, "--help"], block_torch=True)
+        assert r.returncode == 0, r.stderr
+        assert "--out" in r.stdout
+    out = tmp_path / "never"
+    r = _run_cli(["demo", "build", "--out", str(out), "--quick"], block_torch=True,
+                 hide_modules=True)
     assert r.returncode == 1
-    assert "export extra" in r.stderr and "pip install" in r.stderr
-    assert "Traceback" not in r.stderr
+    assert 'pip install "torch==2.14.1" "torchvision==0.29.1" "hccatom[export]"' in r.stderr
+    assert "nothing was done" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
 
 
 def test_debug_shows_the_traceback(files: dict[str, Path]) -> None:
@@ -260,24 +294,112 @@ def test_no_tumour_is_exit_2(files: dict[str, Path], tmp_path: Path,
     assert "tumour" in capsys.readouterr().err
 
 
-def test_tty_progress_shows_only_slow_steps_on_a_terminal() -> None:
+def test_progress_on_a_terminal_and_in_a_log() -> None:
     import io
 
-    from hccatom.cli import TtyProgress
+    from hccatom.cli_progress import StderrProgress
     from hccatom.predictor import ProgressEvent
 
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    tty = Tty()
-    show = TtyProgress(tty, after_s=1.0)
-    show(ProgressEvent("read_arterial", 1, 1, 0.2))  # fast: nothing
+    tty = io.StringIO()
+    show = StderrProgress(tty, tty=True, min_shown_s=0.0, redraw_s=0.0)
+    show(ProgressEvent("segment_arterial", 0, 1, 0.0))
     show(ProgressEvent("segment_arterial", 3, 27, 1.5))
     show(ProgressEvent("segment_arterial", 1, 1, 2.5))
     text = tty.getvalue()
-    assert "read_arterial" not in text
-    assert "segment_arterial 3/27 1.5 s" in text and text.endswith("2.5 s\n")
-    pipe = io.StringIO()  # not a terminal: silent
-    TtyProgress(pipe)(ProgressEvent("segment_portal", 3, 27, 5.0))
-    assert pipe.getvalue() == ""
+    assert "segment_arterial 3/27 tiles" in text and "\r" in text
+    assert "segment_arterial done: 27 tiles in" in text
+    log = io.StringIO()  # not a terminal: plain lines, counts every quarter
+    show = StderrProgress(log, tty=False)
+    show(ProgressEvent("segment_portal", 0, 1, 0.0))
+    for i in range(1, 13):
+        show(ProgressEvent("segment_portal", i, 12, 0.1 * i))
+    show(ProgressEvent("segment_portal", 1, 1, 1.3))
+    show.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert [x.split(" ")[2] for x in lines[:3]] == ["3/12", "6/12", "9/12"]
+    assert lines[-1].startswith("hccatom: segment_portal done: 12 tiles in")
+    quiet = io.StringIO()
+    show = StderrProgress(quiet, "quiet", tty=False)
+    show(ProgressEvent("segment_portal", 0, 1, 0.0))
+    show(ProgressEvent("segment_portal", 6, 12, 0.0))
+    show(ProgressEvent("segment_portal", 1, 1, 9.0))
+    assert quiet.getvalue() == ""
+
+
+def test_progress_heartbeat_keeps_a_long_stage_from_being_silent() -> None:
+    import io
+    import time
+
+    from hccatom.cli_progress import StderrProgress
+
+    log = io.StringIO()
+    show = StderrProgress(log, tty=False, heartbeat_s=0.2)
+    with show.stage("load_bundle"):
+        time.sleep(0.7)
+    show.close()
+    assert "still running: load_bundle" in log.getvalue()
+    assert "load_bundle done in" in log.getvalue()
+
+
+def test_recommend_progress_levels_and_signature_fields(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_recommend_args(files, **{"--json": "-"})) == 0
+    cap = capsys.readouterr()
+    assert "segment_arterial done:" in cap.err and "tiles" in cap.err
+    rec = Recommendation.model_validate_json(cap.out)
+    assert rec.bundle.signature == "unsigned" and not rec.bundle.signature_verified
+    assert len(rec.bundle.sha256) == 64
+    assert main(["-q", *_recommend_args(files, **{"--json": "-"})]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*_recommend_args(files, **{"--json": "-"}), "--verbose"]) == 0
+    err = capsys.readouterr().err
+    assert "clinical ..." in err and "atom done in" in err  # every stage, fast ones too
+
+
+def test_stdout_closed_early_is_not_an_internal_error(files: dict[str, Path]) -> None:
+    code = "import sys\nfrom hccatom.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    proc = subprocess.Popen([sys.executable, "-c", code, "bundle", "info", "--json",
+                             str(files["bundle"])], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `| head` that has read what it wanted
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141
+    assert "internal error" not in err and "BrokenPipe" not in err and "Traceback" not in err
+
+
+def test_lazy_command_runs_inside_a_progress_stage(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import types
+
+    import hccatom.cli as cli
+
+    fake = types.ModuleType("hccatom_fake_export")
+    fake.configure_parser = lambda p: p.add_argument("--out")  # type: ignore[attr-defined]
+    fake.run = lambda args: 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "hccatom_fake_export", fake)
+    monkeypatch.setitem(cli.LAZY_COMMANDS, ("export", "selection"),
+                        ("hccatom_fake_export", "fake"))
+    monkeypatch.setitem(cli.NEEDS_EXTRA, ("export", "selection"), ())
+    assert main(["export", "selection", "--out", "x", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "export_selection ..." in err and "export_selection done in" in err
+    assert main(["export", "selection", "--out", "x", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_live_line_keeps_ticking_on_a_terminal() -> None:
+    import io
+    import time
+
+    from hccatom.cli_progress import StderrProgress
+
+    tty = io.StringIO()
+    show = StderrProgress(tty, tty=True, heartbeat_s=0.2)
+    with show.stage("segment_arterial"):
+        time.sleep(0.8)  # one long step, no tick from the caller
+    show.close()
+    assert tty.getvalue().count("\r\x1b[Khccatom: segment_arterial") >= 2

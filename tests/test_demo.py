@@ -85,15 +85,30 @@ def test_demo_case_is_seeded() -> None:
     assert ct1["arterial"].same_grid(ct1["portal"])
 
 
-def test_hccatom_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                      ) -> None:
-    out = tmp_path / "rec.json"
-    assert main(["demo", "--seed", "3", "--json", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert BANNER.split(".")[0] in text
-    assert "Recommendation:" in text
-    rec = Recommendation.from_json(out)
+def test_hccatom_demo_runs_end_to_end_and_writes_nothing_unasked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--seed", "3"]) == 0
+    cap = capsys.readouterr()
+    assert BANNER.split(".")[0] in cap.out
+    assert "Recommendation:" in cap.out and "Bundle signature: untrusted" in cap.out
+    assert "segment_arterial done:" in cap.err  # progress on stderr, not in the result
+    assert list(tmp_path.iterdir()) == []  # no hccatom-demo-seed3.json unless --json
+
+
+def test_hccatom_demo_json_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    from hccatom.bundle.signature import demo_public_key_raw, key_id
+
+    assert main(["demo", "--seed", "3", "--json", "-", "--quiet"]) == 0
+    cap = capsys.readouterr()
+    rec = Recommendation.model_validate_json(cap.out)  # the JSON alone
+    assert cap.err == ""
     assert rec.bundle.synthetic is True
+    assert rec.bundle.demo_key and rec.bundle.signature == "untrusted"
+    assert not rec.bundle.signature_verified
+    assert rec.bundle.signing_key_id == key_id(demo_public_key_raw())
+    assert rec.bundle.sha256 == load_bundle(BUNDLE).sha256
     assert set(rec.scores) == {"TACE", "HAIC", "TC", "HC"}
     for ph in rec.phases.values():
         assert ph.segmentation_voxels["liver"] > 0

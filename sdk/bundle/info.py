@@ -24,7 +24,8 @@ def bundle_summary(bundle: Bundle) -> str:
         f"{m.name} {m.version}  (schema {m.schema_version}, created "
         f"{m.created_at.isoformat(timespec='seconds')})",
         f"  source:        {bundle.source}",
-        f"  sha256:        {bundle.sha256}",
+        f"  digest:        {bundle.sha256}  (sha256 of the canonical manifest)",
+        f"  signature:     {bundle.signature.text()}",
         f"  intended use:  {m.intended_use}",
     ]
     if m.synthetic:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import stat
 import tempfile
 import weakref
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -30,13 +32,22 @@ from hccatom.bundle.manifest import (
     Manifest,
     parse_schema_version,
 )
+from hccatom.bundle.signature import (
+    SIGNATURE_NAME,
+    SignatureCheck,
+    bundle_digest,
+    check_signature,
+    trusted_key_bytes,
+)
 from hccatom.engines.providers import file_sha256
 from hccatom.errors import (
     BundleError,
     BundleFormatError,
     BundleIntegrityError,
     BundleNotFoundError,
+    BundleSignatureError,
     BundleVersionError,
+    InputError,
 )
 
 log = logging.getLogger(__name__)
@@ -113,6 +124,54 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
         ) from exc
 
 
+@dataclass(frozen=True)
+class TrustPolicy:
+    """What a caller requires of a bundle's signature and digest (see :func:`load_bundle`)."""
+
+    trusted_keys: tuple[bytes, ...] = ()
+    require_signature: bool = False
+    expect_sha256: str | None = None
+    #: Skip the signature entirely (only for re-signing: an old signature may be stale).
+    ignore_signature: bool = False
+
+    @classmethod
+    def make(
+        cls,
+        trusted_keys: Iterable[str | Path | bytes] | None = None,
+        require_signature: bool | None = None,
+        expect_sha256: str | None = None,
+    ) -> TrustPolicy:
+        """Keys as PEM paths/bytes or raw 32 bytes; ``require_signature`` defaults to True
+        when trusted keys are given."""
+        keys = tuple(trusted_key_bytes(trusted_keys))
+        if require_signature and not keys:
+            raise InputError(
+                "require_signature=True needs trusted_keys: a signature by a key nobody "
+                "trusts attests nothing. Pass the publisher's public key (PEM)."
+            )
+        pin = expect_sha256.strip().lower() if expect_sha256 else None
+        if pin is not None and not re.fullmatch(r"[0-9a-f]{64}", pin):
+            raise InputError(f"expect_sha256 must be 64 hex digits, got {expect_sha256!r}.")
+        return cls(keys, bool(keys) if require_signature is None else require_signature, pin)
+
+    def check(self, manifest_raw: bytes, signature_raw: bytes | None, where: str
+              ) -> tuple[str, SignatureCheck]:
+        """The bundle digest and signature status; raises what fails, before any checksum."""
+        digest = bundle_digest(manifest_raw, where)
+        if self.expect_sha256 is not None and digest != self.expect_sha256:
+            raise BundleSignatureError(
+                f"{where}: bundle digest {digest} differs from the pinned expect_sha256 "
+                f"{self.expect_sha256}: this is not the bundle you pinned (its manifest - "
+                "thresholds, policy or file list - differs)."
+            )
+        if self.ignore_signature:
+            return digest, SignatureCheck("unsigned")
+        sig = check_signature(manifest_raw, signature_raw, where,
+                              trusted_keys=self.trusted_keys,
+                              require_signature=self.require_signature)
+        return digest, sig
+
+
 class Bundle:
     """An opened, checksum-verified bundle. Files are read from :attr:`root`.
 
@@ -123,13 +182,17 @@ class Bundle:
 
     def __init__(
         self, manifest: Manifest, root: Path, source: Path, sha256: str,
-        tmp: Path | None = None,
+        tmp: Path | None = None, signature: SignatureCheck | None = None,
     ) -> None:
         self.manifest = manifest
         self.root = root
         self.source = source
-        #: sha256 of ``manifest.json``: names the whole content, since it lists every hash.
+        #: The bundle digest: sha256 of the canonical manifest bytes
+        #: (:func:`hccatom.bundle.signature.bundle_digest`); names the whole content, since
+        #: the manifest pins every file's sha256 and the reader refuses unlisted files.
         self.sha256 = sha256
+        #: What was checked of the signature (:class:`SignatureCheck`).
+        self.signature = signature or SignatureCheck("unsigned")
         self._finalizer = (
             weakref.finalize(self, shutil.rmtree, tmp, True) if tmp is not None else None
         )
@@ -176,7 +239,7 @@ def _check_directory(root: Path, manifest: Manifest) -> None:
         if not p.is_file():
             continue
         rel = p.relative_to(root).as_posix()
-        if rel == MANIFEST_NAME or rel in listed or _ignorable(rel):
+        if rel in (MANIFEST_NAME, SIGNATURE_NAME) or rel in listed or _ignorable(rel):
             continue
         raise BundleIntegrityError(
             f"{root}: file {rel!r} is in the bundle but not in its manifest; remove it or "
@@ -205,7 +268,7 @@ def _check_file(root: Path, entry: FileEntry) -> None:
         )
 
 
-def _open_directory(path: Path) -> Bundle:
+def _open_directory(path: Path, trust: TrustPolicy) -> Bundle:
     mpath = path / MANIFEST_NAME
     if not mpath.is_file():
         raise BundleNotFoundError(
@@ -213,8 +276,36 @@ def _open_directory(path: Path) -> Bundle:
         )
     raw = mpath.read_bytes()
     manifest = parse_manifest(raw, str(path))
+    spath = path / SIGNATURE_NAME
+    digest, sig = trust.check(raw, _small_file(spath) if spath.is_file() else None, str(path))
     _check_directory(path, manifest)
-    return Bundle(manifest, path, path, hashlib.sha256(raw).hexdigest())
+    return Bundle(manifest, path, path, digest, signature=sig)
+
+
+#: A signature file is a few hundred bytes; anything much larger is refused unread.
+MAX_SIGNATURE_BYTES = 64 << 10
+
+
+def _too_large(where: object, size: int) -> BundleSignatureError:
+    return BundleSignatureError(
+        f"{where}: {SIGNATURE_NAME} has {size:,} bytes (a signature has a few hundred); "
+        "refusing it. Re-sign the bundle with `hccatom bundle sign`."
+    )
+
+
+def _small_file(path: Path) -> bytes:
+    size = path.stat().st_size
+    if size > MAX_SIGNATURE_BYTES:
+        raise _too_large(path.parent, size)
+    return path.read_bytes()
+
+
+def _small_member(zf: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    info = zf.getinfo(name)
+    if info.file_size > MAX_SIGNATURE_BYTES:
+        raise _too_large(path, info.file_size)
+    with zf.open(info) as fh:
+        return fh.read(MAX_SIGNATURE_BYTES + 1)  # never more, whatever the header says
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
@@ -241,7 +332,7 @@ def _zip_root(names: list[str]) -> str:
     return "?"
 
 
-def _open_zip(path: Path) -> Bundle:
+def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -266,9 +357,15 @@ def _open_zip(path: Path) -> Bundle:
             )
         raw = zf.read(prefix + MANIFEST_NAME)
         manifest = parse_manifest(raw, str(path))
+        sig_member = prefix + SIGNATURE_NAME
+        bundle_sha256, sig = trust.check(
+            raw, _small_member(zf, sig_member, path) if sig_member in names else None,
+            str(path),
+        )
         listed = {prefix + f.path: f for f in manifest.files}
         for n in names:
-            if n != prefix + MANIFEST_NAME and n not in listed and not _ignorable(n):
+            if (n not in (prefix + MANIFEST_NAME, sig_member) and n not in listed
+                    and not _ignorable(n)):
                 raise BundleIntegrityError(
                     f"{path}: zip member {n!r} is not in the manifest; refusing it."
                 )
@@ -298,29 +395,56 @@ def _open_zip(path: Path) -> Bundle:
                         "modified; restore the original bundle."
                     )
             (tmp / MANIFEST_NAME).write_bytes(raw)
+            if sig_member in names:
+                (tmp / SIGNATURE_NAME).write_bytes(zf.read(sig_member))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    return Bundle(manifest, tmp, path, hashlib.sha256(raw).hexdigest(), tmp=tmp)
+    return Bundle(manifest, tmp, path, bundle_sha256, tmp=tmp, signature=sig)
 
 
-def load_bundle(path: str | Path | Bundle) -> Bundle:
-    """Open a bundle directory or zip; validate the manifest; verify every checksum.
+def load_bundle(
+    path: str | Path | Bundle,
+    *,
+    trusted_keys: Iterable[str | Path | bytes] | None = None,
+    require_signature: bool | None = None,
+    expect_sha256: str | None = None,
+    trust: TrustPolicy | None = None,
+) -> Bundle:
+    """Open a bundle directory or zip; validate the manifest; check its signature and
+    digest; verify every checksum.
+
+    ``trusted_keys``: Ed25519 public keys (PEM paths, PEM bytes or raw 32 bytes); the bundle
+    must then be signed by one of them (an unsigned bundle is refused).
+    ``require_signature=True`` states that explicitly; it needs ``trusted_keys``, since a
+    signature by a key nobody trusts attests nothing. ``expect_sha256``: the bundle
+    digest (:func:`hccatom.bundle.signature.bundle_digest`) the caller pinned. A signature
+    file that is present is always checked against the manifest.
 
     Raises :class:`BundleNotFoundError` (no such path, no manifest, a listed file missing),
-    :class:`BundleIntegrityError` (checksum or size mismatch, unlisted file, unsafe zip
-    member), :class:`BundleVersionError` (unknown schema major version) or
-    :class:`BundleFormatError` (the manifest does not validate).
+    :class:`BundleSignatureError` (unsigned where required, bad signature, untrusted key,
+    digest differs from the pin), :class:`BundleIntegrityError` (checksum or size mismatch,
+    unlisted file, unsafe zip member), :class:`BundleVersionError` (unknown schema major
+    version) or :class:`BundleFormatError` (the manifest does not validate). ``trust``: a
+    ready :class:`TrustPolicy` instead of the three arguments.
     """
-    if isinstance(path, Bundle):  # convenience: already open
+    if trust is None:
+        trust = TrustPolicy.make(trusted_keys, require_signature, expect_sha256)
+    if isinstance(path, Bundle):  # already open: apply what the caller requires now, if any
+        if trust == TrustPolicy():
+            return path
+        raw = (path.root / MANIFEST_NAME).read_bytes()
+        spath = path.root / SIGNATURE_NAME
+        _, path.signature = trust.check(
+            raw, spath.read_bytes() if spath.is_file() else None, str(path.source))
         return path
     p = Path(path).expanduser()
     if not p.exists():
         raise BundleNotFoundError(f"{p}: no such bundle (directory or .zip).")
     if p.is_dir():
-        return _open_directory(p)
+        return _open_directory(p, trust)
     if zipfile.is_zipfile(p):
-        return _open_zip(p)
+        return _open_zip(p, trust)
     raise BundleFormatError(f"{p}: a bundle is a directory or a .zip file; this is neither.")
 
 
@@ -335,6 +459,7 @@ __all__ = [
     "MANIFEST_NAME",
     "Bundle",
     "BundleError",
+    "TrustPolicy",
     "iter_model_files",
     "load_bundle",
     "parse_manifest",

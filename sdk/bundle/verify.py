@@ -1,15 +1,17 @@
-"""``bundle verify``: open a bundle (checksums, schema) and run every model once.
+"""``bundle verify``: open a bundle (schema, signature, checksums) and run every model once.
 
 Each SELECTION graph is run on synthetic inputs shaped by the manifest's input contract and
 must return its score output with the right shape, finite and within [0, 1]. Each
 segmentation graph is run on one synthetic patch and must return finite logits with one
 channel per label. The result is a list of named checks, each passed or failed with a
-reason, so a site sees every problem at once.
+reason, so a site sees every problem at once. The report ends by saying whether the
+manifest - the thresholds and policy that make the decision - is attested by a trusted
+signature, and prints the bundle digest for pinning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 
 from hccatom.bundle.manifest import Manifest
 from hccatom.bundle.reader import Bundle, load_bundle
+from hccatom.bundle.signature import SignatureCheck
 from hccatom.engines import Engine, OnnxRuntimeEngine, TensorSpec
 from hccatom.errors import EngineUnavailableError, HccatomError
 
@@ -39,6 +42,8 @@ class VerifyReport:
 
     bundle: str
     checks: list[Check] = field(default_factory=list)
+    digest: str = ""
+    signature: SignatureCheck = field(default_factory=lambda: SignatureCheck("unsigned"))
 
     @property
     def ok(self) -> bool:
@@ -53,8 +58,19 @@ class VerifyReport:
         """Readable report, one line per check."""
         lines = [f"bundle {self.bundle}"]
         lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
-        lines.append("verified: all checks passed" if self.ok else
-                     f"FAILED: {len(self.failures())} of {len(self.checks)} checks")
+        if self.digest:
+            lines.append(f"bundle digest (sha256 of the canonical manifest; pin it with "
+                         f"expect_sha256): {self.digest}")
+        lines.append(f"signature: {self.signature.text()}")
+        if not self.ok:
+            lines.append(f"FAILED: {len(self.failures())} of {len(self.checks)} checks")
+        elif self.signature.verified and not self.signature.demo_key:
+            lines.append("verified: all checks passed; the manifest is signed by a trusted key")
+        else:
+            lines.append("all checks passed, but the manifest (thresholds, policy) is NOT "
+                         "attested: " + ("signed with the public demo key"
+                                         if self.signature.demo_key else
+                                         "no signature by a trusted key was checked"))
         return "\n".join(lines)
 
 
@@ -194,21 +210,41 @@ def verify_bundle(
     *,
     device: str = "cpu",
     engine_factory: EngineFactory | None = None,
+    trusted_keys: Iterable[str | Path | bytes] | None = None,
+    require_signature: bool | None = None,
+    expect_sha256: str | None = None,
+    run_models: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> VerifyReport:
-    """Load the bundle (schema + checksums: raises on failure) and run every model once.
+    """Load the bundle (schema, signature, digest, checksums: raises on failure) and run
+    every model once (``run_models``).
 
-    Model problems do not raise: each becomes a failed :class:`Check`. An unavailable
-    ``device`` raises :class:`EngineUnavailableError`.
+    ``trusted_keys`` / ``require_signature`` / ``expect_sha256``: as for
+    :func:`hccatom.bundle.load_bundle`. Model problems do not raise: each becomes a failed
+    :class:`Check`. An unavailable ``device`` raises :class:`EngineUnavailableError`.
+    ``progress(stage, done, total)`` is called before each model is run.
     """
-    bundle = load_bundle(path)
+    bundle = load_bundle(path, trusted_keys=trusted_keys, require_signature=require_signature,
+                         expect_sha256=expect_sha256)
     make = engine_factory or (lambda p: OnnxRuntimeEngine(p, device=device))
     m = bundle.manifest
-    report = VerifyReport(f"{m.name} {m.version} ({bundle.source})")
+    report = VerifyReport(f"{m.name} {m.version} ({bundle.source})", digest=bundle.sha256,
+                          signature=bundle.signature)
     report.checks.append(Check("manifest", True, f"schema {m.schema_version}, "
                                f"{len(m.files)} files listed"))
     report.checks.append(Check("checksums", True, f"{len(m.files)} files match their sha256"))
+    if not run_models:
+        if path is not bundle:
+            bundle.close()
+        return report
+    planned = _count_models(m)
+    done = 0
 
     def guarded(name: str, model: Path, check: Callable[[Engine], Check]) -> None:
+        nonlocal done
+        if progress is not None:
+            progress(f"run {name}", done, planned)
+        done += 1
         try:
             report.checks.append(check(make(model)))
         except EngineUnavailableError:
@@ -238,9 +274,18 @@ def verify_bundle(
     for f in seg_files:
         nm = f"segmentation {f.path}"
         guarded(nm, bundle.path(f.path), partial(_check_segmentation, nm, manifest=m))
+    if progress is not None:
+        progress("models", planned, planned)
     if path is not bundle:
         bundle.close()
     return report
+
+
+def _count_models(m: Manifest) -> int:
+    sel = m.selection
+    n = len(sel.models) + (1 if sel.fused is not None else 0)
+    n += 1 if sel.fused is not None and len(sel.models) == len(sel.fused_order) else 0
+    return n + sum(1 for f in m.files_with_role("segmentation") if f.path.endswith(".onnx"))
 
 
 __all__ = [

@@ -25,8 +25,7 @@ from functools import cache
 from typing import Literal
 
 import numpy as np
-from scipy.special import expit
-from scipy.stats import norm
+from scipy.special import expit, ndtri
 
 from hccatom.clinical import ClinicalVariables
 from hccatom.synthetic.phantom import TumourFeatures
@@ -129,7 +128,7 @@ def sample_table(cohort: CohortName, n: int, rng: np.random.Generator) -> dict[s
     m = TABLE1[cohort]
     burden = rng.standard_normal(n)
     liver = rng.standard_normal(n)
-    ppf = norm.ppf
+    ppf = ndtri  # standard normal quantile (= scipy.stats.norm.ppf, without scipy.stats)
 
     def binary(p: float, *loads: tuple[float, np.ndarray]) -> np.ndarray:
         out: np.ndarray = _mix(rng, n, *loads) > ppf(1.0 - p)
