@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hccatom import memory_plan
 from hccatom.atom import decide
 from hccatom.bundle import Bundle, load_bundle
 from hccatom.chain import (
@@ -211,6 +212,7 @@ class Predictor:
             threads = max(1, (os.cpu_count() or 2) // 2)  # half the cores per phase
         bundle = load_bundle(path)
         m = bundle.manifest
+        memory_plan.check_bundle(m)  # patch size, slice thickness: before any engine exists
 
         def make(p: Path) -> Engine:
             if engine_factory is not None:
@@ -236,7 +238,7 @@ class Predictor:
     def segment(self, phase: Any, *, progress: Callable[[int, int], None] | None = None
                 ) -> Volume:
         """Liver/tumour labels (0/1/2) of one phase, on the bundle's z-resampled grid."""
-        ct = prepare_phase(phase, self.preprocessing)
+        ct = prepare_phase(phase, self.preprocessing, self.segmenter.spec)
         return self.segmenter.segment(segmentation_input(ct, self.preprocessing),
                                       progress=progress)
 
@@ -245,7 +247,7 @@ class Predictor:
         spec = self.preprocessing
         try:
             with timer.stage(f"read_{name}"):
-                ct = prepare_phase(source, spec)
+                ct = prepare_phase(source, spec, self.segmenter.spec)
             with timer.stage(f"segment_{name}") as tick:
                 labels = self.segmenter.segment(segmentation_input(ct, spec), progress=tick)
             with timer.stage(f"crop_{name}"):

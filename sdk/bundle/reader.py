@@ -10,13 +10,13 @@ files are extracted into a private temporary folder that lives as long as the
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import stat
 import tempfile
 import weakref
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -38,6 +38,10 @@ from hccatom.errors import (
     BundleNotFoundError,
     BundleVersionError,
 )
+from hccatom.safe_json import JSONLimitError, JSONLimits, loads_limited
+
+MANIFEST_JSON_LIMITS = JSONLimits(max_bytes=8 << 20, max_depth=64, max_number_chars=40)
+"""A manifest is tens of kB; size, nesting and digits per number are capped."""
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +85,11 @@ def _validation_summary(err: ValidationError, limit: int = 8) -> str:
 def parse_manifest(raw: bytes, where: str) -> Manifest:
     """Parse and validate manifest bytes; version first, so a new major says so plainly."""
     try:
-        data: Any = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleFormatError(f"{where}: manifest.json is not valid JSON ({exc}).") from exc
+        data: Any = loads_limited(raw, MANIFEST_JSON_LIMITS)
+    except JSONLimitError as exc:
+        raise BundleFormatError(
+            f"{where}: manifest.json cannot be used: {exc}. Rebuild the bundle."
+        ) from None
     if not isinstance(data, dict):
         raise BundleFormatError(f"{where}: manifest.json must hold a JSON object.")
     version = data.get("schema_version")
@@ -211,6 +217,11 @@ def _open_directory(path: Path) -> Bundle:
         raise BundleNotFoundError(
             f"{path}: no {MANIFEST_NAME} at the bundle root; is this a hccatom bundle?"
         )
+    if mpath.stat().st_size > MANIFEST_JSON_LIMITS.max_bytes:
+        raise BundleFormatError(
+            f"{path}: {MANIFEST_NAME} has {mpath.stat().st_size:,} bytes, more than the "
+            f"{MANIFEST_JSON_LIMITS.max_bytes:,} a manifest may have; rebuild the bundle."
+        )
     raw = mpath.read_bytes()
     manifest = parse_manifest(raw, str(path))
     _check_directory(path, manifest)
@@ -241,6 +252,29 @@ def _zip_root(names: list[str]) -> str:
     return "?"
 
 
+def _corrupt_member(path: Path, member: str, exc: BaseException) -> BundleIntegrityError:
+    """A zip member that fails to decompress (bad CRC, broken stream, unknown method)."""
+    reason = "bad CRC" if "CRC" in str(exc) else type(exc).__name__
+    return BundleIntegrityError(
+        f"{path}: zip member {member!r} is corrupt ({reason}); the zip was damaged in "
+        "transfer or storage: copy it again or rebuild the bundle."
+    )
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(info.file_size + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise _corrupt_member(path, info.filename, exc) from None
+    if len(data) != info.file_size:
+        raise BundleIntegrityError(
+            f"{path}: zip member {info.filename!r} holds {len(data):,}+ bytes but declares "
+            f"{info.file_size:,}; the zip is damaged or crafted: rebuild the bundle."
+        )
+    return data
+
+
 def _open_zip(path: Path) -> Bundle:
     try:
         zf = zipfile.ZipFile(path)
@@ -264,7 +298,13 @@ def _open_zip(path: Path) -> Bundle:
                 f"{path}: no {MANIFEST_NAME} at the zip root (or in its single top folder); "
                 "is this a hccatom bundle?"
             )
-        raw = zf.read(prefix + MANIFEST_NAME)
+        minfo = zf.getinfo(prefix + MANIFEST_NAME)
+        if minfo.file_size > MANIFEST_JSON_LIMITS.max_bytes:
+            raise BundleFormatError(
+                f"{path}: {MANIFEST_NAME} declares {minfo.file_size:,} bytes, more than the "
+                f"{MANIFEST_JSON_LIMITS.max_bytes:,} a manifest may have; rebuild the bundle."
+            )
+        raw = _read_member(zf, minfo, path)
         manifest = parse_manifest(raw, str(path))
         listed = {prefix + f.path: f for f in manifest.files}
         for n in names:
@@ -289,8 +329,11 @@ def _open_zip(path: Path) -> Bundle:
                     )
                 dest = tmp.joinpath(*PurePosixPath(entry.path).parts)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(found) as src, dest.open("wb") as out:
-                    digest, _ = _sha256_stream(src, out)
+                try:
+                    with zf.open(found) as src, dest.open("wb") as out:
+                        digest, _ = _sha256_stream(src, out)
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                    raise _corrupt_member(path, entry.path, exc) from None
                 if digest != entry.sha256:
                     raise BundleIntegrityError(
                         f"{path}: checksum mismatch for {entry.path!r} (sha256 "
