@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from hccatom.dicom_check import check_dicom_file
 from hccatom.errors import CTInputError, InputTooLargeError
 from hccatom.header_guard import probe_header
 from hccatom.image_headers import check_detached_data, check_nifti, scan_nifti_voxels
@@ -202,6 +203,8 @@ def _check_header_before_itk(path: Path) -> None:
             scan_nifti_voxels(path, hdr)
     elif name.endswith((".mha", ".mhd", ".nrrd", ".nhdr")):
         check_detached_data(path)
+    else:
+        check_dicom_file(path)
     probe_header(path)
 
 
@@ -251,6 +254,9 @@ def _check_modality(modality: str | None, where: str, notes: list[str]) -> None:
 
 
 def _read_dicom_dir(folder: Path, series_uid: str | None, notes: list[str]) -> sitk.Image:
+    for p in sorted(folder.iterdir()):  # before GDCM lists the folder (see dicom_check)
+        if p.is_file():
+            check_dicom_file(p)
     uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     if not uids:
         raise CTInputError(

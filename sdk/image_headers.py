@@ -291,9 +291,18 @@ def _header_lines(path: Path, stop: str) -> list[str]:
 
 def _inside(folder: Path, candidate: str, path: Path, key: str) -> None:
     """Refuse a data file outside the header's folder (content never echoed)."""
-    p = Path(candidate)
-    target = (p if p.is_absolute() else folder / p).resolve()
-    if not target.is_relative_to(folder.resolve()):
+    try:
+        if any(ord(c) < 32 for c in candidate):
+            raise ValueError("control character")
+        p = Path(candidate)
+        target = (p if p.is_absolute() else folder / p).resolve()
+        inside = target.is_relative_to(folder.resolve())
+    except (OSError, ValueError, RuntimeError):
+        raise CTInputError(
+            f"{path}: its header field {key} is not a usable file name (control characters "
+            "or an impossible path). Re-export the image."
+        ) from None
+    if not inside:
         raise CTInputError(
             f"{path}: its header field {key} points outside the image's folder "
             f"({candidate[:120]!r}); hccatom reads only data files beside their header. Copy "

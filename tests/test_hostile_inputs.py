@@ -241,7 +241,31 @@ def test_truncated_dicom_file_is_named(real_data: Path, tmp_path: Path) -> None:
     victim = sorted(folder.iterdir())[3]
     victim.write_bytes(victim.read_bytes()[:2000])
     msg = _refused(folder, victim.name)
-    assert "truncated or corrupt" in msg and "spacing" not in msg
+    assert "corrupt or truncated" in msg and "spacing" not in msg
+
+
+def test_truncated_dicom_pixel_data_is_named(real_data: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "series"
+    shutil.copytree(real_data / "dcmqi_ct3slice" / "dicom", folder)
+    victim = folder / "02.dcm"
+    victim.write_bytes(victim.read_bytes()[:300_000])
+    msg = _refused(folder, "02.dcm")
+    assert "(7FE0,0010)" in msg and "only 297,814 remain" in msg
+    _refused(victim, "(7FE0,0010)")  # the single file too
+
+
+def test_dicom_element_length_past_the_end_is_refused_before_gdcm(
+    real_data: Path, tmp_path: Path
+) -> None:
+    # fuzz finding: a mutated length made GDCM allocate ~2 GB while listing the folder
+    folder = tmp_path / "series"
+    folder.mkdir()
+    src = sorted((real_data / "totalseg_example" / "example_ct_dicom").iterdir())[0]
+    data = bytearray(src.read_bytes())
+    pos = data.index(b"\xe0\x7f\x10\x00")  # pixel data tag, little endian
+    data[pos + 8 : pos + 12] = (0x7FFFFFF0).to_bytes(4, "little")
+    (folder / "a.dcm").write_bytes(bytes(data))
+    _refused(folder, "declares 2,147,483,632 bytes")
 
 
 # --- memory budget ---------------------------------------------------------------------------

@@ -252,6 +252,12 @@ def _zip_root(names: list[str]) -> str:
     return "?"
 
 
+#: What zipfile raises for a damaged or crafted member (bad CRC, broken stream, an offset
+#: outside the file, an unknown compression method, a garbled local header).
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError,
+                    ValueError, OverflowError)
+
+
 def _corrupt_member(path: Path, member: str, exc: BaseException) -> BundleIntegrityError:
     """A zip member that fails to decompress (bad CRC, broken stream, unknown method)."""
     reason = "bad CRC" if "CRC" in str(exc) else type(exc).__name__
@@ -265,7 +271,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> byte
     try:
         with zf.open(info) as fh:
             data = fh.read(info.file_size + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+    except _ZIP_READ_ERRORS as exc:
         raise _corrupt_member(path, info.filename, exc) from None
     if len(data) != info.file_size:
         raise BundleIntegrityError(
@@ -278,7 +284,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> byte
 def _open_zip(path: Path) -> Bundle:
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _ZIP_READ_ERRORS as exc:
         raise BundleFormatError(f"{path}: not a readable zip file ({exc}).") from exc
     with zf:
         infos = zf.infolist()
@@ -329,11 +335,12 @@ def _open_zip(path: Path) -> Bundle:
                     )
                 dest = tmp.joinpath(*PurePosixPath(entry.path).parts)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    with zf.open(found) as src, dest.open("wb") as out:
-                        digest, _ = _sha256_stream(src, out)
-                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-                    raise _corrupt_member(path, entry.path, exc) from None
+                with dest.open("wb") as out:
+                    try:
+                        with zf.open(found) as src:
+                            digest, _ = _sha256_stream(src, out)
+                    except _ZIP_READ_ERRORS as exc:
+                        raise _corrupt_member(path, entry.path, exc) from None
                 if digest != entry.sha256:
                     raise BundleIntegrityError(
                         f"{path}: checksum mismatch for {entry.path!r} (sha256 "

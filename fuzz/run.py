@@ -1,0 +1,107 @@
+"""Run the atheris fuzz targets of ``fuzz/targets.py``.
+
+    python fuzz/run.py nifti --seconds 300          # one target, 5 minutes
+    python fuzz/run.py all --seconds 12              # every target in turn (what CI runs)
+
+Each target runs in its own process (libFuzzer ends the process when its time is up) on one
+core, with the seed corpus ``fuzz/corpus/<target>/`` (read only: new inputs go to a scratch
+corpus, ``--keep DIR`` keeps them), a per-input timeout (a hang is a finding), an RSS limit
+and the environment of :data:`targets.FUZZ_ENV`. Findings (crash, timeout, out-of-memory
+inputs) are written to ``--artifacts`` (default ``fuzz/artifacts/``, git-ignored); the exit
+status is non-zero when any target found one. See ``fuzz/README.md`` for the long run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import targets  # noqa: E402
+
+#: Extra seed folders per target (committed elsewhere in the repository, not duplicated).
+EXTRA_SEEDS = {
+    "dicom": [ROOT / "tests" / "data" / "real" / "totalseg_example" / "example_ct_dicom"],
+}
+
+
+def _fuzz_one(name: str, libfuzzer_args: list[str]) -> None:
+    """Inside the child: instrument hccatom, then hand control to libFuzzer."""
+    import atheris
+
+    targets.apply_env()
+    with atheris.instrument_imports(include=["hccatom"]):
+        import hccatom.bundle.reader
+        import hccatom.clinical
+        import hccatom.ct_io  # noqa: F401
+    target = targets.TARGETS[name]
+    atheris.Setup([sys.argv[0], *libfuzzer_args], target)
+    atheris.Fuzz()
+
+
+def run_target(name: str, seconds: int, artifacts: Path, keep: Path | None,
+               timeout_s: int, rss_mb: int) -> tuple[int, str]:
+    """Fuzz one target for ``seconds``; returns (exit status, summary line)."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    work = keep if keep is not None else Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    seeds = [HERE / "corpus" / name, *EXTRA_SEEDS.get(name, [])]
+    args = [
+        f"-max_total_time={seconds}", f"-timeout={timeout_s}", f"-rss_limit_mb={rss_mb}",
+        "-print_final_stats=1", f"-artifact_prefix={artifacts}/{name}-", "-max_len=262144",
+        str(work), *[str(s) for s in seeds if s.is_dir()],
+    ]
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", name, "--", *args],
+        capture_output=True, text=True, check=False,
+    )
+    wall = time.perf_counter() - t0
+    log = done.stdout + done.stderr
+    execs = re.search(r"stat::number_of_executed_units:\s*(\d+)", log)
+    cov = re.findall(r"cov: (\d+)", log)
+    summary = (
+        f"{name}: {execs.group(1) if execs else '?'} inputs in {wall:.0f} s, "
+        f"coverage {cov[-1] if cov else '?'} edges, exit {done.returncode}"
+    )
+    if done.returncode != 0:
+        summary += "\n" + "\n".join(log.strip().splitlines()[-40:])
+    return done.returncode, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; see the module doc."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"]:
+        _fuzz_one(argv[1], argv[3:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target", choices=[*targets.TARGETS, "all"])
+    parser.add_argument("--seconds", type=int, default=30, help="per target")
+    parser.add_argument("--timeout", type=int, default=10, help="per input, seconds")
+    parser.add_argument("--rss-mb", type=int, default=2048)
+    parser.add_argument("--artifacts", type=Path, default=HERE / "artifacts")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="folder that keeps the generated corpus (one target only)")
+    args = parser.parse_args(argv)
+    names = list(targets.TARGETS) if args.target == "all" else [args.target]
+    status = 0
+    for name in names:
+        rc, summary = run_target(name, args.seconds, args.artifacts.resolve(),
+                                 args.keep if len(names) == 1 else None,
+                                 args.timeout, args.rss_mb)
+        print(summary, flush=True)
+        status = status or rc
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
