@@ -203,6 +203,24 @@ def test_crashing_header_read_is_reported(tmp_path: Path, monkeypatch: pytest.Mo
         header_guard.probe_header(path, limit_s=20)
 
 
+def test_header_probe_child_is_reused_and_replaced_after_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path / "ok.nii", nifti1_bytes())
+    header_guard.probe_header(path, limit_s=20)
+    proc = header_guard._PROBER._proc
+    assert proc is not None
+    header_guard.probe_header(path, limit_s=20)
+    assert header_guard._PROBER._proc is proc  # warm child reused
+    with monkeypatch.context() as m:
+        m.setattr(header_guard, "_PROBE", "import time\ntime.sleep(60)\n")
+        with pytest.raises(CTInputError, match="did not finish"):
+            header_guard.probe_header(path, limit_s=0.5)
+    assert proc.poll() is not None  # the old child was replaced, the hung one killed
+    header_guard.probe_header(path, limit_s=20)
+    assert header_guard._PROBER._proc is not None and header_guard._PROBER._proc is not proc
+
+
 def test_header_guard_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(header_guard.ENV_VAR, "0")
     assert header_guard.timeout_s() == 0
