@@ -14,7 +14,9 @@ status is non-zero when any target found one. See ``fuzz/README.md`` for the lon
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,10 +61,12 @@ def run_target(name: str, seconds: int, artifacts: Path, keep: Path | None,
         "-print_final_stats=1", f"-artifact_prefix={artifacts}/{name}-", "-max_len=262144",
         str(work), *[str(s) for s in seeds if s.is_dir()],
     ]
+    scratch = Path(tempfile.mkdtemp(prefix=f"fuzz-scratch-{name}-"))
     t0 = time.perf_counter()
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", name, "--", *args],
         capture_output=True, text=True, check=False,
+        env={**os.environ, "HCCATOM_FUZZ_SCRATCH": str(scratch)},
     )
     wall = time.perf_counter() - t0
     log = done.stdout + done.stderr
@@ -73,7 +77,13 @@ def run_target(name: str, seconds: int, artifacts: Path, keep: Path | None,
         f"coverage {cov[-1] if cov else '?'} edges, exit {done.returncode}"
     )
     if done.returncode != 0:
+        if done.returncode < 0:  # died by a signal: keep the input it was working on
+            for f in scratch.rglob("*"):
+                if f.is_file():
+                    shutil.copy(f, artifacts / f"{name}-lastinput-{f.name}")
+            summary += f" (killed by signal {-done.returncode}; last input kept in {artifacts})"
         summary += "\n" + "\n".join(log.strip().splitlines()[-40:])
+    shutil.rmtree(scratch, ignore_errors=True)
     return done.returncode, summary
 
 

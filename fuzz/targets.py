@@ -18,7 +18,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-_SCRATCH = Path(tempfile.mkdtemp(prefix="hccatom-fuzz-"))
+#: Scratch folder for the files a target writes; the runner names it (``HCCATOM_FUZZ_SCRATCH``)
+#: so that the last input survives a process that dies without writing an artifact.
+_SCRATCH = Path(os.environ.get("HCCATOM_FUZZ_SCRATCH") or tempfile.mkdtemp(prefix="hccatom-fuzz-"))
+_SCRATCH.mkdir(parents=True, exist_ok=True)
 
 
 def _file(name: str, data: bytes) -> Path:

@@ -340,6 +340,10 @@ def check_detached_data(path: Path, *, budget_bytes: int | None = None) -> None:
                 fields[m.group(1).strip().lower()] = m.group(2)
         data = fields.get("data file", fields.get("datafile"))
         if data is not None:
+            if not data.split():
+                raise CTInputError(
+                    f"{path}: its header has an empty 'data file:' field; re-export the image."
+                )
             if data.upper().startswith("LIST"):
                 raise CTInputError(
                     f"{path}: 'data file: LIST' is not supported; save the volume as one "
