@@ -507,3 +507,25 @@ def test_corrupt_model_with_matching_checksum_is_a_bad_bundle(tmp_path: Path) ->
     with pytest.raises(ModelLoadError, match=r"selection_tace\.onnx") as err:
         Predictor.from_bundle(root, device="cpu")
     assert exit_code_for(err.value) == 3 and "rebuild" in str(err.value)
+
+
+# --- the CLI: typed errors, never "internal error" -----------------------------------------
+def test_cli_hostile_inputs_exit_2_not_internal_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hccatom.cli import main
+
+    srow = ((1.0, 0.0, 0.0, 0.0), (1.0, -1.5, float("inf"), -5.0), (0.0, 0.0, 2.0, 0.0))
+    ct = write(tmp_path / "inf.nii.gz", nifti1_bytes(srow=srow))
+    good = tmp_path / "clinical.json"
+    good.write_text(json.dumps(clinical_values()))
+    nested = tmp_path / "nested.json"
+    nested.write_text(nested_json(100_000))
+    base = ["recommend", "--bundle", str(demo_bundle_path()), "--arterial", str(ct),
+            "--portal", str(ct), "--device", "cpu"]
+    assert main([*base, "--clinical", str(nested)]) == 2
+    err = capsys.readouterr().err
+    assert "nested 100001 levels" in err and "internal error" not in err
+    assert main([*base, "--clinical", str(good)]) == 2
+    err = capsys.readouterr().err
+    assert "srow_y" in err and "internal error" not in err and "Traceback" not in err
