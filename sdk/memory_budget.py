@@ -9,9 +9,11 @@ instead of letting the allocation fail (or the machine swap) minutes later.
 The budget, in order of precedence:
 
 1. the ``budget_bytes`` argument where a function takes one;
-2. the environment variable ``HCCATOM_MEMORY_BUDGET`` (bytes, or with a unit: ``16GiB``,
+2. :func:`set_memory_budget` (process-wide, e.g. ``set_memory_budget("32GiB")`` in a viewer
+   that knows its own share of the machine);
+3. the environment variable ``HCCATOM_MEMORY_BUDGET`` (bytes, or with a unit: ``16GiB``,
    ``800MB``, ``0`` or ``off`` = no limit);
-3. 80 % of the memory available now (``MemAvailable`` in ``/proc/meminfo``, else the
+4. 80 % of the memory available now (``MemAvailable`` in ``/proc/meminfo``, else the
    physical memory), at least 1 GiB.
 
 The estimates are per step and deliberately simple (bytes of the arrays a step holds at
@@ -33,6 +35,7 @@ __all__ = [
     "format_bytes",
     "memory_budget_bytes",
     "parse_bytes",
+    "set_memory_budget",
 ]
 
 ENV_VAR = "HCCATOM_MEMORY_BUDGET"
@@ -72,10 +75,28 @@ def _available_bytes() -> int:
         return 8 << 30
 
 
+_UNSET = object()
+_override: object = _UNSET
+
+
+def set_memory_budget(budget: int | str | None) -> None:
+    """Set the process-wide budget: bytes, a size such as ``"32GiB"``, ``0``/``"off"`` for no
+    limit, or ``None`` to return to the environment variable / available-memory default."""
+    global _override
+    if budget is None:
+        _override = _UNSET
+    elif isinstance(budget, str):
+        _override = parse_bytes(budget)
+    else:
+        _override = None if budget <= 0 else int(budget)
+
+
 def memory_budget_bytes(budget_bytes: int | None = None) -> int | None:
     """The budget in bytes (None = no limit); see the module doc for the precedence."""
     if budget_bytes is not None:
         return None if budget_bytes <= 0 else int(budget_bytes)
+    if _override is not _UNSET:
+        return _override  # type: ignore[return-value]
     env = os.environ.get(ENV_VAR)
     if env is not None and env.strip():
         return parse_bytes(env)
@@ -119,7 +140,8 @@ def check_memory(
     raise error(
         f"{step} needs about {format_bytes(needed_bytes)} of memory; the budget is "
         f"{format_bytes(budget)}. {advice} (The budget is 80% of available memory by default; "
-        f"set {ENV_VAR}, e.g. {ENV_VAR}=32GiB, to change it.)",
+        f"set {ENV_VAR}, e.g. {ENV_VAR}=32GiB, or call "
+        "hccatom.memory_budget.set_memory_budget() to change it.)",
         needed_bytes,
         budget,
     )

@@ -296,6 +296,14 @@ def test_budget_parsing_and_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(memory_budget.ENV_VAR, "2GiB")
     assert memory_budget.memory_budget_bytes() == 2 << 30
     assert memory_budget.memory_budget_bytes(5) == 5  # the argument wins
+    try:
+        memory_budget.set_memory_budget("3GiB")  # the process-wide setting beats the env
+        assert memory_budget.memory_budget_bytes() == 3 << 30
+        memory_budget.set_memory_budget(0)
+        assert memory_budget.memory_budget_bytes() is None  # no limit
+    finally:
+        memory_budget.set_memory_budget(None)
+    assert memory_budget.memory_budget_bytes() == 2 << 30
     monkeypatch.delenv(memory_budget.ENV_VAR)
     assert memory_budget.memory_budget_bytes() >= 1 << 30  # from available memory
 
