@@ -230,6 +230,8 @@ def _open_directory(path: Path) -> Bundle:
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
     name = info.filename
+    if not name or "\x00" in name:
+        return "has an empty name or a NUL byte in it"
     if name.startswith("/") or "\\" in name or (len(name) > 1 and name[1] == ":"):
         return "is an absolute or non-POSIX path"
     if any(p == ".." for p in PurePosixPath(name).parts):
