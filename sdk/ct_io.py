@@ -21,6 +21,14 @@ must be ``CT`` (a missing tag is noted, not fatal: the HU checks still apply); a
 several series needs ``series_uid=``; slice positions along the slice normal must be evenly
 spaced (missing or duplicated slices are reported).
 
+Hostile files (issue #18): before SimpleITK parses a file, its header is checked by
+:mod:`hccatom.image_headers` (NIfTI fields, NaN voxels, MetaImage/NRRD data files outside the
+folder, declared size vs. the memory budget) or :mod:`hccatom.dicom_check` (DICOM element
+lengths), then read once in a guarded child process (:mod:`hccatom.header_guard`) so that an
+unknown header that hangs ITK cannot hang the caller. Geometry is checked (finite origin,
+orthonormal direction) before ``DICOMOrient``. Multi-series errors list UIDs and slice
+counts only (never Series Descriptions, which are free text).
+
 SimpleITK's ``(x, y, z)`` order is confined to this module.
 """
 
@@ -120,6 +128,7 @@ def read_labels(source: str | Path | sitk.Image | Volume) -> Volume:
             raise CTInputError(f"Label file not found: {path}. Check the path.")
         if path.is_dir():
             raise CTInputError(f"{path} is a folder; pass a label image file.")
+        _check_header_before_itk(path)
         image = _read_file(path)
         where = str(path)
     _check_scalar_3d(image, where)
