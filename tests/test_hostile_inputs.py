@@ -409,6 +409,15 @@ def test_many_unknown_keys_are_refused_fast_with_a_short_message() -> None:
     assert "300,020 keys" in str(err.value) and len(str(err.value)) < 500
 
 
+def test_many_unknown_keys_in_a_file_are_refused_fast(tmp_path: Path) -> None:
+    values = clinical_values() | {f"k{i}": 0 for i in range(20_000)}  # ~190 kB, under the cap
+    path = _clinical_file(tmp_path, json.dumps(values))
+    t0 = time.perf_counter()
+    with pytest.raises(ClinicalInputError, match="20,020 keys") as err:
+        ClinicalVariables.from_json(path)
+    assert time.perf_counter() - t0 < FAST_S and len(str(err.value)) < 500
+
+
 def test_unknown_keys_reported_together_and_metadata_accepted() -> None:
     values = clinical_values(patient_id="P-1", case_id=7, notes="seen by viewer")
     cv = ClinicalVariables.from_mapping(values)
