@@ -546,3 +546,20 @@ def test_cli_hostile_inputs_exit_2_not_internal_error(
     assert main([*base, "--clinical", str(good)]) == 2
     err = capsys.readouterr().err
     assert "srow_y" in err and "internal error" not in err and "Traceback" not in err
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_corrupt_model_is_a_bad_bundle_even_when_a_gpu_is_planned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with a GPU provider planned, an unloadable file must not read as "GPU unavailable"
+    from hccatom.engines import onnxruntime_engine as ore
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage, not a protobuf" * 10)
+    monkeypatch.setattr(ore, "ort_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    for device in ("auto", "cuda"):
+        with pytest.raises(ModelLoadError, match=r"bad\.onnx") as err:
+            ore.OnnxRuntimeEngine(bad, device=device)
+        assert exit_code_for(err.value) == 3
