@@ -122,3 +122,34 @@ def clinical_values(**overrides: Any) -> dict[str, Any]:
     }
     values.update(overrides)
     return values
+
+
+def nifti2_bytes(
+    array_xyz: np.ndarray | None = None,
+    *,
+    pixdim: tuple[float, float, float] = (1.0, 1.0, 2.0),
+    srow: tuple[tuple[float, ...], ...] | None = None,
+    endian: str = "<",
+) -> bytes:
+    """A single-file NIfTI-2 (``n+2``) image: 540-byte header, 4 extension bytes, voxels."""
+    if array_xyz is None:
+        array_xyz = np.full((8, 8, 4), -1000, dtype=np.int16)
+        array_xyz[2:6, 2:6, :] = 40
+    arr = np.asarray(array_xyz)
+    code, bits = _NIFTI_DTYPES[arr.dtype]
+    e = endian
+    hdr = bytearray(540)
+    struct.pack_into(e + "i", hdr, 0, 540)
+    hdr[4:12] = b"n+2\x00\r\n\x1a\n"
+    struct.pack_into(e + "hh", hdr, 12, code, bits)
+    dim = [arr.ndim, *arr.shape] + [1] * (7 - arr.ndim)
+    struct.pack_into(e + "8q", hdr, 16, *dim)
+    struct.pack_into(e + "8d", hdr, 104, 1.0, *pixdim, 1.0, 1.0, 1.0, 1.0)
+    struct.pack_into(e + "q", hdr, 168, 544)
+    struct.pack_into(e + "ii", hdr, 344, 0, 1 if srow is not None else 0)
+    if srow is not None:
+        for i, row in enumerate(srow):
+            struct.pack_into(e + "4d", hdr, 400 + 32 * i, *row)
+    struct.pack_into(e + "i", hdr, 500, 2)  # xyzt_units: mm
+    data = arr.astype(arr.dtype.newbyteorder(e)).tobytes(order="F")
+    return bytes(hdr) + b"\x00" * 4 + data
