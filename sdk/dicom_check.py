@@ -24,6 +24,9 @@ __all__ = ["check_dicom_file", "is_part10"]
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
              b"UT", b"UV"}
+_ALL_VRS = _LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS",
+                        b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL",
+                        b"US"}
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _IMPLICIT_LE = b"1.2.840.10008.1.2"
@@ -154,5 +157,8 @@ def _walk_file(buf: mmap.mmap, size: int) -> None:
         pos += hsize + length
     if syntax in _DEFLATED or pos >= size:
         return
-    dataset = _Walker(buf, explicit=syntax != _IMPLICIT_LE, little=syntax != _EXPLICIT_BE)
+    # no transfer syntax in the meta group: look at the first element, as readers do
+    first_vr = bytes(buf[pos + 4 : pos + 6])
+    explicit = syntax != _IMPLICIT_LE if syntax else first_vr in _ALL_VRS
+    dataset = _Walker(buf, explicit=explicit, little=syntax != _EXPLICIT_BE)
     dataset.walk(pos, size, 0)

@@ -577,3 +577,17 @@ def test_corrupt_model_is_a_bad_bundle_even_when_a_gpu_is_planned(
         with pytest.raises(ModelLoadError, match=r"bad\.onnx") as err:
             ore.OnnxRuntimeEngine(bad, device=device)
         assert exit_code_for(err.value) == 3
+
+
+@pytest.mark.parametrize("series", ["dcmqi_ct3slice/dicom", "totalseg_example/example_ct_dicom"])
+def test_dicom_walk_accepts_real_files_even_without_a_transfer_syntax(
+    real_data: Path, tmp_path: Path, series: str
+) -> None:
+    from hccatom.dicom_check import check_dicom_file
+
+    for src in sorted((real_data / series).iterdir())[:3]:
+        check_dicom_file(src)  # real slices (implicit/explicit VR, JPEG 2000) pass the walk
+        data = bytearray(src.read_bytes())
+        pos = data.index(b"\x02\x00\x10\x00")  # (0002,0010) Transfer Syntax UID
+        data[pos + 2 : pos + 4] = b"\x99\x00"  # now (0002,0099): the syntax is unknown
+        check_dicom_file(write(tmp_path / src.name, bytes(data)))
