@@ -58,41 +58,61 @@ def _fuzz_one(name: str, libfuzzer_args: list[str]) -> None:
 
 
 def run_target(name: str, seconds: int, artifacts: Path, keep: Path | None,
-               timeout_s: int, rss_mb: int) -> tuple[int, str]:
-    """Fuzz one target for ``seconds``; returns (exit status, summary line)."""
+               timeout_s: int, rss_mb: int, chunk_s: int = 60) -> tuple[int, str]:
+    """Fuzz one target for ``seconds``; returns (exit status, summary line).
+
+    A long run is split into processes of at most ``chunk_s`` seconds that share one
+    generated corpus: atheris processes grow by tens of kB per input (measured on the
+    manifest target; replaying the same inputs in a plain loop keeps hccatom flat), so a
+    fresh process per chunk keeps a long run inside the RSS limit without losing coverage.
+    """
     artifacts.mkdir(parents=True, exist_ok=True)
     work = keep if keep is not None else Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
     work.mkdir(parents=True, exist_ok=True)
     seeds = [HERE / "corpus" / name, *EXTRA_SEEDS.get(name, [])]
+    t0 = time.perf_counter()
+    total_execs, cov, rc, log = 0, "?", 0, ""
+    left = seconds
+    while left > 0 and rc == 0:
+        part = min(left, chunk_s)
+        left -= part
+        rc, log, execs, cov_part = _run_chunk(name, part, work, seeds, artifacts,
+                                              timeout_s, rss_mb)
+        total_execs += execs
+        cov = cov_part or cov
+    wall = time.perf_counter() - t0
+    summary = f"{name}: {total_execs} inputs in {wall:.0f} s, coverage {cov} edges, exit {rc}"
+    if rc != 0:
+        summary += "\n" + log
+    return rc, summary
+
+
+def _run_chunk(name: str, seconds: int, work: Path, seeds: list[Path], artifacts: Path,
+               timeout_s: int, rss_mb: int) -> tuple[int, str, int, str]:
     args = [
         f"-max_total_time={seconds}", f"-timeout={timeout_s}", f"-rss_limit_mb={rss_mb}",
         "-print_final_stats=1", f"-artifact_prefix={artifacts}/{name}-", "-max_len=262144",
         str(work), *[str(s) for s in seeds if s.is_dir()],
     ]
     scratch = Path(tempfile.mkdtemp(prefix=f"fuzz-scratch-{name}-"))
-    t0 = time.perf_counter()
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", name, "--", *args],
         capture_output=True, text=True, check=False,
         env={**os.environ, "HCCATOM_FUZZ_SCRATCH": str(scratch)},
     )
-    wall = time.perf_counter() - t0
     log = done.stdout + done.stderr
     execs = re.search(r"stat::number_of_executed_units:\s*(\d+)", log)
     cov = re.findall(r"cov: (\d+)", log)
-    summary = (
-        f"{name}: {execs.group(1) if execs else '?'} inputs in {wall:.0f} s, "
-        f"coverage {cov[-1] if cov else '?'} edges, exit {done.returncode}"
-    )
+    tail = ""
     if done.returncode != 0:
         if done.returncode < 0:  # died by a signal: keep the input it was working on
             for f in scratch.rglob("*"):
                 if f.is_file():
                     shutil.copy(f, artifacts / f"{name}-lastinput-{f.name}")
-            summary += f" (killed by signal {-done.returncode}; last input kept in {artifacts})"
-        summary += "\n" + "\n".join(log.strip().splitlines()[-40:])
+            tail = f"(killed by signal {-done.returncode}; last input kept in {artifacts})\n"
+        tail += "\n".join(log.strip().splitlines()[-40:])
     shutil.rmtree(scratch, ignore_errors=True)
-    return done.returncode, summary
+    return done.returncode, tail, int(execs.group(1)) if execs else 0, cov[-1] if cov else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                         "target gets an equal share of what is left (overrides --seconds)")
     parser.add_argument("--timeout", type=int, default=10, help="per input, seconds")
     parser.add_argument("--rss-mb", type=int, default=2048)
+    parser.add_argument("--chunk-seconds", type=int, default=60,
+                        help="restart the fuzzing process this often (corpus kept)")
     parser.add_argument("--artifacts", type=Path, default=HERE / "artifacts")
     parser.add_argument("--keep", type=Path, default=None,
                         help="folder that keeps the generated corpus (one target only)")
@@ -125,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         rc, summary = run_target(name, seconds, args.artifacts.resolve(),
                                  args.keep if len(names) == 1 else None,
-                                 args.timeout, args.rss_mb)
+                                 args.timeout, args.rss_mb, args.chunk_seconds)
         startup = max(1.0, time.perf_counter() - started - seconds)
         print(summary, flush=True)
         status = status or rc
