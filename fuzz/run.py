@@ -58,7 +58,7 @@ def _fuzz_one(name: str, libfuzzer_args: list[str]) -> None:
 
 
 def run_target(name: str, seconds: int, artifacts: Path, keep: Path | None,
-               timeout_s: int, rss_mb: int, chunk_s: int = 60) -> tuple[int, str]:
+               timeout_s: int, rss_mb: int, chunk_s: int = 20) -> tuple[int, str]:
     """Fuzz one target for ``seconds``; returns (exit status, summary line).
 
     A long run is split into processes of at most ``chunk_s`` seconds that share one
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                         "target gets an equal share of what is left (overrides --seconds)")
     parser.add_argument("--timeout", type=int, default=10, help="per input, seconds")
     parser.add_argument("--rss-mb", type=int, default=2048)
-    parser.add_argument("--chunk-seconds", type=int, default=60,
+    parser.add_argument("--chunk-seconds", type=int, default=20,
                         help="restart the fuzzing process this often (corpus kept)")
     parser.add_argument("--artifacts", type=Path, default=HERE / "artifacts")
     parser.add_argument("--keep", type=Path, default=None,
