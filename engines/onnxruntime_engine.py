@@ -31,7 +31,7 @@ from hccatom.engines.providers import (
     tensorrt_provider_options,
     tensorrt_version,
 )
-from hccatom.errors import EngineError, EngineUnavailableError
+from hccatom.errors import EngineError, EngineUnavailableError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ IoBinding = Literal["auto", "always", "never"]
 DeviceFeed = Any
 """An ``onnxruntime.OrtValue`` on the engine's device, or a numpy array (a small host input)."""
 
+
+#: onnxruntime exception class names that mean the file itself is bad, whatever the device.
+_BAD_MODEL_ERRORS = frozenset({"InvalidProtobuf", "InvalidGraph", "NoSuchFile"})
 
 def _spec(node: Any, kind: str) -> TensorSpec:
     dtype = _ORT_DTYPES.get(node.type)
@@ -164,9 +167,13 @@ class OnnxRuntimeEngine:
         try:
             self._session = ort.InferenceSession(source, options, providers=providers)
         except Exception as exc:
-            if device != "auto" or plan == [CPU]:
-                kind = EngineError if plan == [CPU] else EngineUnavailableError
-                raise kind(
+            if plan == [CPU] or type(exc).__name__ in _BAD_MODEL_ERRORS:
+                raise ModelLoadError(
+                    f"onnxruntime could not load {self.path.name}: {exc}. The model file is "
+                    "corrupt or not a model this runtime reads: rebuild or re-export the bundle."
+                ) from exc
+            if device != "auto":
+                raise EngineUnavailableError(
                     f"onnxruntime could not load {self.path.name} with {', '.join(plan)}: "
                     f"{exc}"
                 ) from exc
@@ -177,8 +184,9 @@ class OnnxRuntimeEngine:
             try:
                 self._session = ort.InferenceSession(source, options, providers=[CPU])
             except Exception as exc2:
-                raise EngineError(
-                    f"onnxruntime could not load {self.path.name}: {exc2}"
+                raise ModelLoadError(
+                    f"onnxruntime could not load {self.path.name}: {exc2}. The model file is "
+                    "corrupt or not a model this runtime reads: rebuild or re-export the bundle."
                 ) from exc2
 
         self._providers = list(self._session.get_providers())

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hccatom import memory_plan
 from hccatom.atom import MODELS
 from hccatom.bundle import SelectionSpec
 from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec
@@ -41,9 +42,21 @@ from hccatom.volume import Volume
 
 
 # --- CT ---------------------------------------------------------------------------------
-def prepare_phase(source: Any, spec: PreprocessSpec) -> Volume:
-    """Read one phase (anything :func:`hccatom.read_ct` accepts) and resample z."""
+def prepare_phase(source: Any, spec: PreprocessSpec, seg_spec: Any = None) -> Volume:
+    """Read one phase (anything :func:`hccatom.read_ct` accepts) and resample z.
+
+    Before resampling, the memory z resampling (and, given ``seg_spec``, segmentation) will
+    need is checked against the budget (:mod:`hccatom.memory_plan`).
+    """
     vol = read_ct(source)
+    memory_plan.check_z_resampling(vol.shape, vol.spacing, spec.slice_thickness_mm)
+    if seg_spec is not None:
+        n_z = memory_plan.z_resampled_slices(vol.shape[0], vol.spacing[0],
+                                             spec.slice_thickness_mm)
+        memory_plan.check_segmentation(
+            (n_z, vol.shape[1], vol.shape[2]),
+            (spec.slice_thickness_mm, vol.spacing[1], vol.spacing[2]), seg_spec,
+        )
     return resample_z(vol, spec.slice_thickness_mm, spec.z_spline_order)
 
 

@@ -20,22 +20,66 @@ at once (``problems``), each with its allowed range and, where the value looks l
 different unit (albumin in g/dL, bilirubin in mg/dL, platelets per uL, diameter in cm, ...),
 a hint saying so. Construction through the class (``ClinicalVariables(**values)``),
 ``from_mapping`` and ``from_json`` all behave the same way.
+
+Hostile or careless input:
+
+* Types are strict: numbers must be JSON numbers and booleans JSON ``true``/``false``. Text
+  such as ``"38.5"``, ``"yes"`` or ``"off"`` and 0/1 for a boolean are refused with a message
+  saying how to write the value (a mis-mapped spreadsheet column must not pass silently).
+  Integer fields accept an integral float (``2.0``); ``sex``/``bclc_stage`` are text.
+* Unknown keys are reported together in one problem; the metadata keys in
+  :data:`METADATA_KEYS` (``patient_id``, ``case_id``, ``notes``) are accepted and dropped
+  (never stored, never logged). ``extra="ignore"`` on ``from_mapping``/``from_json`` drops
+  every unknown key.
+* ``from_json`` reads at most :data:`CLINICAL_JSON_LIMITS` (size, nesting depth, digits per
+  number); a record with more than ``MAX_KEYS`` keys is refused before validation; messages
+  echo at most a few dozen characters of any value.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hccatom.errors import ClinicalInputError
+from hccatom.safe_json import JSONLimitError, JSONLimits, loads_limited, read_limited
 
-__all__ = ["FIELD_RANGES", "GROUPS", "BclcStage", "ClinicalVariables", "Sex"]
+__all__ = [
+    "CLINICAL_JSON_LIMITS",
+    "FIELD_RANGES",
+    "GROUPS",
+    "METADATA_KEYS",
+    "BclcStage",
+    "ClinicalVariables",
+    "Sex",
+]
+
+METADATA_KEYS: frozenset[str] = frozenset({"patient_id", "case_id", "notes"})
+"""Keys a record may carry beside the 20 variables; accepted, never used, never logged."""
+
+CLINICAL_JSON_LIMITS = JSONLimits(max_bytes=256 * 1024, max_depth=8, max_number_chars=40)
+"""A clinical file is about 1 kB; these limits refuse anything that is not one, fast."""
+
+MAX_KEYS = 200
+"""More keys than this in one record is not a clinical record (refused before validation)."""
+
+_ECHO_CHARS = 60
+_MAX_LISTED = 10
+
+
+def _echo(value: Any) -> str:
+    """``repr`` of a value for a message, cut to a few dozen characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    if isinstance(value, str | bytes | list | dict | tuple) and len(value) > 4 * _ECHO_CHARS:
+        return f"a {type(value).__name__} of length {len(value):,}"
+    text = repr(value)
+    return text if len(text) <= _ECHO_CHARS else text[: _ECHO_CHARS - 3] + "..."
 
 
 class Sex(str, Enum):
@@ -102,7 +146,15 @@ def _num(name: str, description: str) -> Any:
 def _finite_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        return None
+    return number if math.isfinite(number) else None
+
+
+_NUMERIC_FIELDS = tuple(FIELD_RANGES)
+_BOOL_FIELDS = ("comorbidity", "hbv", "ascites", "metastasis", "pvtt")
 
 
 # field -> function(value) returning a unit hint or None (only consulted for bad values).
@@ -182,52 +234,95 @@ class ClinicalVariables(BaseModel):
 
     GROUPS: ClassVar[dict[str, tuple[str, ...]]] = GROUPS
 
+    # Strict types (documented in the module doc): a clinical value typed as text ("38.5",
+    # "yes", "off") is refused, not converted, so that a mis-mapped spreadsheet column
+    # cannot pass silently.
+    @field_validator(*_NUMERIC_FIELDS, mode="before")
+    @classmethod
+    def _number_not_text(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("not a number")
+        return value
+
+    @field_validator(*_BOOL_FIELDS, mode="before")
+    @classmethod
+    def _bool_not_text(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError("not a boolean")
+        return value
+
     def __init__(self, **data: Any) -> None:
-        """Validate; on failure raise :class:`ClinicalInputError` listing every bad field."""
+        """Validate; on failure raise :class:`ClinicalInputError` listing every bad field.
+
+        The metadata keys :data:`METADATA_KEYS` (``patient_id``, ``case_id``, ``notes``) are
+        accepted and dropped; any other unknown key is an error (see :meth:`from_mapping`
+        for ``extra="ignore"``).
+        """
+        _check_key_count(data)
+        values = {k: v for k, v in data.items() if k not in METADATA_KEYS}
         try:
-            super().__init__(**data)
+            super().__init__(**values)
         except ValidationError as exc:
-            raise _to_clinical_error(exc, data) from None
+            raise _to_clinical_error(exc, values) from None
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> ClinicalVariables:
-        """Build from a dict (e.g. parsed JSON); extra or missing fields are errors."""
+    def from_mapping(
+        cls, values: Mapping[str, Any], *, extra: Literal["forbid", "ignore"] = "forbid"
+    ) -> ClinicalVariables:
+        """Build from a dict (e.g. parsed JSON); missing fields are errors.
+
+        Unknown keys: ``extra="forbid"`` (default) reports them all in one error;
+        ``extra="ignore"`` drops them (e.g. a viewer's own fields). The metadata keys
+        :data:`METADATA_KEYS` are always accepted and dropped.
+        """
+        if extra not in ("forbid", "ignore"):
+            raise ValueError(f"extra must be 'forbid' or 'ignore', got {extra!r}")
         if not isinstance(values, Mapping):
             raise ClinicalInputError(
                 f"Clinical variables must be a mapping of field -> value, got "
                 f"{type(values).__name__}."
             )
+        _check_key_count(values)
         bad_keys = [k for k in values if not isinstance(k, str)]
         if bad_keys:
+            shown = ", ".join(_echo(k) for k in bad_keys[:_MAX_LISTED])
             raise ClinicalInputError(
-                f"Clinical variable names must be strings; got {bad_keys!r}.",
-                [(repr(k), "not a string field name") for k in bad_keys],
+                f"Clinical variable names must be strings; got {shown}.",
+                [(_echo(k), "not a string field name") for k in bad_keys[:_MAX_LISTED]],
             )
-        return cls(**dict(values))
+        data = dict(values)
+        if extra == "ignore":
+            data = {k: v for k, v in data.items() if k in cls.model_fields}
+        return cls(**data)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> ClinicalVariables:
-        """Read a JSON object of the 20 fields from a file."""
+    def from_json(
+        cls, path: str | Path, *, extra: Literal["forbid", "ignore"] = "forbid"
+    ) -> ClinicalVariables:
+        """Read a JSON object of the 20 fields from a file (size, depth and number length
+        limited by :data:`CLINICAL_JSON_LIMITS`); ``extra`` as in :meth:`from_mapping`."""
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
+            data = loads_limited(read_limited(p, CLINICAL_JSON_LIMITS), CLINICAL_JSON_LIMITS)
         except FileNotFoundError:
             raise ClinicalInputError(f"Clinical JSON file not found: {p}.") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ClinicalInputError(f"Cannot read clinical JSON file {p}: {exc}.") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except IsADirectoryError:
+            raise ClinicalInputError(f"{p} is a folder; pass a clinical JSON file.") from None
+        except OSError as exc:
             raise ClinicalInputError(
-                f"Clinical file {p} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
-                f"{exc.msg})."
+                f"Cannot read clinical JSON file {p}: {exc.strerror or type(exc).__name__}."
+            ) from None
+        except JSONLimitError as exc:
+            raise ClinicalInputError(
+                f"Clinical file {p} cannot be used: {exc}. Pass one JSON object of the 20 "
+                "clinical variables."
             ) from None
         if not isinstance(data, dict):
             raise ClinicalInputError(
                 f"Clinical file {p} must hold a JSON object of field -> value, got "
                 f"{type(data).__name__}."
             )
-        return cls.from_mapping(data)
+        return cls.from_mapping(data, extra=extra)
 
     def group_values(self, group: str) -> tuple[Any, ...]:
         """Raw values of one group (``lab``, ``demo`` or ``iv``) in the authors' order."""
@@ -248,23 +343,38 @@ def _allowed(name: str) -> str:
     return "allowed: true or false"
 
 
+def _check_key_count(values: Mapping[Any, Any]) -> None:
+    if len(values) > MAX_KEYS:
+        raise ClinicalInputError(
+            f"Clinical variables: {len(values):,} keys given; a record holds the 20 variables "
+            f"(and at most {MAX_KEYS} keys in all). Pass one patient's record."
+        )
+
+
 def _to_clinical_error(exc: ValidationError, data: Mapping[str, Any]) -> ClinicalInputError:
     problems: dict[str, str] = {}
     fields = ClinicalVariables.model_fields
+    unknown: list[str] = []
     for err in exc.errors():
         loc = err["loc"]
         name = str(loc[0]) if loc else "<input>"
         if err["type"] == "extra_forbidden":
-            problems[name] = (
-                "not a known clinical variable (check the spelling and units in the name; "
-                "see ClinicalVariables.model_json_schema())"
-            )
+            unknown.append(name)
             continue
         if err["type"] == "missing":
             problems[name] = f"missing; {_allowed(name)}"
             continue
         value = data.get(name, err.get("input"))
-        msg = f"got {value!r}; {_allowed(name)}"
+        msg = f"got {_echo(value)}; {_allowed(name)}"
+        if isinstance(value, str) and name not in ("sex", "bclc_stage"):
+            msg += (
+                " (text is not accepted for numbers or booleans: write 38.5, not \"38.5\"; "
+                "true/false, not \"yes\"/\"off\"/1)"
+            )
+        elif isinstance(value, int | float) and not isinstance(value, bool) and (
+            name in _BOOL_FIELDS
+        ):
+            msg += " (write true or false, not 1 or 0)"
         number = _finite_number(value)
         hint = _UNIT_HINTS.get(name)
         if number is not None and hint is not None:
@@ -274,6 +384,18 @@ def _to_clinical_error(exc: ValidationError, data: Mapping[str, Any]) -> Clinica
         if name not in fields:
             msg = f"{err['msg']}"
         problems[name] = msg
+    for name in unknown[:_MAX_LISTED]:
+        short = name if len(name) <= 40 else name[:37] + "..."
+        problems[short] = (
+            "not a known clinical variable (check the spelling and units in the name; see "
+            "ClinicalVariables.model_json_schema(); the metadata keys "
+            f"{', '.join(sorted(METADATA_KEYS))} are accepted; extra='ignore' on "
+            "from_mapping/from_json drops unknown keys)"
+        )
+    if len(unknown) > _MAX_LISTED:
+        problems["<more unknown keys>"] = (
+            f"{len(unknown) - _MAX_LISTED} more unknown key(s), not listed"
+        )
     ordered = sorted(problems.items(), key=lambda kv: _field_order(kv[0]))
     listing = "; ".join(f"{name}: {msg}" for name, msg in ordered)
     return ClinicalInputError(

@@ -21,23 +21,32 @@ must be ``CT`` (a missing tag is noted, not fatal: the HU checks still apply); a
 several series needs ``series_uid=``; slice positions along the slice normal must be evenly
 spaced (missing or duplicated slices are reported).
 
+Hostile files (issue #18): before SimpleITK parses a file, its header is checked by
+:mod:`hccatom.image_headers` (NIfTI fields, NaN voxels, MetaImage/NRRD data files outside the
+folder, declared size vs. the memory budget) or :mod:`hccatom.dicom_check` (DICOM element
+lengths), then read once in a guarded child process (:mod:`hccatom.header_guard`) so that an
+unknown header that hangs ITK cannot hang the caller. Geometry is checked (finite origin,
+orthonormal direction) before ``DICOMOrient``. Multi-series errors list UIDs and slice
+counts only (never Series Descriptions, which are free text).
+
 SimpleITK's ``(x, y, z)`` order is confined to this module.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
-import struct
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from hccatom.errors import CTInputError
-from hccatom.volume import Matrix3, Volume
+from hccatom.dicom_check import check_dicom_file
+from hccatom.errors import CTInputError, InputTooLargeError
+from hccatom.header_guard import probe_header
+from hccatom.image_headers import check_detached_data, check_nifti, scan_nifti_voxels
+from hccatom.memory_budget import array_bytes, check_memory
+from hccatom.volume import Matrix3, Volume, check_direction
 
 __all__ = [
     "AIR_HU",
@@ -119,10 +128,12 @@ def read_labels(source: str | Path | sitk.Image | Volume) -> Volume:
             raise CTInputError(f"Label file not found: {path}. Check the path.")
         if path.is_dir():
             raise CTInputError(f"{path} is a folder; pass a label image file.")
+        _check_header_before_itk(path)
         image = _read_file(path)
         where = str(path)
     _check_scalar_3d(image, where)
-    image = sitk.DICOMOrient(image, "LPS")
+    _check_geometry(_geometry_zyx(image)[2], _geometry_zyx(image)[1], where)
+    image = _orient_lps(image, where)
     array = sitk.GetArrayFromImage(image)
     if not np.issubdtype(array.dtype, np.integer) and (
         not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array))
@@ -151,6 +162,7 @@ def to_sitk(volume: Volume, dtype: type[np.generic] | None = None) -> sitk.Image
         raise CTInputError(
             f"Volume spacing must be positive and finite (mm), got {spacing} in (z, y, x)."
         )
+    check_direction(volume.direction)
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
     image.SetSpacing(spacing[::-1])
     image.SetOrigin(tuple(float(v) for v in volume.origin[::-1]))
@@ -182,13 +194,27 @@ def _read_path(path: Path, series_uid: str | None, notes: list[str]) -> tuple[si
         return _read_dicom_dir(path, series_uid, notes), f"DICOM folder {path}"
     if path.stat().st_size == 0:
         raise CTInputError(f"CT file {path} is empty (0 bytes). Re-export or re-copy it.")
+    _check_header_before_itk(path)
     reader = _file_info(path)
     image_io = sitk.ImageFileReader.GetImageIOFromFileName(str(path))
-    if image_io == "NiftiImageIO":
-        _check_nifti_complete(path)
     if image_io == "GDCMImageIO" or _get(reader, "0008|0060") is not None:
         _check_modality(_get(reader, "0008|0060"), str(path), notes)
     return _read_file(path), str(path)
+
+
+def _check_header_before_itk(path: Path) -> None:
+    """Our own header checks (see :mod:`hccatom.image_headers`), then the subprocess probe
+    (:mod:`hccatom.header_guard`) as the last guard, before ITK parses the file."""
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz", ".hdr", ".hdr.gz")):
+        hdr = check_nifti(path)
+        if hdr is not None and name.endswith((".nii", ".nii.gz")):
+            scan_nifti_voxels(path, hdr)
+    elif name.endswith((".mha", ".mhd", ".nrrd", ".nhdr")):
+        check_detached_data(path)
+    else:
+        check_dicom_file(path)
+    probe_header(path)
 
 
 def _file_info(path: Path) -> sitk.ImageFileReader:
@@ -199,52 +225,6 @@ def _file_info(path: Path) -> sitk.ImageFileReader:
     except RuntimeError as exc:
         raise _read_error(path, exc) from None
     return reader
-
-
-def _check_nifti_complete(path: Path) -> None:
-    """Refuse a truncated NIfTI: ITK reads those without complaint (garbage voxels).
-
-    Compares the bytes the header promises (vox_offset + voxels x bitpix / 8) with the
-    bytes present; a ``.gz`` file is decompressed as a stream to count them (and a broken
-    gzip stream is itself an error).
-    """
-    truncated = CTInputError(
-        f"{path} looks like an image file but cannot be read: it is corrupt or truncated "
-        "(fewer voxel bytes than its NIfTI header promises). Re-export or re-copy it."
-    )
-    gz = path.name.lower().endswith(".gz")
-    try:
-        with gzip.open(path, "rb") if gz else path.open("rb") as f:
-            head = f.read(540)
-            size = len(head)
-            if gz:
-                while chunk := f.read(1 << 22):
-                    size += len(chunk)
-            else:
-                size = path.stat().st_size
-    except (OSError, EOFError, zlib.error):
-        raise truncated from None
-    if len(head) < 348:
-        raise truncated
-    for endian in "<>":
-        (hdr_size,) = struct.unpack(endian + "i", head[:4])
-        if hdr_size == 348:
-            bitpix = struct.unpack(endian + "h", head[72:74])[0]
-            dims = struct.unpack(endian + "8h", head[40:56])
-            offset = int(struct.unpack(endian + "f", head[108:112])[0])
-            break
-        if hdr_size == 540 and len(head) >= 540:
-            bitpix = struct.unpack(endian + "h", head[14:16])[0]
-            dims = struct.unpack(endian + "8q", head[16:80])
-            offset = struct.unpack(endian + "q", head[168:176])[0]
-            break
-    else:
-        return  # unknown header flavour: leave it to ITK
-    ndim = max(0, min(int(dims[0]), 7))
-    n_voxels = math.prod(max(1, int(d)) for d in dims[1 : 1 + ndim])
-    expected = max(offset, 348) + n_voxels * max(1, bitpix) // 8
-    if size < expected:
-        raise truncated
 
 
 def _read_file(path: Path) -> sitk.Image:
@@ -283,6 +263,9 @@ def _check_modality(modality: str | None, where: str, notes: list[str]) -> None:
 
 
 def _read_dicom_dir(folder: Path, series_uid: str | None, notes: list[str]) -> sitk.Image:
+    for p in sorted(folder.iterdir()):  # before GDCM lists the folder (see dicom_check)
+        if p.is_file():
+            check_dicom_file(p)
     uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     if not uids:
         raise CTInputError(
@@ -305,28 +288,76 @@ def _read_dicom_dir(folder: Path, series_uid: str | None, notes: list[str]) -> s
             )
         uid = series_uid
     files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    _check_unlisted_files(folder, uids, uid, files)
     first = _file_info(Path(files[0]))
     _check_modality(_get(first, "0008|0060"), f"DICOM series in {folder}", notes)
     if len(files) > 1:
         _check_slice_positions(files, folder)
+    rows, cols = (int(_get(first, k) or 0) for k in ("0028|0010", "0028|0011"))
+    check_memory(
+        array_bytes((len(files), rows, cols), 2 + 4 * 3),
+        f"Reading the DICOM series in {folder} ({len(files)} slices of {rows} x {cols})",
+        "Pass a smaller series (e.g. the abdominal phase only).",
+        error=InputTooLargeError,
+    )
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError:
+        bad = _find_unreadable_slice(files)
+        which = f"file {bad} is corrupt or truncated" if bad else "a file is corrupt or truncated"
         raise CTInputError(
-            f"The DICOM series in {folder} cannot be read: a file is corrupt or truncated."
+            f"The DICOM series in {folder} cannot be read: {which}. Copy the series again."
         ) from None
 
 
 def _describe_series(folder: Path, uid: str) -> str:
+    """UID and slice count only: descriptions are free text and may identify the patient."""
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
-    desc = ""
+    return f"UID {uid} ({len(files)} slices)"
+
+
+def _looks_like_dicom(path: Path) -> bool:
     try:
-        desc = _get(_file_info(Path(files[0])), "0008|103e") or ""
-    except CTInputError:
-        desc = "<unreadable>"
-    return f"UID {uid!r} ({desc or 'no description'}, {len(files)} slices)"
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or path.suffix.lower() in (".dcm", ".dicom")
+
+
+def _check_unlisted_files(folder: Path, uids: Sequence[str], uid: str,
+                          files: Sequence[str]) -> None:
+    """Name DICOM files in the folder that belong to no series (unreadable: truncated or
+    corrupt), instead of reporting the gap they leave as uneven slice spacing."""
+    listed = {str(Path(f).resolve()) for f in files}
+    for other in uids:
+        if other != uid:
+            listed.update(
+                str(Path(f).resolve())
+                for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), other)
+            )
+    unreadable = [
+        p for p in sorted(folder.iterdir())
+        if p.is_file() and str(p.resolve()) not in listed and _looks_like_dicom(p)
+    ]
+    if unreadable:
+        shown = ", ".join(p.name for p in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        raise CTInputError(
+            f"DICOM folder {folder}: {len(unreadable)} DICOM file(s) cannot be read (truncated "
+            f"or corrupt): {shown}{more}. Copy the series again from the source."
+        )
+
+
+def _find_unreadable_slice(files: Sequence[str]) -> str | None:
+    for name in files:
+        try:
+            sitk.ReadImage(name)
+        except RuntimeError:
+            return Path(name).name
+    return None
 
 
 def _check_slice_positions(files: Sequence[str], folder: Path) -> None:
@@ -367,7 +398,37 @@ def _check_slice_positions(files: Sequence[str], folder: Path) -> None:
 
 
 # --- checks and conversion --------------------------------------------------------------
+def _check_geometry(direction: Matrix3, origin: Sequence[float], where: str) -> None:
+    """Finite origin and a finite orthonormal direction, before ITK's orientation code."""
+    try:
+        check_direction(direction)
+    except CTInputError as exc:
+        raise CTInputError(f"{where}: {exc}") from None
+    if not all(math.isfinite(v) for v in origin):
+        raise CTInputError(
+            f"{where} has a non-finite origin {tuple(origin)}; fix the image's geometry."
+        )
+
+
+def _orient_lps(image: sitk.Image, where: str) -> sitk.Image:
+    try:
+        return sitk.DICOMOrient(image, "LPS")
+    except RuntimeError:
+        raise CTInputError(
+            f"{where} cannot be reoriented to LPS (pixel type "
+            f"{image.GetPixelIDTypeAsString()}); expected a real-valued CT. Re-export it."
+        ) from None
+
+
+_COMPLEX_PIXELS = {sitk.sitkComplexFloat32, sitk.sitkComplexFloat64}
+
+
 def _check_scalar_3d(image: sitk.Image, where: str) -> None:
+    if image.GetPixelID() in _COMPLEX_PIXELS:
+        raise CTInputError(
+            f"{where} holds complex values ({image.GetPixelIDTypeAsString()}); a CT holds one "
+            "real value (HU) per voxel. Export the magnitude image."
+        )
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise CTInputError(
             f"{where} has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour or "
@@ -445,7 +506,8 @@ def _to_ct_volume(image: sitk.Image, where: str, notes: list[str]) -> Volume:
     _check_scalar_3d(image, where)
     spacing, origin, direction = _geometry_zyx(image)
     _check_spacing(spacing, where)
-    image = sitk.DICOMOrient(image, "LPS")
+    _check_geometry(direction, origin, where)
+    image = _orient_lps(image, where)
     spacing, origin, direction = _geometry_zyx(image)
     array = sitk.GetArrayFromImage(image)
     return _ct_volume_from_array(array, spacing, origin, direction, where, notes)

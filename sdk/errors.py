@@ -87,8 +87,35 @@ class EngineUnavailableError(EngineError):
     """The requested device or execution provider is not available here (exit code 4)."""
 
 
+class ModelLoadError(EngineError, BundleError):
+    """A model file is present (checksum matching or not) but ONNX Runtime cannot load it:
+    corrupt, not a model, or using operators this runtime lacks - a bad bundle (exit code 3)."""
+
+
 class EngineInputError(EngineError, ValueError):
     """Feeds given to an engine miss an input or have the wrong dtype or shape."""
+
+
+# --- resources ---------------------------------------------------------------------------
+class TooLargeError(HccatomError):
+    """A step would need more memory than the budget allows (see :mod:`hccatom.memory_budget`).
+
+    ``needed_bytes`` and ``budget_bytes`` say how large; the message says what to do.
+    """
+
+    def __init__(self, message: str, needed_bytes: int = 0, budget_bytes: int = 0) -> None:
+        super().__init__(message)
+        self.needed_bytes = int(needed_bytes)
+        self.budget_bytes = int(budget_bytes)
+
+
+class InputTooLargeError(TooLargeError, CTInputError):
+    """A CT input (or a step on it) needs more memory than the budget (exit code 2)."""
+
+
+class BundleTooLargeError(TooLargeError, BundleError):
+    """A bundle's values (patch size, slice thickness) ask for more memory than the budget
+    (exit code 3)."""
 
 
 # --- segmentation ----------------------------------------------------------------------
@@ -123,6 +150,7 @@ __all__ = [
     "BundleIntegrityError",
     "BundleNotFoundError",
     "BundleSignatureError",
+    "BundleTooLargeError",
     "BundleVersionError",
     "CTInputError",
     "CheckpointError",
@@ -133,9 +161,12 @@ __all__ = [
     "ExportError",
     "HccatomError",
     "InputError",
+    "InputTooLargeError",
+    "ModelLoadError",
     "NoLiverError",
     "NoTumourError",
     "ParityError",
     "ScoreInputError",
     "SegmentationError",
+    "TooLargeError",
 ]

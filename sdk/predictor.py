@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hccatom import memory_plan
 from hccatom.atom import decide
 from hccatom.bundle import Bundle, load_bundle
 from hccatom.chain import (
@@ -244,6 +245,7 @@ class Predictor:
         bundle = load_bundle(path, trusted_keys=trusted_keys,
                              require_signature=require_signature, expect_sha256=expect_sha256)
         m = bundle.manifest
+        memory_plan.check_bundle(m)  # patch size, slice thickness: before any engine exists
 
         def make(p: Path) -> Engine:
             if engine_factory is not None:
@@ -271,7 +273,7 @@ class Predictor:
     def segment(self, phase: Any, *, progress: Callable[[int, int], None] | None = None
                 ) -> Volume:
         """Liver/tumour labels (0/1/2) of one phase, on the bundle's z-resampled grid."""
-        ct = prepare_phase(phase, self.preprocessing)
+        ct = prepare_phase(phase, self.preprocessing, self.segmenter.spec)
         return self.segmenter.segment(segmentation_input(ct, self.preprocessing),
                                       progress=progress)
 
@@ -280,7 +282,7 @@ class Predictor:
         spec = self.preprocessing
         try:
             with timer.stage(f"read_{name}"):
-                ct = prepare_phase(source, spec)
+                ct = prepare_phase(source, spec, self.segmenter.spec)
             moved: dict[str, int] = {}
             with timer.stage(f"segment_{name}") as tick:
                 labels = self.segmenter.segment(segmentation_input(ct, spec), progress=tick,

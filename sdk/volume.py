@@ -44,6 +44,29 @@ def _triple(values: Sequence[float], name: str) -> Triple:
     return (out[0], out[1], out[2])
 
 
+DIRECTION_ATOL = 1e-3
+"""How far ``direction``'s columns may be from orthonormal (DICOM stores ~6 decimals)."""
+
+
+def check_direction(direction: Sequence[Sequence[float]]) -> None:
+    """Refuse a direction matrix that is not finite and orthonormal (within
+    :data:`DIRECTION_ATOL`): an all-zero or NaN matrix would otherwise reach ITK, whose SVD
+    spends minutes in warnings before failing."""
+    d = np.asarray(direction, dtype=float)
+    if d.shape != (3, 3) or not np.all(np.isfinite(d)):
+        raise CTInputError(
+            f"direction must be a finite 3x3 matrix (unit axis vectors as columns), got "
+            f"{np.array2string(d, precision=4)}. Fix the image's orientation header."
+        )
+    err = float(np.max(np.abs(d.T @ d - np.eye(3))))
+    if err > DIRECTION_ATOL:
+        raise CTInputError(
+            f"direction is not orthonormal (columns must be perpendicular unit vectors; "
+            f"largest deviation {err:.3g}): {np.array2string(d, precision=4)}. Fix the "
+            "image's orientation header."
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class Volume:
     """A 3-D array with its physical grid. Construct with :meth:`from_array`."""
@@ -84,6 +107,7 @@ class Volume:
             (rows[1][0], rows[1][1], rows[1][2]),
             (rows[2][0], rows[2][1], rows[2][2]),
         )
+        check_direction(dir3)
         return cls(
             array=array,
             spacing=spacing,

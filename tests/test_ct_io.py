@@ -264,8 +264,10 @@ def test_several_series_listed_and_selectable(tmp_path: Path) -> None:
         read_ct(folder)
     msg = str(err.value)
     assert "2 DICOM series" in msg and "series_uid=" in msg
-    assert "'1.2.3.100' (arterial, 4 slices)" in msg
-    assert "'1.2.3.200' (portal, 3 slices)" in msg
+    assert "UID 1.2.3.100 (4 slices)" in msg
+    assert "UID 1.2.3.200 (3 slices)" in msg
+    # Series Descriptions are free text (may identify the patient): never printed (#18)
+    assert "arterial" not in msg and "portal" not in msg
     assert read_ct(folder, series_uid="1.2.3.200").shape == (3, 12, 14)
     assert read_ct(folder, series_uid="1.2.3.100").shape == (4, 12, 14)
     with pytest.raises(CTInputError, match=r"'9\.9' is not in folder"):

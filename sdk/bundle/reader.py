@@ -10,7 +10,6 @@ files are extracted into a private temporary folder that lives as long as the
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import shutil
@@ -18,6 +17,7 @@ import stat
 import tempfile
 import weakref
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -49,6 +49,10 @@ from hccatom.errors import (
     BundleVersionError,
     InputError,
 )
+from hccatom.safe_json import JSONLimitError, JSONLimits, loads_limited
+
+MANIFEST_JSON_LIMITS = JSONLimits(max_bytes=8 << 20, max_depth=64, max_number_chars=40)
+"""A manifest is tens of kB; size, nesting and digits per number are capped."""
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +96,11 @@ def _validation_summary(err: ValidationError, limit: int = 8) -> str:
 def parse_manifest(raw: bytes, where: str) -> Manifest:
     """Parse and validate manifest bytes; version first, so a new major says so plainly."""
     try:
-        data: Any = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleFormatError(f"{where}: manifest.json is not valid JSON ({exc}).") from exc
+        data: Any = loads_limited(raw, MANIFEST_JSON_LIMITS)
+    except JSONLimitError as exc:
+        raise BundleFormatError(
+            f"{where}: manifest.json cannot be used: {exc}. Rebuild the bundle."
+        ) from None
     if not isinstance(data, dict):
         raise BundleFormatError(f"{where}: manifest.json must hold a JSON object.")
     version = data.get("schema_version")
@@ -274,6 +280,11 @@ def _open_directory(path: Path, trust: TrustPolicy) -> Bundle:
         raise BundleNotFoundError(
             f"{path}: no {MANIFEST_NAME} at the bundle root; is this a hccatom bundle?"
         )
+    if mpath.stat().st_size > MANIFEST_JSON_LIMITS.max_bytes:
+        raise BundleFormatError(
+            f"{path}: {MANIFEST_NAME} has {mpath.stat().st_size:,} bytes, more than the "
+            f"{MANIFEST_JSON_LIMITS.max_bytes:,} a manifest may have; rebuild the bundle."
+        )
     raw = mpath.read_bytes()
     manifest = parse_manifest(raw, str(path))
     spath = path / SIGNATURE_NAME
@@ -310,6 +321,8 @@ def _small_member(zf: zipfile.ZipFile, name: str, path: Path) -> bytes:
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
     name = info.filename
+    if not name or "\x00" in name:
+        return "has an empty name or a NUL byte in it"
     if name.startswith("/") or "\\" in name or (len(name) > 1 and name[1] == ":"):
         return "is an absolute or non-POSIX path"
     if any(p == ".." for p in PurePosixPath(name).parts):
@@ -332,10 +345,39 @@ def _zip_root(names: list[str]) -> str:
     return "?"
 
 
+#: What zipfile raises for a damaged or crafted member (bad CRC, broken stream, an offset
+#: outside the file, an unknown compression method, a garbled local header).
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError,
+                    ValueError, OverflowError)
+
+
+def _corrupt_member(path: Path, member: str, exc: BaseException) -> BundleIntegrityError:
+    """A zip member that fails to decompress (bad CRC, broken stream, unknown method)."""
+    reason = "bad CRC" if "CRC" in str(exc) else type(exc).__name__
+    return BundleIntegrityError(
+        f"{path}: zip member {member!r} is corrupt ({reason}); the zip was damaged in "
+        "transfer or storage: copy it again or rebuild the bundle."
+    )
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(info.file_size + 1)
+    except _ZIP_READ_ERRORS as exc:
+        raise _corrupt_member(path, info.filename, exc) from None
+    if len(data) != info.file_size:
+        raise BundleIntegrityError(
+            f"{path}: zip member {info.filename!r} holds {len(data):,}+ bytes but declares "
+            f"{info.file_size:,}; the zip is damaged or crafted: rebuild the bundle."
+        )
+    return data
+
+
 def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _ZIP_READ_ERRORS as exc:
         raise BundleFormatError(f"{path}: not a readable zip file ({exc}).") from exc
     with zf:
         infos = zf.infolist()
@@ -355,7 +397,13 @@ def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
                 f"{path}: no {MANIFEST_NAME} at the zip root (or in its single top folder); "
                 "is this a hccatom bundle?"
             )
-        raw = zf.read(prefix + MANIFEST_NAME)
+        minfo = zf.getinfo(prefix + MANIFEST_NAME)
+        if minfo.file_size > MANIFEST_JSON_LIMITS.max_bytes:
+            raise BundleFormatError(
+                f"{path}: {MANIFEST_NAME} declares {minfo.file_size:,} bytes, more than the "
+                f"{MANIFEST_JSON_LIMITS.max_bytes:,} a manifest may have; rebuild the bundle."
+            )
+        raw = _read_member(zf, minfo, path)
         manifest = parse_manifest(raw, str(path))
         sig_member = prefix + SIGNATURE_NAME
         bundle_sha256, sig = trust.check(
@@ -386,8 +434,12 @@ def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
                     )
                 dest = tmp.joinpath(*PurePosixPath(entry.path).parts)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(found) as src, dest.open("wb") as out:
-                    digest, _ = _sha256_stream(src, out)
+                with dest.open("wb") as out:
+                    try:
+                        with zf.open(found) as src:
+                            digest, _ = _sha256_stream(src, out)
+                    except _ZIP_READ_ERRORS as exc:
+                        raise _corrupt_member(path, entry.path, exc) from None
                 if digest != entry.sha256:
                     raise BundleIntegrityError(
                         f"{path}: checksum mismatch for {entry.path!r} (sha256 "
@@ -396,7 +448,7 @@ def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
                     )
             (tmp / MANIFEST_NAME).write_bytes(raw)
             if sig_member in names:
-                (tmp / SIGNATURE_NAME).write_bytes(zf.read(sig_member))
+                (tmp / SIGNATURE_NAME).write_bytes(_small_member(zf, sig_member, path))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
