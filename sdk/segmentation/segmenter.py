@@ -22,6 +22,7 @@ import numpy as np
 from hccatom.engines import Engine, OnnxRuntimeEngine
 from hccatom.engines.providers import file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
+from hccatom.segmentation.confidence import mean_max_probability
 from hccatom.segmentation.pipeline import (
     Accumulation,
     Preprocessed,
@@ -199,11 +200,23 @@ class Segmenter:
         The same labels as the argmax of :meth:`probabilities`, without materialising the
         full-size probability array (see ``logits_to_labels``).
         """
+        return self.segment_with_confidence(ct, progress=progress, timings=timings)[0]
+
+    def segment_with_confidence(
+        self,
+        ct: Any,
+        *,
+        progress: Progress | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> tuple[Volume, float | None]:
+        """:meth:`segment`, plus the tumour's mean max-probability on the network grid
+        (None when no voxel is tumour there); see :mod:`.confidence`."""
         logits, pre, vol = self._logits(ct, progress, timings)
+        confidence = mean_max_probability(logits, self.spec.labels.tumour_channel)
         labels = logits_to_labels(logits, pre, self.spec, timings)
         return vol.with_array(
             labels,
             note=f"nnU-Net {self.spec.configuration} segmentation (folds {self.folds}, "
             f"step {self.step_size}, mirror axes {list(self.mirror_axes)})",
-        )
+        ), confidence
 
