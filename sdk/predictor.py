@@ -190,7 +190,7 @@ class Predictor:
         m = bundle.manifest
         #: Limits behind the safety errors and flags: ``safety`` if given, else the bundle's.
         self.safety = safety or m.safety or DEFAULT_SAFETY_LIMITS
-        self._limit_flags = default_limits_flags(safety is not None or m.safety is not None)
+        self._limit_flags = default_limits_flags(m.safety is not None, safety is not None)
         self.preprocessing = m.preprocessing
         self._bundle_ref = BundleRef(
             name=m.name, version=m.version, sha256=bundle.sha256, synthetic=m.synthetic,

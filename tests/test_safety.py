@@ -140,7 +140,7 @@ def test_bundle_without_limits_uses_defaults_and_says_so(tmp_path: Path) -> None
     assert flags["training_population_unknown"].severity == "info"
     q = Predictor.from_bundle(b, device="cpu", safety=SafetyLimits(liver_volume_min_ml=50))
     codes = {f.code for f in q.recommend(_ct(small), clinical_example()).quality_flags}
-    assert "safety_limits_default" not in codes
+    assert "safety_limits_default" not in codes and "safety_limits_overridden" in codes
 
 
 # --- typed errors -----------------------------------------------------------------------------
@@ -156,6 +156,10 @@ def test_implausible_liver_volume_raises(bundle_dir: Path, case: dict[str, Any])
                               safety=SafetyLimits(liver_volume_min_ml=1000.0))
     with pytest.raises(ImplausibleLiverError, match=r"liver is 2\d\d mL, outside .* 1000-6000"):
         p.recommend(_ct(case), clinical_example())
+    # the fixture bundle's own limits: no note about defaults or overrides
+    codes = {f.code for f in Predictor.from_bundle(bundle_dir, device="cpu").recommend(
+        _ct(case), clinical_example()).quality_flags}
+    assert not codes & {"safety_limits_default", "safety_limits_overridden"}
 
 
 def test_no_tumour_says_what_was_looked_for(predictor: Predictor) -> None:

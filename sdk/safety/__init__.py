@@ -39,8 +39,14 @@ from hccatom.safety.limits import (
 )
 
 
-def default_limits_flags(bundle_has_limits: bool) -> list[QualityFlag]:
-    """The note that runtime defaults replaced the limits a bundle lacks."""
+def default_limits_flags(bundle_has_limits: bool, overridden: bool = False
+                         ) -> list[QualityFlag]:
+    """The note that the limits in force are not the bundle's: defaults, or the caller's."""
+    if overridden:
+        return [QualityFlag(
+            code="safety_limits_overridden", severity="info",
+            message="the safety limits in force were given by the caller, not taken from "
+            "the bundle (see docs/safety.md).")]
     if bundle_has_limits:
         return []
     return [QualityFlag(
