@@ -78,8 +78,9 @@ def phase_image(ct: Volume, labels: Volume, spec: PreprocessSpec) -> PhaseImage:
     return PhaseImage(image=np.ascontiguousarray(image, dtype=np.float32), pick=pick, crop=crop)
 
 
-def phase_report(img: PhaseImage, labels: Volume, spec: PreprocessSpec) -> PhaseReport:
-    """The recommendation's record of one phase."""
+def phase_report(img: PhaseImage, labels: Volume, spec: PreprocessSpec,
+                 voxels: Mapping[str, int] | None = None) -> PhaseReport:
+    """The recommendation's record of one phase (``voxels``: label counts already made)."""
     array = np.asarray(labels.array)
     return PhaseReport(
         slice_index=img.pick.index,
@@ -91,9 +92,9 @@ def phase_report(img: PhaseImage, labels: Volume, spec: PreprocessSpec) -> Phase
         liver_touches_border=img.crop.liver_touches_border,
         box_enlarged=img.crop.box_enlarged,
         padded=img.crop.padded,
-        segmentation_voxels={  # no int64 copy of the label map (it has ~50 M voxels)
-            "liver": int(np.count_nonzero(array == spec.liver_label)),
-            "tumour": int(np.count_nonzero(array == spec.tumour_label)),
+        segmentation_voxels=dict(voxels) if voxels is not None else {  # no int64 copy of
+            "liver": int(np.count_nonzero(array == spec.liver_label)),  # the label map (it
+            "tumour": int(np.count_nonzero(array == spec.tumour_label)),  # has ~50 M voxels)
         },
     )
 

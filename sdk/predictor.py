@@ -274,7 +274,7 @@ class Predictor:
                                          tumour_confidence=confidence)
                 check_segmentation(measures, self.safety, tumour_label=spec.tumour_label)
                 img = phase_image(ct, labels, spec)
-                report = phase_report(img, labels, spec).model_copy(
+                report = phase_report(img, labels, spec, measures.voxels).model_copy(
                     update=measures.report_fields())
         except HccatomError as exc:
             exc.in_phase(name)

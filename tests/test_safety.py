@@ -146,7 +146,7 @@ def test_bundle_without_limits_uses_defaults_and_says_so(tmp_path: Path) -> None
 # --- typed errors -----------------------------------------------------------------------------
 def test_all_air_volume_raises_no_body(predictor: Predictor, case: dict[str, Any]) -> None:
     air = Volume.from_array(np.full((16, 96, 96), -1024.0, np.float32), (2.5, 2.0, 2.0))
-    with pytest.raises(NoBodyError, match="arterial phase: the CT holds only 0 mL"):
+    with pytest.raises(NoBodyError, match="arterial phase: the CT holds only about 0 mL"):
         predictor.recommend({"arterial": air, "portal": case["portal"]}, clinical_example())
     assert check_body(case["arterial"], DEFAULT_SAFETY_LIMITS) > 300.0
 
@@ -247,7 +247,8 @@ def test_real_ct_through_the_demo_bundle_is_warned(
 # --- the checks alone ------------------------------------------------------------------------
 def _measures(tumour_ml: float, centroid: tuple[float, float, float] | None,
               confidence: float | None = 0.95, phantom_: bool = False) -> PhaseMeasures:
-    return PhaseMeasures(liver_ml=1500.0, tumour_ml=tumour_ml, tumour_centroid_mm=centroid,
+    return PhaseMeasures(liver_voxels=1, tumour_voxels=1, liver_ml=1500.0, tumour_ml=tumour_ml,
+                         tumour_centroid_mm=centroid,
                          tumour_confidence=confidence, synthetic_phantom=phantom_,
                          fingerprint="x", extent_mm=(200.0, 300.0, 300.0))
 
@@ -293,6 +294,7 @@ def test_centroid_in_patient_coordinates() -> None:
                       tumour_label=2, tumour_confidence=0.9)
     assert m.tumour_centroid_mm == pytest.approx((100.0 - 2.5 * 2.0, -10 + 8.5, 20 + 5.25))
     assert m.tumour_ml == pytest.approx(8 * 1.0 / 1000)
+    assert m.voxels == {"liver": 10 * 10 * 20 - 8, "tumour": 8}
     assert m.liver_ml == pytest.approx(10 * 10 * 20 * 1.0 / 1000)
 
 
