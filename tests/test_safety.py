@@ -8,6 +8,7 @@ demo phantom (no warning) and a real CT from tests/data/real (warning).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from hccatom.safety import (
     TrainingPopulation,
     VariableRange,
     check_body,
+    check_segmentation,
     child_pugh_range,
     consistency_flags,
     image_flags,
@@ -72,6 +74,11 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def predictor(bundle_dir: Path) -> Predictor:
     return Predictor.from_bundle(bundle_dir, device="cpu", phase_workers=1)
+
+
+@pytest.fixture(scope="module")
+def demo_predictor() -> Predictor:
+    return Predictor.from_bundle(demo_bundle_path(), device="cpu", phase_workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +158,26 @@ def test_all_air_volume_raises_no_body(predictor: Predictor, case: dict[str, Any
     assert check_body(case["arterial"], DEFAULT_SAFETY_LIMITS) > 300.0
 
 
+def test_all_air_ct_through_the_demo_bundle_raises(demo_predictor: Predictor) -> None:
+    """The issue's reproducer: all -1024 HU used to "find" a liver and return a plan."""
+    air = Volume.from_array(np.full((48, 128, 128), -1024.0, np.float32), (4.0, 3.0, 3.0))
+    air2 = air.with_array(air.array.copy())
+    _, clinical, _ = demo_case(0)
+    with pytest.raises(NoBodyError, match="looks like air"):
+        demo_predictor.recommend({"arterial": air, "portal": air2}, clinical)
+
+
+def test_liver_volume_limits_both_ways() -> None:
+    lim = SafetyLimits(liver_volume_min_ml=300.0, liver_volume_max_ml=6000.0)
+    m = _measures(10.0, (0.0, 0.0, 0.0))
+    check_segmentation(m, lim, tumour_label=2)  # 1500 mL: fine
+    for liver_ml in (299.0, 6001.0):
+        with pytest.raises(ImplausibleLiverError, match=f"{liver_ml:.0f} mL"):
+            check_segmentation(replace(m, liver_ml=liver_ml), lim, tumour_label=2)
+    with pytest.raises(NoTumourError, match="label 2"):
+        check_segmentation(replace(m, tumour_ml=0.0), lim, tumour_label=2)
+
+
 def test_implausible_liver_volume_raises(bundle_dir: Path, case: dict[str, Any]) -> None:
     p = Predictor.from_bundle(bundle_dir, device="cpu",
                               safety=SafetyLimits(liver_volume_min_ml=1000.0))
@@ -215,11 +242,6 @@ def test_clinical_flags_reach_the_result(predictor: Predictor, case: dict[str, A
     codes = [f.code for f in rec.quality_flags]
     assert "bclc_inconsistent" in codes
     assert "child_pugh_inconsistent" not in codes
-
-
-@pytest.fixture(scope="module")
-def demo_predictor() -> Predictor:
-    return Predictor.from_bundle(demo_bundle_path(), device="cpu", phase_workers=1)
 
 
 # the demo phantom through the demo bundle (no warning): tests/test_demo.py end to end
@@ -361,3 +383,12 @@ def test_bclc_consistency() -> None:
     assert consistency_flags(_cv(bclc_stage="C", metastasis=True)) == []
     codes = {f.code for f in consistency_flags(_cv(bclc_stage="C", ecog=3))}
     assert codes == {"bclc_stage_d"}
+
+
+def test_bundle_info_states_the_limits(tmp_path: Path) -> None:
+    from hccatom.bundle.info import bundle_summary
+
+    assert "training ranges of 20 clinical variables (n=1600)" in bundle_summary(
+        load_bundle(demo_bundle_path()))
+    plain = build_fixture_bundle(tmp_path / "b", safety=None)
+    assert "default limits apply" in bundle_summary(load_bundle(plain))
