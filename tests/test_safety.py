@@ -392,3 +392,18 @@ def test_bundle_info_states_the_limits(tmp_path: Path) -> None:
         load_bundle(demo_bundle_path()))
     plain = build_fixture_bundle(tmp_path / "b", safety=None)
     assert "default limits apply" in bundle_summary(load_bundle(plain))
+
+
+def test_cli_refuses_one_file_as_both_phases(
+    bundle_dir: Path, case: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hccatom.cli import main
+    from hccatom.ct_io import write_volume
+
+    ct = write_volume(case["arterial"], tmp_path / "a.nii.gz")
+    clinical = tmp_path / "c.json"
+    clinical.write_text(json.dumps(clinical_example()))
+    code = main(["recommend", "--bundle", str(bundle_dir), "--arterial", str(ct), "--portal",
+                 str(ct), "--clinical", str(clinical), "--device", "cpu"])
+    assert code == 2
+    assert "same file or series" in capsys.readouterr().err

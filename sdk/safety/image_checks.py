@@ -65,7 +65,7 @@ def _as_path(source: Any) -> Path | None:
 
 def check_distinct_sources(arterial: Any, portal: Any) -> None:
     """Raise :class:`SamePhaseError` when both phases are the same object, file or folder."""
-    if arterial is portal:
+    if arterial is portal and not isinstance(arterial, str | Path):
         raise SamePhaseError(
             "the same image object was given as the arterial and the portal phase; pass the "
             "two contrast phases of the study.")
