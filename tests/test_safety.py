@@ -407,3 +407,32 @@ def test_cli_refuses_one_file_as_both_phases(
                  str(ct), "--clinical", str(clinical), "--device", "cpu"])
     assert code == 2
     assert "same file or series" in capsys.readouterr().err
+
+
+def test_cli_bundle_build_records_limits_and_training_ranges(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fixtures.bundle.helpers import FUSED, SEGMENTATION
+
+    from hccatom.cli import main
+
+    cohort = tmp_path / "cohort.json"
+    cohort.write_text(json.dumps([CONSISTENT, dict(CONSISTENT, inr=1.4, sex="female")]))
+    limits = tmp_path / "safety.json"
+    limits.write_text(json.dumps({"liver_volume_min_ml": 100.0}))
+    out = tmp_path / "b"
+    code = main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
+                 "--paper-thresholds", "--out", str(out), "--no-verify", "--safety", str(limits),
+                 "--training-clinical", str(cohort)])
+    assert code == 0, capsys.readouterr().err
+    safety = load_bundle(out).manifest.safety
+    assert safety is not None and safety.liver_volume_min_ml == 100.0
+    assert safety.training_population is not None
+    assert safety.training_population.variables["inr"] == VariableRange(min=1.05, max=1.4)
+    assert safety.training_population.variables["sex"].categories == ["female", "male"]
+    # a bad record is named by its index
+    cohort.write_text(json.dumps([CONSISTENT, dict(CONSISTENT, inr="high")]))
+    code = main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
+                 "--paper-thresholds", "--out", str(tmp_path / "c"), "--no-verify",
+                 "--training-clinical", str(cohort)])
+    assert code == 2 and "record 1" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from hccatom.safety.clinical_checks import (
     consistency_flags,
     population_flags,
     training_population,
+    training_population_from_json,
 )
 from hccatom.safety.image_checks import (
     SYNTHETIC_PHANTOM_NOTE,
@@ -77,4 +78,5 @@ __all__ = [
     "population_flags",
     "synthetic_input_flags",
     "training_population",
+    "training_population_from_json",
 ]

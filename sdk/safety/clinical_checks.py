@@ -15,10 +15,13 @@ looks wrong. Rules (``docs/safety.md``):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from enum import Enum
+from pathlib import Path
 
 from hccatom.clinical import FIELD_RANGES, ClinicalVariables
+from hccatom.errors import ClinicalInputError
 from hccatom.recommendation import QualityFlag
 from hccatom.safety.limits import TrainingPopulation, VariableRange
 
@@ -47,6 +50,27 @@ def training_population(clinicals: Sequence[ClinicalVariables], description: str
             variables[name] = VariableRange(categories=cats)
     return TrainingPopulation(description=description, n_patients=len(clinicals),
                               variables=variables)
+
+
+def training_population_from_json(path: str | Path, description: str = "") -> TrainingPopulation:
+    """:func:`training_population` of a JSON file holding a list of clinical records."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ClinicalInputError(f"training cohort file {p}: cannot read it as JSON "
+                                 f"({type(exc).__name__}).") from None
+    if not isinstance(data, list) or not data:
+        raise ClinicalInputError(
+            f"training cohort file {p} must hold a non-empty JSON list of clinical records.")
+    records = []
+    for i, rec in enumerate(data):
+        try:
+            records.append(ClinicalVariables.from_mapping(rec))
+        except ClinicalInputError as exc:
+            raise ClinicalInputError(f"training cohort file {p}, record {i}: {exc}",
+                                     exc.problems) from None
+    return training_population(records, description or f"{len(records)} patients ({p.name})")
 
 
 def population_flags(clinical: ClinicalVariables, population: TrainingPopulation | None
@@ -148,4 +172,10 @@ def consistency_flags(clinical: ClinicalVariables) -> list[QualityFlag]:
     return flags
 
 
-__all__ = ["child_pugh_range", "consistency_flags", "population_flags", "training_population"]
+__all__ = [
+    "child_pugh_range",
+    "consistency_flags",
+    "population_flags",
+    "training_population",
+    "training_population_from_json",
+]
