@@ -40,6 +40,7 @@ from hccatom.chain import prepare_phase
 from hccatom.clinical import ClinicalVariables
 from hccatom.clinical_encoding import ClinicalEncoding
 from hccatom.preprocess import PreprocessSpec, resample_z
+from hccatom.safety import SafetyLimits, training_population
 from hccatom.segmentation.spec import SPEC_FILENAME
 from hccatom.synthetic import COHORTS, ScanSpec, auc, draw_cohort, generate_patient, oracle_auc
 from hccatom.synthetic.cohort import CohortPatient
@@ -469,6 +470,22 @@ def build_selection(cfg: DemoConfig, work: Path, spec: PreprocessSpec, figures: 
     return exports, enc
 
 
+def training_cohort(cfg: DemoConfig) -> list[ClinicalVariables]:
+    """The clinical records the four SELECTION models train on (pooled, as drawn above)."""
+    return [p.clinical for k, name in enumerate(COHORTS)
+            for p in draw_cohort(name, cfg.sel_train + cfg.sel_test,
+                                 seed=cfg.seed * 10 + k).patients[:cfg.sel_train]]
+
+
+def demo_safety_limits(cfg: DemoConfig) -> SafetyLimits:
+    """The demo bundle's safety section: default limits, ranges of its training cohort."""
+    population = training_population(
+        training_cohort(cfg),
+        f"Synthetic training cohorts of `hccatom demo build` (TACE, HAIC, TC, HC pooled, "
+        f"{cfg.sel_train} each, seed {cfg.seed}), drawn from the paper's Table 1 marginals.")
+    return SafetyLimits(training_population=population)
+
+
 # --- 3. bundle -------------------------------------------------------------------------
 def build_demo(out: Path, cfg: DemoConfig | None = None, *, work: Path | None = None,
                log: Log = print, overwrite: bool = True,
@@ -570,7 +587,7 @@ def build_demo(out: Path, cfg: DemoConfig | None = None, *, work: Path | None = 
             segmentation=seg_dir, selection=exports, name=DEMO_BUNDLE_NAME,
             version=f"0.1.0+seed{cfg.seed}", thresholds=figures.thresholds,
             preprocessing=spec, clinical_encoding=enc, provenance=prov, synthetic=True,
-            overwrite=overwrite,
+            overwrite=overwrite, safety=demo_safety_limits(cfg),
         )
         log(f"demo bundle written to {out} ({_size_mb(out):.1f} MB) in "
             f"{figures.timings_s['total']:.0f} s")
@@ -595,5 +612,5 @@ def recorded_figures(manifest: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-__all__ = ["DemoConfig", "DemoFigures", "build_demo", "dice", "phase_image",
-           "recorded_figures"]
+__all__ = ["DemoConfig", "DemoFigures", "build_demo", "demo_safety_limits", "dice",
+           "phase_image", "recorded_figures", "training_cohort"]

@@ -6,7 +6,7 @@ alone. All parameters come from the bundle's specs (nothing here hard-codes a mo
     read + z resample (prepare_phase) -> segmentation input (segmentation_input)
     -> segment (Segmenter) -> slice pick + liver crop + model image (phase_image)
     -> clinical vectors (encode_clinical) -> SELECTION scores (SelectionScorer)
-    -> quality flags (quality_flags) -> ATOM (hccatom.atom.decide)
+    -> quality flags (quality_flags; safety checks in hccatom.safety) -> ATOM
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from hccatom.preprocess import (
     window_hu,
 )
 from hccatom.recommendation import Phase, PhaseReport, QualityFlag
+from hccatom.safety import DEFAULT_SAFETY_LIMITS, SafetyLimits
 from hccatom.volume import Volume
 
 
@@ -90,8 +91,9 @@ def phase_image(ct: Volume, labels: Volume, spec: PreprocessSpec) -> PhaseImage:
     return PhaseImage(image=np.ascontiguousarray(image, dtype=np.float32), pick=pick, crop=crop)
 
 
-def phase_report(img: PhaseImage, labels: Volume, spec: PreprocessSpec) -> PhaseReport:
-    """The recommendation's record of one phase."""
+def phase_report(img: PhaseImage, labels: Volume, spec: PreprocessSpec,
+                 voxels: Mapping[str, int] | None = None) -> PhaseReport:
+    """The recommendation's record of one phase (``voxels``: label counts already made)."""
     array = np.asarray(labels.array)
     return PhaseReport(
         slice_index=img.pick.index,
@@ -103,9 +105,9 @@ def phase_report(img: PhaseImage, labels: Volume, spec: PreprocessSpec) -> Phase
         liver_touches_border=img.crop.liver_touches_border,
         box_enlarged=img.crop.box_enlarged,
         padded=img.crop.padded,
-        segmentation_voxels={  # no int64 copy of the label map (it has ~50 M voxels)
-            "liver": int(np.count_nonzero(array == spec.liver_label)),
-            "tumour": int(np.count_nonzero(array == spec.tumour_label)),
+        segmentation_voxels=dict(voxels) if voxels is not None else {  # no int64 copy of
+            "liver": int(np.count_nonzero(array == spec.liver_label)),  # the label map (it
+            "tumour": int(np.count_nonzero(array == spec.tumour_label)),  # has ~50 M voxels)
         },
     )
 
@@ -178,22 +180,13 @@ class SelectionScorer:
 
 
 # --- quality ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class QualityThresholds:
-    """Limits behind the quality flags (review aids, not model parameters)."""
-
-    small_tumour_mm2: float = 100.0
-    """Tumour area on the chosen slice below this (about an 11 mm disc) is flagged."""
-    phase_distance_mm: float = 20.0
-    """Chosen slices of the two phases further apart than this (z, mm) are flagged."""
-
-
 def quality_flags(
-    phases: Mapping[Phase, PhaseImage], limits: QualityThresholds | None = None
+    phases: Mapping[Phase, PhaseImage], limits: SafetyLimits | None = None
 ) -> list[QualityFlag]:
     """Flags for a reader: liver at the border, liver wider than the box, padding, small
-    tumour, chosen slices of the two phases far apart."""
-    lim = limits or QualityThresholds()
+    tumour on the chosen slice, chosen slices of the two phases far apart (limits: the
+    bundle's :class:`~hccatom.safety.SafetyLimits`)."""
+    lim = limits or DEFAULT_SAFETY_LIMITS
     flags: list[QualityFlag] = []
     for name, ph in phases.items():
         c = ph.crop
@@ -212,18 +205,22 @@ def quality_flags(
             flags.append(QualityFlag(
                 code="crop_padded", phase=name,
                 message=f"{name}: part of the crop box lies outside the image (filled)."))
-        if ph.pick.tumour_area_mm2 < lim.small_tumour_mm2:
+        if ph.pick.tumour_area_mm2 < lim.slice_tumour_area_min_mm2:
             flags.append(QualityFlag(
                 code="small_tumour", phase=name,
+                values={"tumour_area_mm2": round(ph.pick.tumour_area_mm2, 2),
+                        "limit_mm2": lim.slice_tumour_area_min_mm2},
                 message=f"{name}: small tumour on the chosen slice "
-                f"({ph.pick.tumour_area_mm2:.0f} mm^2 < {lim.small_tumour_mm2:g} mm^2)."))
+                f"({ph.pick.tumour_area_mm2:.0f} mm^2 < {lim.slice_tumour_area_min_mm2:g} "
+                "mm^2)."))
     if "arterial" in phases and "portal" in phases:
         dz = abs(phases["arterial"].pick.z_mm - phases["portal"].pick.z_mm)
-        if math.isfinite(dz) and dz > lim.phase_distance_mm:
+        if math.isfinite(dz) and dz > lim.slice_distance_max_mm:
             flags.append(QualityFlag(
                 code="phases_far_apart",
+                values={"distance_mm": round(dz, 2), "limit_mm": lim.slice_distance_max_mm},
                 message=f"the chosen arterial and portal slices are {dz:.0f} mm apart "
-                f"(> {lim.phase_distance_mm:g} mm); check that both phases show the same "
+                f"(> {lim.slice_distance_max_mm:g} mm); check that both phases show the same "
                 "lesion."))
     return flags
 
@@ -244,7 +241,6 @@ def check_phase_keys(mapping: Mapping[str, Any]) -> None:
 
 __all__ = [
     "PhaseImage",
-    "QualityThresholds",
     "SelectionScorer",
     "as_clinical",
     "check_phase_keys",

@@ -220,6 +220,11 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="clinical encoding spec (default: the authors' raw values)")
     b.add_argument("--provenance", type=Path, metavar="JSON",
                    help="who trained what on which data (free text fields)")
+    b.add_argument("--safety", type=Path, metavar="JSON",
+                   help="safety limits (docs/safety.md; default: hccatom's defaults)")
+    b.add_argument("--training-clinical", type=Path, metavar="JSON",
+                   help="the training cohort's clinical records (JSON list): their ranges are "
+                   "stored so that results flag patients outside them")
     b.add_argument("--intended-use", help="intended-use statement")
     b.add_argument("--synthetic", action="store_true",
                    help="mark the models as trained on synthetic data")
@@ -285,6 +290,19 @@ def _parse_selection(items: Sequence[str]) -> dict[str, Path]:
     return out
 
 
+def _bundle_safety(args: argparse.Namespace) -> Any:
+    """``--safety`` limits, with ``--training-clinical``'s ranges added (None: neither)."""
+    from hccatom.safety import SafetyLimits, training_population_from_json
+
+    if args.safety is None and args.training_clinical is None:
+        return None
+    limits = _read_model(args.safety, SafetyLimits, "safety") if args.safety else SafetyLimits()
+    if args.training_clinical is not None:
+        pop = training_population_from_json(args.training_clinical)
+        limits = limits.model_copy(update={"training_population": pop})
+    return limits
+
+
 def _run_bundle_build(args: argparse.Namespace) -> int:
     with args.progress.stage("build_bundle"):  # copies, checksums, runs every model once
         out = _build_bundle(args)
@@ -323,6 +341,7 @@ def _build_bundle(args: argparse.Namespace) -> Path:
         synthetic=args.synthetic,
         overwrite=args.overwrite,
         verify=not args.no_verify,
+        safety=_bundle_safety(args),
     )
     return Path(out)
 

@@ -37,6 +37,14 @@ class CTInputError(InputError):
     """A CT source cannot be read or does not look like a CT volume in Hounsfield units."""
 
 
+class SamePhaseError(CTInputError):
+    """The arterial and portal inputs are the same series, file or pixel data."""
+
+
+class NoBodyError(CTInputError):
+    """The CT holds (almost) no tissue: all air, blank, or not a body scan."""
+
+
 class ClinicalInputError(InputError):
     """Clinical variables are missing, unknown, out of range or in the wrong unit.
 
@@ -131,6 +139,10 @@ class NoTumourError(SegmentationError):
     """No tumour voxels were found where the chain needs a tumour."""
 
 
+class ImplausibleLiverError(SegmentationError):
+    """The segmented liver's volume is outside the bundle's plausible range."""
+
+
 # --- build time --------------------------------------------------------------------------
 class ExportError(HccatomError):
     """Converting or checking a trained model failed (build time only)."""
@@ -160,12 +172,15 @@ __all__ = [
     "EngineUnavailableError",
     "ExportError",
     "HccatomError",
+    "ImplausibleLiverError",
     "InputError",
     "InputTooLargeError",
     "ModelLoadError",
+    "NoBodyError",
     "NoLiverError",
     "NoTumourError",
     "ParityError",
+    "SamePhaseError",
     "ScoreInputError",
     "SegmentationError",
     "TooLargeError",

@@ -29,7 +29,6 @@ from hccatom.atom import decide
 from hccatom.bundle import Bundle, load_bundle
 from hccatom.chain import (
     PhaseImage,
-    QualityThresholds,
     SelectionScorer,
     as_clinical,
     check_phase_keys,
@@ -49,6 +48,21 @@ from hccatom.recommendation import (
     Phase,
     PhaseReport,
     Recommendation,
+)
+from hccatom.safety import (
+    DEFAULT_SAFETY_LIMITS,
+    PhaseMeasures,
+    SafetyLimits,
+    check_body,
+    check_distinct_pixels,
+    check_distinct_sources,
+    check_segmentation,
+    consistency_flags,
+    default_limits_flags,
+    image_flags,
+    measure_phase,
+    population_flags,
+    synthetic_input_flags,
 )
 from hccatom.segmentation import Segmenter
 from hccatom.volume import Volume
@@ -182,7 +196,7 @@ class Predictor:
         scorer: SelectionScorer,
         *,
         device: str = "auto",
-        quality: QualityThresholds | None = None,
+        safety: SafetyLimits | None = None,
         phase_workers: int | None = None,
     ) -> None:
         self.phase_workers = _phase_workers(phase_workers)
@@ -190,8 +204,10 @@ class Predictor:
         self.segmenter = segmenter
         self.scorer = scorer
         self.device = device
-        self.quality = quality or QualityThresholds()
         m = bundle.manifest
+        #: Limits behind the safety errors and flags: ``safety`` if given, else the bundle's.
+        self.safety = safety or m.safety or DEFAULT_SAFETY_LIMITS
+        self._limit_flags = default_limits_flags(m.safety is not None, safety is not None)
         self.preprocessing = m.preprocessing
         self._bundle_ref = BundleRef(
             name=m.name, version=m.version, sha256=bundle.sha256, synthetic=m.synthetic,
@@ -209,7 +225,7 @@ class Predictor:
         *,
         step_size: float = 0.5,
         mirroring: bool | None = None,
-        quality: QualityThresholds | None = None,
+        safety: SafetyLimits | None = None,
         engine_factory: Callable[[Path], Engine] | None = None,
         phase_workers: int | None = None,
         device_resident: bool | None = None,
@@ -238,6 +254,8 @@ class Predictor:
         (on 2 cores the two ways measured the same, see benchmarks/README.md).
         ``device_resident``: keep segmentation tiles on the engine's device (default: on
         for CUDA/TensorRT, off on the CPU; see :class:`~hccatom.segmentation.Segmenter`).
+        ``safety``: limits to use instead of the bundle's ``safety`` section
+        (docs/safety.md).
         """
         phase_workers = _phase_workers(phase_workers)
         if threads is None and phase_workers == 2:
@@ -266,7 +284,7 @@ class Predictor:
         )
         engines = dict(zip(sel_paths, made[len(seg_paths):], strict=True))
         scorer = SelectionScorer(sel, engines)
-        return cls(bundle, segmenter, scorer, device=device, quality=quality,
+        return cls(bundle, segmenter, scorer, device=device, safety=safety,
                    phase_workers=phase_workers)
 
     # --- partial chain ----------------------------------------------------------------
@@ -278,45 +296,56 @@ class Predictor:
                                       progress=progress)
 
     def _phase(self, source: Any, name: Phase, timer: _Timer
-               ) -> tuple[PhaseImage, PhaseReport]:
+               ) -> tuple[PhaseImage, PhaseReport, PhaseMeasures]:
         spec = self.preprocessing
         try:
             with timer.stage(f"read_{name}"):
                 ct = prepare_phase(source, spec, self.segmenter.spec)
+                check_body(ct, self.safety)
             moved: dict[str, int] = {}
             with timer.stage(f"segment_{name}") as tick:
-                labels = self.segmenter.segment(segmentation_input(ct, spec), progress=tick,
-                                                transfers=moved)
+                labels, confidence = self.segmenter.segment_with_confidence(
+                    segmentation_input(ct, spec), progress=tick, transfers=moved)
             with timer.stage(f"crop_{name}"):
+                measures = measure_phase(ct, labels, liver_label=spec.liver_label,
+                                         tumour_label=spec.tumour_label,
+                                         tumour_confidence=confidence)
+                check_segmentation(measures, self.safety, tumour_label=spec.tumour_label)
                 img = phase_image(ct, labels, spec)
-                report = phase_report(img, labels, spec).model_copy(
-                    update={"segmentation_transfer_bytes": moved})
+                report = phase_report(img, labels, spec, measures.voxels).model_copy(
+                    update={**measures.report_fields(),
+                            "segmentation_transfer_bytes": moved})
         except HccatomError as exc:
             exc.in_phase(name)
             raise
-        return img, report
+        return img, report, measures
 
     def _score(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer
-               ) -> tuple[dict[str, float], dict[Phase, PhaseImage], dict[Phase, PhaseReport]]:
+               ) -> tuple[dict[str, float], dict[Phase, PhaseImage], dict[Phase, PhaseReport],
+                          dict[Phase, PhaseMeasures], ClinicalVariables]:
         study = CTStudy.coerce(ct)
+        check_distinct_sources(study.arterial, study.portal)
         with timer.stage("clinical"):
             cv = as_clinical(clinical)
             clin = encode_clinical(cv, self.bundle.manifest.selection.clinical_encoding,
                                    self.bundle.manifest.selection)
         images: dict[Phase, PhaseImage] = {}
         reports: dict[Phase, PhaseReport] = {}
+        measures: dict[Phase, PhaseMeasures] = {}
         if self.phase_workers == 1:
             for name in PHASES:
-                images[name], reports[name] = self._phase(study.phase(name), name, timer)
+                images[name], reports[name], measures[name] = self._phase(
+                    study.phase(name), name, timer)
         else:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hccatom-phase") as pool:
                 running = {n: pool.submit(self._phase, study.phase(n), n, timer) for n in PHASES}
                 for name in PHASES:  # the arterial phase's error first, as when sequential
-                    images[name], reports[name] = running[name].result()
+                    images[name], reports[name], measures[name] = running[name].result()
+        check_distinct_pixels({n: m.fingerprint for n, m in measures.items()})
         with timer.stage("selection"):
             feeds = self.scorer.feeds(images["arterial"].image, images["portal"].image, clin)
             scores = self.scorer.score(feeds)[0]
-        return scores, images, reports
+        return scores, images, reports, measures, cv
 
     def score(self, ct: CTStudy | Mapping[str, Any], clinical: Any) -> dict[str, float]:
         """The four SELECTION scores (TACE, HAIC, TC, HC) without the ATOM decision."""
@@ -333,11 +362,19 @@ class Predictor:
         """Run the whole chain for one patient. Raises typed :class:`HccatomError`s."""
         t0 = time.perf_counter()
         timer = _Timer(progress)
-        scores, images, reports = self._score(ct, clinical, timer)
+        scores, images, reports, measures, cv = self._score(ct, clinical, timer)
         m = self.bundle.manifest
+        lim = self.safety
         with timer.stage("atom"):
             decision = decide(scores, m.thresholds, m.policy)
-            flags = quality_flags(images, self.quality)
+            flags = [
+                *synthetic_input_flags(m.synthetic, measures),
+                *quality_flags(images, lim),
+                *image_flags(measures, lim),
+                *population_flags(cv, lim.training_population),
+                *consistency_flags(cv),
+                *self._limit_flags,
+            ]
         timer.timings_ms["total"] = (time.perf_counter() - t0) * 1000.0
         return Recommendation(
             final_plan=decision.final_plan,

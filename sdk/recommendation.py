@@ -52,14 +52,37 @@ class PhaseReport(_Model):
         "which 'constant_inputs') and device -> host ('device_to_host'); on the CPU "
         "provider, what would cross the bus on a GPU.",
     )
+    liver_volume_ml: float | None = Field(
+        default=None, description="Segmented liver including tumour, whole phase, mL.")
+    tumour_volume_ml: float | None = Field(
+        default=None, description="Segmented tumour, whole phase, mL.")
+    tumour_centroid_mm: tuple[float, float, float] | None = Field(
+        default=None, description="Tumour centroid in patient coordinates (LPS mm, z y x).")
+    tumour_confidence: float | None = Field(
+        default=None, description="Mean max-probability inside the tumour (network grid).")
+    synthetic_phantom: bool | None = Field(
+        default=None, description="The input carries hccatom's synthetic-phantom marker.")
+
+
+Severity = Literal["info", "warning", "critical"]
+"""``critical``: the result must not be read as clinical (e.g. synthetic models on a real
+scan); ``warning``: check the input or the segmentation before using the result; ``info``:
+context (e.g. default limits in use)."""
 
 
 class QualityFlag(_Model):
-    """Something a reader of the recommendation should check; never blocks the result."""
+    """Something a reader of the recommendation should check; never blocks the result.
+
+    Codes, severities and the limits behind them: ``docs/safety.md``.
+    """
 
     code: str = Field(description="Stable identifier, e.g. 'liver_touches_border'.")
     phase: Phase | None = None
     message: str
+    severity: Severity = "warning"
+    values: dict[str, float | int | str | bool | None] = Field(
+        default_factory=dict,
+        description="The measured values and the limit behind the flag (units in the keys).")
 
 
 class EngineInfo(_Model):
@@ -135,7 +158,8 @@ class Recommendation(_Model):
     def summary(self, *, timings: bool = True) -> str:
         """A short readable summary: plan, scores vs thresholds, rationale, flags, timings."""
         d = self.decision
-        lines = [f"Recommendation: {self.final_plan}"]
+        lines = [f"WARNING: {f.message}" for f in self.quality_flags if f.severity == "critical"]
+        lines.append(f"Recommendation: {self.final_plan}")
         if d.advice:
             lines.append(f"  {d.advice}")
         lines.append("Scores (vs MSS):")
@@ -153,9 +177,10 @@ class Recommendation(_Model):
                 f"{name.capitalize()} slice {ph.slice_index} (z {ph.slice_position_mm:.1f} mm): "
                 f"tumour {ph.tumour_area_mm2:.0f} mm^2, liver {ph.liver_area_mm2:.0f} mm^2"
             )
-        if self.quality_flags:
+        others = [f for f in self.quality_flags if f.severity != "critical"]
+        if others:
             lines.append("Quality flags:")
-            lines += [f"  ! {f.message}" for f in self.quality_flags]
+            lines += [f"  {'!' if f.severity == 'warning' else '-'} {f.message}" for f in others]
         if timings and self.timings_ms:
             total = self.timings_ms.get("total")
             parts = [f"{k} {v:.0f}" for k, v in self.timings_ms.items() if k != "total"]
@@ -185,4 +210,5 @@ __all__ = [
     "PhaseReport",
     "QualityFlag",
     "Recommendation",
+    "Severity",
 ]

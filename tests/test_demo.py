@@ -113,6 +113,11 @@ def test_hccatom_demo_json_on_stdout(capsys: pytest.CaptureFixture[str]) -> None
     for ph in rec.phases.values():
         assert ph.segmentation_voxels["liver"] > 0
         assert ph.segmentation_voxels["tumour"] > 0
+        # safety signals: the phantom is recognised, its segmentation is confident
+        assert ph.synthetic_phantom is True
+        assert ph.tumour_confidence is not None and ph.tumour_confidence > 0.85
+    assert not [f for f in rec.quality_flags if f.severity == "critical"]
+    assert "WARNING" not in text
 
 
 def test_missing_bundle_is_a_bundle_error(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ from fixtures.bundle.make_fixtures import selection_score
 from hccatom.atom import MODELS, PAPER_MSS, AtomPolicy, decide
 from hccatom.bundle import load_bundle
 from hccatom.chain import (
-    QualityThresholds,
     encode_clinical,
     phase_image,
     prepare_phase,
@@ -38,6 +37,7 @@ from hccatom.errors import (
 )
 from hccatom.predictor import Case, CTStudy, Predictor, ProgressEvent
 from hccatom.recommendation import RESEARCH_USE_NOTICE, Recommendation
+from hccatom.safety import SafetyLimits
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +308,8 @@ def test_quality_flags_far_apart_and_small_tumour(predictor: Predictor) -> None:
     for name, src in (("arterial", a["arterial"]), ("portal", p["portal"])):
         ct = prepare_phase(src, spec)
         imgs[name] = phase_image(ct, predictor.segment(src), spec)
-    flags = quality_flags(imgs, QualityThresholds(small_tumour_mm2=100.0, phase_distance_mm=20))
+    flags = quality_flags(imgs, SafetyLimits(slice_tumour_area_min_mm2=100.0,
+                                             slice_distance_max_mm=20))
     codes = {f.code for f in flags}
     assert {"small_tumour", "phases_far_apart"} <= codes
     far = next(f for f in flags if f.code == "phases_far_apart")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hccatom.atom import MODELS
 from hccatom.bundle.reader import Bundle
+from hccatom.bundle.specs import SafetyLimits
 
 
 def _size(n: int) -> str:
@@ -44,6 +45,7 @@ def bundle_summary(bundle: Bundle) -> str:
     lines.append(f"  policy:        {pol.policy_id} (margin {pol.margin}, favourable when score "
                  f"{pol.favourable_when} MSS, ties -> {pol.tie_preference}, "
                  f"rescue {'on' if pol.rescue else 'off'})")
+    lines.append(f"  safety:        {_safety_line(m.safety)}")
     seg = m.segmentation.spec
     lines.append(
         f"  segmentation:  {m.segmentation.directory}/ {seg.configuration}, patch "
@@ -59,6 +61,20 @@ def bundle_summary(bundle: Bundle) -> str:
     for f in m.files:
         lines.append(f"    {f.path}  {_size(f.size_bytes)}  {f.role}  {f.sha256[:12]}")
     return "\n".join(lines)
+
+
+def _safety_line(safety: SafetyLimits | None) -> str:
+    """The safety limits in one line (docs/safety.md)."""
+    if safety is None:
+        return "none in the bundle: hccatom's default limits apply"
+    pop = safety.training_population
+    cohort = (f"training ranges of {len(pop.variables)} clinical variables"
+              + (f" (n={pop.n_patients})" if pop.n_patients is not None else "")
+              if pop is not None else "no training ranges")
+    return (f"liver {safety.liver_volume_min_ml:g}-{safety.liver_volume_max_ml:g} mL, tumour "
+            f">= {safety.tumour_volume_min_ml:g} mL, confidence >= "
+            f"{safety.tumour_confidence_min:g}, phases' tumours <= "
+            f"{safety.tumour_distance_max_mm:g} mm apart; {cohort}")
 
 
 def _parity_line(rep: object) -> str:

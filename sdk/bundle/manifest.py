@@ -22,7 +22,12 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hccatom.atom import MODELS, AtomPolicy
-from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec, SegmentationSpec
+from hccatom.bundle.specs import (
+    ClinicalEncoding,
+    PreprocessSpec,
+    SafetyLimits,
+    SegmentationSpec,
+)
 
 #: The schema version this runtime writes.
 SCHEMA_VERSION: Final[str] = "1.0"
@@ -191,6 +196,10 @@ class Manifest(_Model):
     policy: AtomPolicy = Field(default_factory=AtomPolicy.atom_v1)
     parity: dict[str, Any] = Field(
         default_factory=dict, description="Export parity reports keyed by model role."
+    )
+    safety: SafetyLimits | None = Field(
+        default=None, description="Limits behind quality flags and plausibility errors, and "
+        "the training cohort's clinical ranges (docs/safety.md); None: runtime defaults."
     )
 
     @field_validator("schema_version")

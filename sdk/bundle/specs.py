@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from hccatom.clinical_encoding import ClinicalEncoding
 from hccatom.preprocess import PreprocessSpec
+from hccatom.safety.limits import SafetyLimits
 from hccatom.segmentation.spec import SegmentationSpec
 
-__all__ = ["ClinicalEncoding", "PreprocessSpec", "SegmentationSpec"]
+__all__ = ["ClinicalEncoding", "PreprocessSpec", "SafetyLimits", "SegmentationSpec"]

@@ -47,7 +47,12 @@ from hccatom.bundle import (
     sha256_file,
     verify_bundle,
 )
-from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec, SegmentationSpec
+from hccatom.bundle.specs import (
+    ClinicalEncoding,
+    PreprocessSpec,
+    SafetyLimits,
+    SegmentationSpec,
+)
 from hccatom.engines import OnnxRuntimeEngine
 from hccatom.errors import BundleError, ExportError, ParityError
 
@@ -230,6 +235,7 @@ def build_bundle(
     created_at: datetime | None = None,
     overwrite: bool = False,
     verify: bool = True,
+    safety: SafetyLimits | None = None,
 ) -> Path:
     """Assemble, write and verify a bundle; returns ``out`` (a folder, or a ``.zip``).
 
@@ -239,6 +245,8 @@ def build_bundle(
     folder of the fused four-score graph. Give all four, the fused one, or both.
     Raises :class:`ExportError` (bad inputs), :class:`ParityError` (an export failed its
     parity check) or the reader's :class:`BundleError` if the result does not verify.
+    ``safety``: the limits and training-cohort ranges behind the quality flags
+    (``docs/safety.md``); None leaves the runtime defaults in force.
     """
     out_path = Path(out)
     as_zip = out_path.suffix.lower() == ".zip"
@@ -295,6 +303,7 @@ def build_bundle(
                 thresholds=dict(thresholds),
                 policy=policy if policy is not None else AtomPolicy.atom_v1(),
                 parity=parity,
+                safety=safety,
             )
         except ValueError as exc:
             raise ExportError(f"the bundle manifest does not validate: {exc}") from exc

@@ -21,7 +21,8 @@ Operators used (default domain, opset 17), each with a CUDA kernel for the types
 in ONNX Runtime's docs/OperatorKernels.md (CUDAExecutionProvider table): Add, Mul (float32,
 int64), ArgMax, IsInf, IsNaN, ReduceMax, Resize, Softmax, Pad, Div, Greater (float32), Cast,
 Concat, Gather, Reshape, Slice, Squeeze, Transpose, Unsqueeze, Expand, ScatterND,
-ConstantOfShape (float32/float16/int64), Range (int64), Or (bool), Where (uint8). The tests
+ConstantOfShape (float32/float16/int64), Range (int64), Or (bool), Where (uint8), Exp, Sub,
+ReduceSum, Equal (float32). The tests
 check that no other operator appears (:data:`CUDA_OPS`).
 """
 
@@ -36,8 +37,9 @@ from hccatom.engines.graph_writer import Graph
 INT64_MIN = -(2**63)
 
 CUDA_OPS = frozenset({
-    "Add", "ArgMax", "Cast", "Concat", "ConstantOfShape", "Div", "Expand", "Gather", "Greater",
-    "IsInf", "IsNaN", "Mul", "Or", "Pad", "Range", "ReduceMax", "Reshape", "Resize",
+    "Add", "ArgMax", "Cast", "Concat", "ConstantOfShape", "Div", "Equal", "Exp", "Expand",
+    "Gather", "Greater", "IsInf", "IsNaN", "Mul", "Or", "Pad", "Range", "ReduceMax",
+    "ReduceSum", "Reshape", "Resize", "Sub",
     "ScatterND", "Slice", "Softmax", "Squeeze", "Transpose", "Unsqueeze", "Where",
 })
 """Every operator these graphs may use; each has a CUDA kernel in ONNX Runtime."""
@@ -234,6 +236,33 @@ def finish_graph(channels: int, dtype: str, n_folds: int) -> bytes:
     g.node("ReduceMax", [flag], outputs=["bad"], keepdims=0)
     g.output("logits", dtype, [channels, "z", "y", "x"])
     g.output("bad", "float32", [])
+    return g.to_bytes()
+
+
+def confidence_graph(channels: int, dtype: str, channel: int) -> bytes:
+    """Where ``channel`` wins the argmax: the sum and the count of the winning softmax
+    probability (see :mod:`hccatom.segmentation.confidence`, the host version).
+
+    Input ``logits (C, z, y, x)`` in ``dtype`` (network grid); outputs ``winner_sum`` and
+    ``winner_count``, float32 scalars. Ties go to the lower channel, as ``ArgMax`` does.
+    """
+    g = Graph("hccatom_confidence")
+    logits = g.input("logits", dtype, [channels, "z", "y", "x"])
+    (x,) = g.node("Cast", [logits], to=_F32)
+    (top,) = g.node("ReduceMax", [x], axes=[0], keepdims=1)
+    (shifted,) = g.node("Sub", [x, top])
+    (e,) = g.node("Exp", [shifted])
+    (denom,) = g.node("ReduceSum", [e, g.const([0])], keepdims=0)
+    (prob,) = g.node("Div", [g.const(np.float32(1)), denom])
+    (arg,) = g.node("ArgMax", [x], axis=0, keepdims=0)
+    (arg32,) = g.node("Cast", [arg], to=_F32)
+    (wins,) = g.node("Equal", [arg32, g.const(np.float32(channel))])
+    (mask,) = g.node("Cast", [wins], to=_F32)
+    (picked,) = g.node("Mul", [prob, mask])
+    g.node("ReduceSum", [picked], outputs=["winner_sum"], keepdims=0)
+    g.node("ReduceSum", [mask], outputs=["winner_count"], keepdims=0)
+    g.output("winner_sum", "float32", [])
+    g.output("winner_count", "float32", [])
     return g.to_bytes()
 
 

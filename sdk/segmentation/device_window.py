@@ -30,6 +30,7 @@ from hccatom.engines import OnnxRuntimeEngine
 from hccatom.engines.base import TransferMeter
 from hccatom.engines.providers import TENSORRT
 from hccatom.segmentation import device_graphs as graphs
+from hccatom.segmentation.confidence import mean_max_probability
 from hccatom.segmentation.label_resampling import channel_argmax
 from hccatom.segmentation.pipeline import (
     Accumulation,
@@ -92,10 +93,13 @@ def free_device_memory(engine: OnnxRuntimeEngine) -> int | None:
 
 @dataclass(frozen=True)
 class DeviceResult:
-    """Channel indices (uint8) on the cropped input grid, and probabilities when asked."""
+    """Channel indices (uint8) on the cropped input grid, probabilities when asked, and the
+    mean winning probability where the confidence channel wins (None when not asked or
+    when it wins nowhere)."""
 
     index: np.ndarray
     probabilities: np.ndarray | None
+    confidence: float | None = None
 
 
 class DeviceSlidingWindow:
@@ -172,11 +176,16 @@ class DeviceSlidingWindow:
         pre: Preprocessed,
         *,
         probabilities: bool = False,
+        confidence_channel: int | None = None,
         progress: Progress | None = None,
         timings: dict[str, float] | None = None,
         meter: TransferMeter | None = None,
     ) -> DeviceResult:
-        """Segment one preprocessed volume; see the module docstring for what runs where."""
+        """Segment one preprocessed volume; see the module docstring for what runs where.
+
+        ``confidence_channel``: also the mean winning softmax probability where that
+        channel wins, on the network grid (two scalars come down).
+        """
         t0 = time.perf_counter()
         data = pre.data  # (1, z, y, x) float32
         shape = tuple(int(s) for s in data.shape[1:])
@@ -259,10 +268,24 @@ class DeviceSlidingWindow:
         if timings is not None:
             timings["network"] = timings.get("network", 0.0) + net_time
             timings["tiling"] = timings.get("tiling", 0.0) + (t1 - t0 - net_time)
-        return self._to_labels(pre, out["logits"], out["bad"], probabilities, timings, meter)
+        return self._to_labels(pre, out["logits"], out["bad"], probabilities,
+                               confidence_channel, timings, meter)
+
+    def _confidence(self, logits: Any, channel: int, meter: TransferMeter | None
+                    ) -> float | None:
+        out = self._graph(
+            ("confidence", channel),
+            lambda: graphs.confidence_graph(self.channels, self.dtype, channel),
+        ).run_device({"logits": logits}, meter=meter)
+        engine0 = self.engines[0]
+        count = float(engine0.download(out["winner_count"], meter=meter))
+        if count <= 0:
+            return None
+        return float(engine0.download(out["winner_sum"], meter=meter)) / count
 
     def _to_labels(
         self, pre: Preprocessed, logits: Any, bad: Any, probabilities: bool,
+        confidence_channel: int | None,
         timings: dict[str, float] | None, meter: TransferMeter | None,
     ) -> DeviceResult:
         t0 = time.perf_counter()
@@ -278,13 +301,15 @@ class DeviceSlidingWindow:
         if not on_device:
             host_logits = engine0.download(logits, meter=meter)
             check_finite(host_logits)
+            conf = (None if confidence_channel is None
+                    else mean_max_probability(host_logits, confidence_channel))
             if probabilities:
                 host_probs = logits_to_cropped_probabilities(
                     host_logits, pre, self.spec, timings
                 )
-                return DeviceResult(channel_argmax(host_probs), host_probs)
+                return DeviceResult(channel_argmax(host_probs), host_probs, conf)
             return DeviceResult(
-                labels_on_cropped_grid(host_logits, pre, self.spec, timings), None
+                labels_on_cropped_grid(host_logits, pre, self.spec, timings), None, conf
             )
         resize = net_shape != target
         feeds: dict[str, Any] = {"logits": logits, "bad": bad}
@@ -302,8 +327,10 @@ class DeviceSlidingWindow:
                 "accumulate='float32' or re-export the model"
             )
         probs = engine0.download(out["probabilities"], meter=meter) if probabilities else None
+        conf = (None if confidence_channel is None
+                else self._confidence(logits, confidence_channel, meter))
         if timings is not None:
             timings["resample_out"] = timings.get("resample_out", 0.0) + (
                 time.perf_counter() - t0
             )
-        return DeviceResult(index, probs)
+        return DeviceResult(index, probs, conf)

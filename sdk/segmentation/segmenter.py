@@ -23,6 +23,7 @@ from hccatom.engines import Engine, OnnxRuntimeEngine
 from hccatom.engines.base import TransferMeter, TransferStats
 from hccatom.engines.providers import CUDA, TENSORRT, file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
+from hccatom.segmentation.confidence import mean_max_probability
 from hccatom.segmentation.device_window import DeviceSlidingWindow
 from hccatom.segmentation.pipeline import (
     Accumulation,
@@ -295,15 +296,35 @@ class Segmenter:
         full-size probability array (see ``logits_to_labels``). ``timings`` and
         ``transfers`` as in :meth:`probabilities`.
         """
+        return self.segment_with_confidence(
+            ct, progress=progress, timings=timings, transfers=transfers
+        )[0]
+
+    def segment_with_confidence(
+        self,
+        ct: Any,
+        *,
+        progress: Progress | None = None,
+        timings: dict[str, float] | None = None,
+        transfers: dict[str, int] | None = None,
+    ) -> tuple[Volume, float | None]:
+        """:meth:`segment`, plus the tumour's mean max-probability on the network grid
+        (None when no voxel is tumour there); see :mod:`.confidence`. On the
+        device-resident path it is computed on the device (two scalars come down)."""
         pre, vol = self._prepare(ct, timings)
         meter = TransferMeter()
+        tumour = self.spec.labels.tumour_channel
+        confidence: float | None
         if self._device_window is not None:
             result = self._device_window.run(
-                pre, progress=progress, timings=timings, meter=meter
+                pre, confidence_channel=tumour, progress=progress, timings=timings,
+                meter=meter,
             )
             labels = uncrop_labels(result.index, pre, self.spec, timings)
+            confidence = result.confidence
         else:
             logits = self._logits(pre, progress, timings, meter)
+            confidence = mean_max_probability(logits, tumour)
             labels = logits_to_labels(logits, pre, self.spec, timings)
         if transfers is not None:
             transfers.update(_transfer_dict(meter.snapshot()))
@@ -312,4 +333,4 @@ class Segmenter:
             note=f"nnU-Net {self.spec.configuration} segmentation (folds {self.folds}, "
             f"step {self.step_size}, mirror axes {list(self.mirror_axes)}"
             f"{', device-resident' if self._device_window is not None else ''})",
-        )
+        ), confidence

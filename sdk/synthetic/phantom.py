@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from hccatom.safety.image_checks import SYNTHETIC_PHANTOM_NOTE
 from hccatom.synthetic.geometry import Box, Grid, Vec3, capsule, ellipsoid, random_waves, ripple
 from hccatom.synthetic.tissues import Tissue, labels_from_tissues, phase_hu
 from hccatom.volume import Volume
@@ -541,7 +542,7 @@ def generate_patient(
     sp = scan.spacing_zyx
     half = [-(n - 1) / 2.0 * d for n, d in zip(scan.shape_zyx, sp, strict=True)]
     origin = (half[0] + z_centre, half[1], half[2])
-    note = ("synthetic phantom (hccatom.synthetic), not patient data",)
+    note = (SYNTHETIC_PHANTOM_NOTE,)  # the marker hccatom.safety recognises phantoms by
     lab_a = labels_from_tissues(t_a)
     lab_p = lab_a if t_p is t_a else labels_from_tissues(t_p)
     return SyntheticPatient(
