@@ -265,7 +265,7 @@ def evaluate_segmentation(cfg: DemoConfig, export_dir: Path, figures: DemoFigure
 
 
 # --- 2. SELECTION ----------------------------------------------------------------------
-def phase_image(ct: Volume, labels: Volume, spec: PreprocessSpec) -> np.ndarray:
+def phase_image_plane(ct: Volume, labels: Volume, spec: PreprocessSpec) -> np.ndarray:
     """One phase through the Predictor's own chain (:mod:`hccatom.chain`): z resample,
     slice pick, liver box, model image - here on the ground-truth labels.
 
@@ -283,8 +283,8 @@ def cohort_images(patients: Sequence[CohortPatient], scan: ScanSpec,
     out = np.empty((len(patients), 2, spec.image_size_px, spec.image_size_px), np.float32)
     for i, p in enumerate(patients):
         study = generate_patient(p.seed, scan, p.features)
-        out[i, 0] = phase_image(study.arterial, study.arterial_labels, spec)
-        out[i, 1] = phase_image(study.portal, study.portal_labels, spec)
+        out[i, 0] = phase_image_plane(study.arterial, study.arterial_labels, spec)
+        out[i, 1] = phase_image_plane(study.portal, study.portal_labels, spec)
     return out
 
 
@@ -593,5 +593,5 @@ def recorded_figures(manifest: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-__all__ = ["DemoConfig", "DemoFigures", "build_demo", "dice", "phase_image",
+__all__ = ["DemoConfig", "DemoFigures", "build_demo", "dice", "phase_image_plane",
            "recorded_figures"]

@@ -60,7 +60,7 @@ V1_MARKERS = ("plans.pkl", "model_final_checkpoint.model", "model_best.model")
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class NnunetExportResult:
     """What :func:`export_nnunet` wrote."""
 
     out_dir: Path
@@ -404,7 +404,7 @@ def export_nnunet(
     checkpoint: str = "checkpoint_final.pth",
     label_map: Mapping[str, int] | None = None,
     seed: int = 0,
-) -> ExportResult:
+) -> NnunetExportResult:
     """Export an nnU-Net v2 model folder; see the module docstring. Raises ExportError."""
     folder = Path(model_folder)
     out = Path(out_dir)
@@ -513,4 +513,4 @@ def export_nnunet(
             f"{out / REPORT_FILENAME})"
         )
     log.info("wrote %s and %d fold model(s) to %s", SPEC_FILENAME, len(fold_models), out)
-    return ExportResult(out_dir=out, spec=spec, report=report)
+    return NnunetExportResult(out_dir=out, spec=spec, report=report)

@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hccatom.clinical import GROUPS, BclcStage, ClinicalVariables, Sex
+from hccatom.errors import ClinicalInputError
 
 __all__ = ["GROUP_SIZES", "ClinicalEncoding", "EncodingSlot", "Group", "Transform"]
 
@@ -202,18 +203,25 @@ class ClinicalEncoding(BaseModel):
         if ``standardise_categorical``. A constant slot keeps scale 1 (offset = its value).
         """
         if len(clinicals) < 2:
-            raise ValueError("fit_standardise needs at least 2 patients")
+            raise ClinicalInputError(
+                f"fit_standardise needs at least 2 patients, got {len(clinicals)}."
+            )
         base = base or cls.paper_default()
         log_set = set(log1p_fields)
         unknown = log_set - set(ClinicalVariables.model_fields)
         if unknown:
-            raise ValueError(f"unknown log1p fields: {sorted(unknown)}")
+            raise ClinicalInputError(
+                f"fit_standardise: unknown log1p_fields {sorted(unknown)}; use ClinicalVariables "
+                "field names."
+            )
         slots = []
         for slot in base.slots:
             categorical = slot.transform in ("bool01", "enum")
             if slot.source in log_set:
                 if categorical:
-                    raise ValueError(f"{slot.source} is categorical; log1p does not apply")
+                    raise ClinicalInputError(
+                        f"fit_standardise: {slot.source} is categorical; log1p does not apply."
+                    )
                 slot = slot.model_copy(update={"transform": "log1p"})
             if categorical and not standardise_categorical:
                 slots.append(slot.model_copy(update={"offset": 0.0, "scale": 1.0}))

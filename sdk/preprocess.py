@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
 from scipy.interpolate import make_interp_spline
 
-from hccatom.errors import CTInputError, NoLiverError, NoTumourError
+from hccatom.errors import CTInputError, InputError, NoLiverError, NoTumourError
 from hccatom.volume import Volume
 
 __all__ = [
@@ -118,9 +118,9 @@ def resample_z(volume: Volume, thickness_mm: float = 1.0, order: int = 3) -> Vol
     float32.
     """
     if not (math.isfinite(thickness_mm) and thickness_mm > 0):
-        raise ValueError(f"thickness_mm must be positive, got {thickness_mm}")
+        raise InputError(f"resample_z: thickness_mm must be positive, got {thickness_mm}.")
     if order not in range(6):
-        raise ValueError(f"order must be 0..5, got {order}")
+        raise InputError(f"resample_z: order must be 0..5, got {order}.")
     nz = volume.shape[0]
     sz = volume.spacing[0]
     n_new = max(1, round(nz * sz / thickness_mm))
@@ -175,7 +175,7 @@ def window_hu(
 ) -> Volume | np.ndarray:
     """Clip HU to ``[lo, hi]`` (paper: [-50, 350]); float32, same type as the input."""
     if not lo < hi:
-        raise ValueError(f"window must have lo < hi, got [{lo}, {hi}]")
+        raise InputError(f"window_hu: the window must have lo < hi, got [{lo}, {hi}].")
     if isinstance(volume, Volume):
         clipped = np.clip(volume.array, lo, hi).astype(np.float32, copy=False)
         return volume.with_array(clipped, note=f"HU window [{lo:g}, {hi:g}]")
@@ -279,9 +279,13 @@ def crop_liver_box(
             f"spacing {ct.spacing} vs {labels.spacing}); segment the same CT you crop."
         )
     if not 0 <= slice_index < ct.shape[0]:
-        raise ValueError(f"slice_index {slice_index} outside 0..{ct.shape[0] - 1}")
+        raise InputError(
+            f"crop_liver_box: slice_index {slice_index} is outside 0..{ct.shape[0] - 1}; pick a "
+            "slice of this CT."
+        )
     if not (box_mm > 0 and size_px >= 1):
-        raise ValueError("box_mm must be > 0 and size_px >= 1")
+        raise InputError(f"crop_liver_box: box_mm must be > 0 and size_px >= 1, got {box_mm}, "
+                         f"{size_px}.")
     lab2d = np.asarray(labels.array[slice_index])
     organ = (lab2d == liver_label) | (lab2d == tumour_label)
     if not organ.any():
@@ -363,15 +367,15 @@ def model_image(
     """
     image = crop_hu.image if isinstance(crop_hu, CropResult) else np.asarray(crop_hu)
     if image.ndim != 2:
-        raise ValueError(f"model_image needs a 2-D (H, W) crop, got shape {image.shape}")
+        raise InputError(f"model_image needs a 2-D (H, W) crop, got shape {image.shape}.")
     lo, hi = float(window[0]), float(window[1])
     if not lo < hi:
-        raise ValueError(f"window must have low < high, got {tuple(window)}")
+        raise InputError(f"model_image: the window must have low < high, got {tuple(window)}.")
     unit = (np.clip(image.astype(np.float64), lo, hi) - lo) / (hi - lo)
     m = np.broadcast_to(np.asarray(mean, dtype=np.float64), (3,)).reshape(3, 1, 1)
     s = np.broadcast_to(np.asarray(std, dtype=np.float64), (3,)).reshape(3, 1, 1)
     if np.any(s <= 0):
-        raise ValueError("std must be positive")
+        raise InputError(f"model_image: std must be positive, got {std}.")
     return ((unit[None] - m) / s).astype(np.float32)
 
 
@@ -379,7 +383,9 @@ def resize_center_crop(image: np.ndarray, resize_px: int, crop_px: int) -> np.nd
     """Bilinear resize of the last two axes to ``resize_px``, then a centre crop of
     ``crop_px`` (the authors' test transform: 256 then 224). Works on (H, W) or (C, H, W)."""
     if crop_px > resize_px:
-        raise ValueError("crop_px must be <= resize_px")
+        raise InputError(
+            f"resize_center_crop: crop_px ({crop_px}) must be <= resize_px ({resize_px})."
+        )
     arr = np.asarray(image, dtype=np.float32)
     h, w = arr.shape[-2:]
     zoom = [1.0] * (arr.ndim - 2) + [resize_px / h, resize_px / w]
