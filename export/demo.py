@@ -241,7 +241,9 @@ def finish_segmentation(run: SegmentationTraining, work: Path, log: Log, seed: i
         raise RuntimeError(f"nnU-Net training failed; see {run.log_file}:\n{tail}")
     log(f"[seg] trained in {time.time() - run.started:.0f} s")
     export_dir = work / "seg_export"
-    export_nnunet(run.model_folder, export_dir, folds=[0], seed=seed)
+    # the demo model is trained on raw-HU phantoms: recorded, not defaulted
+    export_nnunet(run.model_folder, export_dir, folds=[0], seed=seed,
+                  window_before_segmentation=False)
     log(f"[seg] exported ONNX + spec to {export_dir}")
     return export_dir
 

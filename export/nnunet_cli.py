@@ -39,6 +39,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of the parity patches")
+    parser.add_argument(
+        "--window-before-segmentation", action=argparse.BooleanOptionalAction, required=True,
+        help="required: whether this model was trained on CT clipped to the HU window "
+        "(--window-before-segmentation; the paper windows to [-50, 350] HU before "
+        "segmentation) or on raw HU (--no-window-before-segmentation; nnU-Net's own CT "
+        "normalisation, the usual case). Recorded in the spec and used by `bundle build`.",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             label_map=parse_label_map(args.label_map),
             seed=args.seed,
+            window_before_segmentation=args.window_before_segmentation,
         )
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -404,8 +404,14 @@ def export_nnunet(
     checkpoint: str = "checkpoint_final.pth",
     label_map: Mapping[str, int] | None = None,
     seed: int = 0,
+    window_before_segmentation: bool | None = None,
 ) -> NnunetExportResult:
-    """Export an nnU-Net v2 model folder; see the module docstring. Raises ExportError."""
+    """Export an nnU-Net v2 model folder; see the module docstring. Raises ExportError.
+
+    ``window_before_segmentation``: whether the model was trained on HU-windowed CT (True)
+    or raw HU (False), recorded in the spec; None leaves it unrecorded (then ``hccatom
+    bundle build`` asks for it).
+    """
     folder = Path(model_folder)
     out = Path(out_dir)
     _check_folder(folder, checkpoint)
@@ -487,6 +493,7 @@ def export_nnunet(
             "checkpoint": checkpoint,
             "nnunetv2": _versions().get("nnunetv2", "unknown"),
         },
+        window_before_segmentation=window_before_segmentation,
     )
     report = {
         "kind": "nnunet-onnx-parity",

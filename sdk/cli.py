@@ -188,6 +188,10 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     b.add_argument("--policy", type=Path, metavar="JSON", help="ATOM policy (default atom-v1)")
     b.add_argument("--preprocessing", type=Path, metavar="JSON",
                    help="CT preprocessing spec (default: the paper's values)")
+    b.add_argument("--window-before-segmentation", action=argparse.BooleanOptionalAction,
+                   default=None,
+                   help="whether the segmentation model was trained on HU-windowed CT; required "
+                   "unless the segmentation export or --preprocessing records it")
     b.add_argument("--clinical-encoding", type=Path, metavar="JSON",
                    help="clinical encoding spec (default: the authors' raw values)")
     b.add_argument("--provenance", type=Path, metavar="JSON",
@@ -236,7 +240,8 @@ def _parse_selection(items: Sequence[str]) -> dict[str, Path]:
 def _run_bundle_build(args: argparse.Namespace) -> int:
     from hccatom.atom import PAPER_MSS, AtomPolicy
     from hccatom.bundle import RESEARCH_USE_ONLY, Provenance
-    from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec
+    from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec, SegmentationSpec
+    from hccatom.bundle.window_choice import resolve_window_before_segmentation
     from hccatom.export.bundle_writer import build_bundle, parse_thresholds
 
     thresholds = dict(PAPER_MSS) if args.paper_thresholds else parse_thresholds(args.thresholds)
@@ -249,8 +254,10 @@ def _run_bundle_build(args: argparse.Namespace) -> int:
         version=args.bundle_version,
         thresholds=thresholds,
         policy=_read_model(args.policy, AtomPolicy, "policy") if args.policy else None,
-        preprocessing=(_read_model(args.preprocessing, PreprocessSpec, "preprocessing")
-                       if args.preprocessing else None),
+        preprocessing=resolve_window_before_segmentation(
+            _read_model(args.preprocessing, PreprocessSpec, "preprocessing")
+            if args.preprocessing else None,
+            SegmentationSpec.load(args.segmentation), args.window_before_segmentation),
         clinical_encoding=(_read_model(args.clinical_encoding, ClinicalEncoding,
                                        "clinical-encoding") if args.clinical_encoding else None),
         provenance=(_read_model(args.provenance, Provenance, "provenance")

@@ -34,7 +34,8 @@ MODEL = FIXTURE / "model" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("nnunet_export")
-    rc = nnunet_cli.main(["--model-folder", str(MODEL), "--folds", "0", "--out", str(out)])
+    rc = nnunet_cli.main(["--model-folder", str(MODEL), "--folds", "0", "--out", str(out),
+                          "--no-window-before-segmentation"])
     assert rc == 0
     return out
 
@@ -58,6 +59,7 @@ def test_spec_values_come_from_the_plans(exported: Path) -> None:
     assert spec.ct_intensity.percentile_99_5 == pytest.approx(props["percentile_99_5"])
     assert spec.resampling_data.order == 3 and spec.resampling_probabilities.order == 1
     assert spec.resampling_data.anisotropy_threshold == 3.0
+    assert spec.window_before_segmentation is False  # recorded from the required flag
     assert spec.mirror_axes == [0, 1, 2] and [f.fold for f in spec.folds] == [0]
     assert spec.labels.channel_names == ["background", "liver", "tumour"]
     committed = SegmentationSpec.load(FIXTURE / "export")
@@ -166,9 +168,18 @@ def test_label_mapping() -> None:
 
 
 def test_cli_bad_input_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = nnunet_cli.main(["--model-folder", str(tmp_path), "--out", str(tmp_path / "o")])
+    rc = nnunet_cli.main(["--model-folder", str(tmp_path), "--out", str(tmp_path / "o"),
+                          "--window-before-segmentation"])
     assert rc == 2
     assert "missing dataset.json, plans.json" in capsys.readouterr().err
+
+
+def test_cli_requires_the_window_choice(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        nnunet_cli.main(["--model-folder", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert info.value.code == 2
+    assert "--window-before-segmentation" in capsys.readouterr().err
 
 
 def nnunet_export(folder: Path, out: Path, **kw: object) -> object:
@@ -191,5 +202,6 @@ def test_parity_failure_raises_and_cli_exits_1(
         nnunet_export(model_copy, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "parity_report.json").read_text())
     assert report["passed"] is False
-    rc = nnunet_cli.main(["--model-folder", str(model_copy), "--out", str(tmp_path / "o2")])
+    rc = nnunet_cli.main(["--model-folder", str(model_copy), "--out", str(tmp_path / "o2"),
+                          "--no-window-before-segmentation"])
     assert rc == 1

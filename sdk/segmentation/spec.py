@@ -134,6 +134,12 @@ class SegmentationSpec(_Model):
         default_factory=dict,
         description="Where it came from: dataset, trainer, plans, nnU-Net version, checkpoint.",
     )
+    window_before_segmentation: bool | None = Field(
+        default=None,
+        description="Whether the model was trained on CT clipped to the bundle's HU window "
+        "(True) or on raw HU (False), as stated at export; None: not recorded (older "
+        "exports). `hccatom bundle build` requires it stated here or by its flag.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
