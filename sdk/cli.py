@@ -187,13 +187,15 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="bundle version (default 0.1.0)")
     b.add_argument("--policy", type=Path, metavar="JSON", help="ATOM policy (default atom-v1)")
     b.add_argument("--preprocessing", type=Path, metavar="JSON",
-                   help="CT preprocessing spec (default: the paper's values)")
+                   help="CT preprocessing spec (default: PreprocessSpec(); each field says "
+                   "whether its default is the paper's, the authors' code's or ours)")
     b.add_argument("--window-before-segmentation", action=argparse.BooleanOptionalAction,
                    default=None,
                    help="whether the segmentation model was trained on HU-windowed CT; required "
                    "unless the segmentation export or --preprocessing records it")
     b.add_argument("--clinical-encoding", type=Path, metavar="JSON",
-                   help="clinical encoding spec (default: the authors' raw values)")
+                   help="clinical encoding spec (default: raw values in the authors' "
+                   "group order, ClinicalEncoding.raw_values)")
     b.add_argument("--provenance", type=Path, metavar="JSON",
                    help="who trained what on which data (free text fields)")
     b.add_argument("--intended-use", help="intended-use statement")

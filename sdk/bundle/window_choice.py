@@ -57,7 +57,7 @@ def resolve_window_before_segmentation(
             "Make them agree."
         )
     value = values.pop()
-    base = preprocessing if preprocessing is not None else PreprocessSpec()
+    base = preprocessing if preprocessing is not None else PreprocessSpec.model_validate({})
     return PreprocessSpec.model_validate({**base.model_dump(), FIELD: value})
 
 

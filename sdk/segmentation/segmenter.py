@@ -8,6 +8,13 @@ reorient, so a file stored in another orientation (e.g. RAS NIfTI) gives nnU-Net
 flipped in x/y relative to ours. With all mirror axes on, the ensemble is (nearly) flip
 equivariant and the difference is small; without mirroring, pass a Volume in the
 orientation the model was trained on.
+
+Precision: the network runs in float32 in ONNX Runtime (unless the bundle ships an fp16
+graph), while nnU-Net's predictor runs it under fp16 autocast on CUDA (fp32 on the CPU). So
+"the way nnU-Net's predictor does" means the same preprocessing, tiling, weighting, mirroring,
+fold averaging and float16 accumulation; the network's own arithmetic matches nnU-Net's CPU
+path, and differs from its CUDA path by autocast rounding (parity tests compare with
+nnU-Net on the CPU).
 """
 
 from __future__ import annotations
