@@ -40,6 +40,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of the parity patches")
     parser.add_argument(
+        "--postprocessing", type=Path, default=None, metavar="FILE",
+        help="postprocessing.json (or .pkl) from nnUNetv2_find_best_configuration: stored in "
+        "the spec as data and applied at runtime (default: none, as nnUNetv2_predict)",
+    )
+    parser.add_argument(
         "--window-before-segmentation", action=argparse.BooleanOptionalAction, required=True,
         help="required: whether this model was trained on CT clipped to the HU window "
         "(--window-before-segmentation; the paper windows to [-50, 350] HU before "
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             label_map=parse_label_map(args.label_map),
             seed=args.seed,
             window_before_segmentation=args.window_before_segmentation,
+            postprocessing=args.postprocessing,
         )
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -405,12 +405,14 @@ def export_nnunet(
     label_map: Mapping[str, int] | None = None,
     seed: int = 0,
     window_before_segmentation: bool | None = None,
+    postprocessing: str | Path | None = None,
 ) -> NnunetExportResult:
     """Export an nnU-Net v2 model folder; see the module docstring. Raises ExportError.
 
     ``window_before_segmentation``: whether the model was trained on HU-windowed CT (True)
     or raw HU (False), recorded in the spec; None leaves it unrecorded (then ``hccatom
-    bundle build`` asks for it).
+    bundle build`` asks for it). ``postprocessing``: nnU-Net's ``postprocessing.json`` (or
+    ``.pkl``, read with a restricted unpickler) to store in the spec as data.
     """
     folder = Path(model_folder)
     out = Path(out_dir)
@@ -422,6 +424,16 @@ def export_nnunet(
         configuration = m.group(1) if m else "3d_fullres"
     pm, cm = _configuration(plans, configuration)
     labels = label_meaning(dataset_json, label_map)
+    post = None
+    if postprocessing is not None:
+        from hccatom.export.nnunet_postprocessing import read_postprocessing
+        from hccatom.segmentation.postprocessing import check_mappable
+
+        post = read_postprocessing(postprocessing)
+        try:
+            check_mappable(post, labels.channel_to_label)
+        except ValueError as exc:
+            raise ExportError(f"{postprocessing}: {exc}") from exc
     n_out = pm.get_label_manager(dataset_json).num_segmentation_heads
     if n_out != len(labels.channel_to_label):
         raise ExportError(f"network has {n_out} outputs but dataset.json lists "
@@ -494,6 +506,7 @@ def export_nnunet(
             "nnunetv2": _versions().get("nnunetv2", "unknown"),
         },
         window_before_segmentation=window_before_segmentation,
+        postprocessing=post,
     )
     report = {
         "kind": "nnunet-onnx-parity",

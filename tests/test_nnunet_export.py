@@ -34,8 +34,13 @@ MODEL = FIXTURE / "model" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("nnunet_export")
+    pp = tmp_path_factory.mktemp("pp") / "postprocessing.json"  # as nnU-Net writes it
+    pp.write_text(json.dumps({
+        "postprocessing_fns": ["remove_all_but_largest_component_from_segmentation"] * 2,
+        "postprocessing_kwargs": [{"labels_or_regions": [1, 2]}, {"labels_or_regions": 2}],
+    }))
     rc = nnunet_cli.main(["--model-folder", str(MODEL), "--folds", "0", "--out", str(out),
-                          "--no-window-before-segmentation"])
+                          "--no-window-before-segmentation", "--postprocessing", str(pp)])
     assert rc == 0
     return out
 
@@ -60,6 +65,8 @@ def test_spec_values_come_from_the_plans(exported: Path) -> None:
     assert spec.resampling_data.order == 3 and spec.resampling_probabilities.order == 1
     assert spec.resampling_data.anisotropy_threshold == 3.0
     assert spec.window_before_segmentation is False  # recorded from the required flag
+    assert spec.postprocessing is not None  # read from postprocessing.json, stored as data
+    assert [st.labels for st in spec.postprocessing.steps] == [[1, 2], [2]]
     assert spec.mirror_axes == [0, 1, 2] and [f.fold for f in spec.folds] == [0]
     assert spec.labels.channel_names == ["background", "liver", "tumour"]
     committed = SegmentationSpec.load(FIXTURE / "export")

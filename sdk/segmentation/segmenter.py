@@ -39,6 +39,7 @@ from hccatom.segmentation.pipeline import (
     preprocess,
     sliding_window_logits,
 )
+from hccatom.segmentation.postprocessing import apply_postprocessing
 from hccatom.segmentation.spec import SegmentationSpec
 from hccatom.volume import Volume
 
@@ -208,6 +209,15 @@ class Segmenter:
         """
         logits, pre, vol = self._logits(ct, progress, timings)
         labels = logits_to_labels(logits, pre, self.spec, timings)
+        if self.spec.postprocessing is not None:  # nnU-Net's chosen postprocessing, as data
+            t0 = time.perf_counter()
+            labels = apply_postprocessing(
+                labels, self.spec.postprocessing, self.spec.labels.channel_to_label
+            )
+            if timings is not None:
+                timings["postprocess"] = timings.get("postprocess", 0.0) + (
+                    time.perf_counter() - t0
+                )
         return vol.with_array(
             labels,
             note=f"nnU-Net {self.spec.configuration} segmentation (folds {self.folds}, "

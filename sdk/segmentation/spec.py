@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hccatom.errors import BundleFormatError
+from hccatom.segmentation.postprocessing import Postprocessing, check_mappable
 
 SPEC_FILENAME = "segmentation_spec.json"
 SCHEMA = "hccatom.segmentation-spec/1"
@@ -140,6 +141,11 @@ class SegmentationSpec(_Model):
         "(True) or on raw HU (False), as stated at export; None: not recorded (older "
         "exports). `hccatom bundle build` requires it stated here or by its flag.",
     )
+    postprocessing: Postprocessing | None = Field(
+        default=None,
+        description="nnU-Net's chosen postprocessing (nnUNetv2_find_best_configuration), read "
+        "at export from postprocessing.json / .pkl; None: none (as nnUNetv2_predict).",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -162,6 +168,8 @@ class SegmentationSpec(_Model):
             raise ValueError(f"mirror_axes must lie in 0..{self.dims - 1}")
         if len(self.labels.channel_to_label) != self.num_output_channels:
             raise ValueError("labels must describe every output channel")
+        if self.postprocessing is not None:
+            check_mappable(self.postprocessing, self.labels.channel_to_label)
         return self
 
     # --- file I/O ---------------------------------------------------------------------
