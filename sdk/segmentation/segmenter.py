@@ -7,7 +7,9 @@ predictor (``GetArrayFromImage`` plus reversed spacing). Anything else goes thro
 reorient, so a file stored in another orientation (e.g. RAS NIfTI) gives nnU-Net an array
 flipped in x/y relative to ours. With all mirror axes on, the ensemble is (nearly) flip
 equivariant and the difference is small; without mirroring, pass a Volume in the
-orientation the model was trained on.
+orientation the model was trained on, or record that orientation in the spec
+(``training_orientation``): the Segmenter then permutes/flips the array the network sees to
+it and the result back (:mod:`.orientation`).
 
 Precision: the network runs in float32 in ONNX Runtime (unless the bundle ships an fp16
 graph), while nnU-Net's predictor runs it under fp16 autocast on CUDA (fp32 on the CPU). So
@@ -29,6 +31,7 @@ import numpy as np
 from hccatom.engines import Engine, OnnxRuntimeEngine
 from hccatom.engines.providers import file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
+from hccatom.segmentation.orientation import Reorientation, orientation_of
 from hccatom.segmentation.pipeline import (
     Accumulation,
     Preprocessed,
@@ -158,15 +161,26 @@ class Segmenter:
 
         return read_ct(ct)
 
+    def _reorientation(self, vol: Volume) -> Reorientation | None:
+        """From the volume's orientation to the one the model was trained on (None: as is)."""
+        if self.spec.training_orientation is None:
+            return None
+        ro = Reorientation.between(orientation_of(vol.direction), self.spec.training_orientation)
+        return None if ro.is_identity else ro
+
     def _logits(
         self, ct: Any, progress: Progress | None, timings: dict[str, float] | None
-    ) -> tuple[np.ndarray, Preprocessed, Volume]:
-        """Read, preprocess and run the sliding window: logits on the network's grid."""
+    ) -> tuple[np.ndarray, Preprocessed, Volume, Reorientation | None]:
+        """Read, reorient to the training orientation, preprocess and run the sliding window:
+        logits on the network's grid."""
         t0 = time.perf_counter()
         vol = self._as_volume(ct)
         if timings is not None:
             timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
-        pre = preprocess(vol.array, vol.spacing, self.spec, timings)
+        ro = self._reorientation(vol)
+        array = vol.array if ro is None else ro.forward(vol.array)
+        spacing = vol.spacing if ro is None else ro.forward_spacing(vol.spacing)
+        pre = preprocess(array, spacing, self.spec, timings)
         logits = sliding_window_logits(
             pre.data,
             self.spec,
@@ -178,7 +192,7 @@ class Segmenter:
             timings=timings,
             accumulate=self.accumulate,
         )
-        return logits, pre, vol
+        return logits, pre, vol, ro
 
     def probabilities(
         self,
@@ -192,8 +206,9 @@ class Segmenter:
         Channel ``c`` is the network's output channel; ``spec.labels`` says what it means.
         ``timings`` (optional dict) receives seconds per stage.
         """
-        logits, pre, vol = self._logits(ct, progress, timings)
-        return logits_to_probabilities(logits, pre, self.spec, timings), vol
+        logits, pre, vol, ro = self._logits(ct, progress, timings)
+        probs = logits_to_probabilities(logits, pre, self.spec, timings)
+        return (probs if ro is None else ro.backward(probs)), vol
 
     def segment(
         self,
@@ -207,8 +222,10 @@ class Segmenter:
         The same labels as the argmax of :meth:`probabilities`, without materialising the
         full-size probability array (see ``logits_to_labels``).
         """
-        logits, pre, vol = self._logits(ct, progress, timings)
+        logits, pre, vol, ro = self._logits(ct, progress, timings)
         labels = logits_to_labels(logits, pre, self.spec, timings)
+        if ro is not None:  # back from the training orientation to the input's
+            labels = ro.backward(labels)
         if self.spec.postprocessing is not None:  # nnU-Net's chosen postprocessing, as data
             t0 = time.perf_counter()
             labels = apply_postprocessing(
