@@ -406,6 +406,8 @@ def export_nnunet(
     seed: int = 0,
     window_before_segmentation: bool | None = None,
     postprocessing: str | Path | None = None,
+    training_orientation: str | None = None,
+    raw_dataset: str | Path | None = None,
 ) -> NnunetExportResult:
     """Export an nnU-Net v2 model folder; see the module docstring. Raises ExportError.
 
@@ -413,6 +415,9 @@ def export_nnunet(
     or raw HU (False), recorded in the spec; None leaves it unrecorded (then ``hccatom
     bundle build`` asks for it). ``postprocessing``: nnU-Net's ``postprocessing.json`` (or
     ``.pkl``, read with a restricted unpickler) to store in the spec as data.
+    ``training_orientation`` / ``raw_dataset``: the orientation the model was trained on, given
+    or inferred from the raw training images' headers (``raw_dataset``, else
+    ``$nnUNet_raw/<dataset>`` when present); None when neither is available.
     """
     folder = Path(model_folder)
     out = Path(out_dir)
@@ -424,6 +429,11 @@ def export_nnunet(
         configuration = m.group(1) if m else "3d_fullres"
     pm, cm = _configuration(plans, configuration)
     labels = label_meaning(dataset_json, label_map)
+    from hccatom.export.nnunet_orientation import resolve_training_orientation
+
+    orientation = resolve_training_orientation(
+        training_orientation, raw_dataset, str(plans.get("dataset_name", "")) or None
+    )
     post = None
     if postprocessing is not None:
         from hccatom.export.nnunet_postprocessing import read_postprocessing
@@ -507,6 +517,7 @@ def export_nnunet(
         },
         window_before_segmentation=window_before_segmentation,
         postprocessing=post,
+        training_orientation=orientation,
     )
     report = {
         "kind": "nnunet-onnx-parity",
