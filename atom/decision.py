@@ -13,6 +13,8 @@ Rule ids (``atom-v1`` and any :class:`~hccatom.atom.policy.AtomPolicy`):
 * ``stage1.none-favourable`` — neither favourable: against intra-arterial therapy alone.
 * ``stage2.add-systemic`` — the chosen therapy's combination model is favourable.
 * ``stage2.alone-high-risk`` — it is not: the therapy alone, flagged high risk.
+* ``stage2.responder-alone`` — policy ``systemic_when="no-response"`` (``atom-v1-responder``):
+  a therapy chosen at stage 1 is given alone, whatever its combination model says.
 * ``stage2.rescue`` / ``stage2.rescue-tie`` — stage 1 chose none but a combination model is
   favourable (policy ``rescue``): that therapy + systemic.
 * ``stage2.no-therapy`` — nothing favourable: no intra-arterial therapy.
@@ -83,7 +85,8 @@ class Stage2(BaseModel):
     combination_model: str | None = Field(description="The combination model that decided.")
     rescue: bool = Field(description="True when stage 1 chose none and stage 2 rescued.")
     high_risk: bool = Field(
-        description="True when the plan carries a high-risk flag (intensive surveillance, MDT)."
+        description="True when the plan carries a high-risk flag (for which intensive "
+        "surveillance and multidisciplinary team review are suggested, not from the paper)."
     )
     rule_id: str
 
@@ -199,6 +202,7 @@ def decide(
 
     ``scores`` and ``thresholds`` map "TACE", "HAIC", "TC", "HC" to floats; thresholds default
     to the paper's MSS (:data:`~hccatom.atom.policy.PAPER_MSS`), ``policy`` to ``atom-v1``.
+    Follow-up advice ("suggested: ...") is hccatom's wording, not the paper's.
     Raises :class:`~hccatom.errors.ScoreInputError` for a missing or unknown model, a NaN or
     infinite value, a score outside [0, 1] or a threshold outside (0, 1).
     """
@@ -258,7 +262,22 @@ def decide(
     plan: Plan
     if stage1_choice is not None:
         combo = assess[COMBINATION_OF[stage1_choice]]
-        if combo.favourable:
+        if pol.systemic_when == "no-response":
+            rule2 = "stage2.responder-alone"
+            plan = stage1_choice
+            state = (f"{reach}" if combo.favourable else f"{below}")
+            text2 = (
+                f"A response model is favourable: {stage1_choice} alone, without systemic "
+                f"therapy (policy {pol.policy_id}: predicted responders need not add it; the "
+                f"{combo.model} score {_fmt(combo.score)} {state} its MSS "
+                f"{_fmt(combo.threshold)} and is not used)."
+            )
+            advice = ("Predicted responder: the intra-arterial therapy alone; the usual "
+                      "response assessment is suggested.")
+            stage2 = Stage2(therapy=stage1_choice, add_systemic=False,
+                            combination_model=None, rescue=False, high_risk=False,
+                            rule_id=rule2)
+        elif combo.favourable:
             rule2 = "stage2.add-systemic"
             plan = "TACE + systemic" if stage1_choice == "TACE" else "HAIC + systemic"
             text2 = (
@@ -266,7 +285,7 @@ def decide(
                 f"{reach} its MSS {_fmt(combo.threshold)}: add systemic therapy to "
                 f"{stage1_choice}."
             )
-            advice = "Recommend the combination; follow the usual response assessment."
+            advice = ("The combination; the usual response assessment is suggested.")
             stage2 = Stage2(therapy=stage1_choice, add_systemic=True,
                             combination_model=combo.model, rescue=False, high_risk=False,
                             rule_id=rule2)
@@ -276,9 +295,10 @@ def decide(
             text2 = (
                 f"The {combo.model} model score {_fmt(combo.score)} {below} its MSS "
                 f"{_fmt(combo.threshold)}: {stage1_choice} alone, flagged high risk "
-                "(intensive surveillance, MDT review)."
+                "(suggested: intensive surveillance and multidisciplinary team review)."
             )
-            advice = "High risk: intensive surveillance and multidisciplinary team review."
+            advice = ("High risk: intensive surveillance and multidisciplinary team review "
+                      "are suggested.")
             stage2 = Stage2(therapy=stage1_choice, add_systemic=False,
                             combination_model=combo.model, rescue=False, high_risk=True,
                             rule_id=rule2)
@@ -309,8 +329,8 @@ def decide(
                     f"{_fmt(combo.score)} {reach} its MSS {_fmt(combo.threshold)} "
                     f"({pol.margin} margin {combo.margin:+.3f}{vs}): {plan} as a rescue."
                 )
-            advice = ("Rescue recommendation (response models unfavourable): confirm at "
-                      "multidisciplinary team review.")
+            advice = ("Rescue recommendation (response models unfavourable): confirmation "
+                      "at multidisciplinary team review is suggested.")
             stage2 = Stage2(therapy=therapy, add_systemic=True, combination_model=combo.model,
                             rescue=True, high_risk=True, rule_id=rule2)
         else:
@@ -321,9 +341,11 @@ def decide(
             else:
                 why = (f"neither combination score {reach} its MSS (TC {_fmt(s['TC'])} vs "
                        f"{_fmt(t['TC'])}, HC {_fmt(s['HC'])} vs {_fmt(t['HC'])})")
-            text2 = (f"No response model is favourable and {why}: no intra-arterial therapy; "
-                     "refer to MDT for systemic therapy or supportive care.")
-            advice = "Refer to multidisciplinary team for systemic therapy or supportive care."
+            text2 = (f"No response model is favourable and {why}: against intra-arterial "
+                     "therapy (suggested: multidisciplinary team review of systemic therapy or "
+                     "supportive care).")
+            advice = ("Against intra-arterial therapy; multidisciplinary team review of systemic "
+                      "therapy or supportive care is suggested.")
             stage2 = Stage2(therapy=None, add_systemic=False, combination_model=None,
                             rescue=False, high_risk=True, rule_id=rule2)
     rationale.append(RuleFiring(rule_id=rule2, text=text2))

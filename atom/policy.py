@@ -7,9 +7,21 @@ favourable scores, what happens at a tie, whether a rejected intra-arterial ther
 rescued by a favourable combination model — is a choice, so it lives here as data and every
 bundle states the choice it was built with.
 
-``atom-v1`` (:meth:`AtomPolicy.atom_v1`) is hccatom's reconstruction of the paper's policy.
-It is **not clinically validated**; it exists so that a recommendation is reproducible and
-every fired rule can be named.
+Two named policies ship with hccatom; both are **not clinically validated** readings of the
+paper, kept so that a recommendation is reproducible and every fired rule can be named:
+
+* ``atom-v1`` (:meth:`AtomPolicy.atom_v1`): after stage 1 picks a therapy, systemic therapy
+  is added whenever that therapy's combination model is favourable, even for a predicted
+  responder; "against intra-arterial therapy" is reached at stage 2 only when stage 1 also
+  said against and no combination model rescues.
+* ``atom-v1-responder`` (:meth:`AtomPolicy.atom_v1_responder`): the reading of the paper's
+  discussion (patients predicted to respond to intra-arterial therapy alone need not add
+  systemic therapy; high-risk patients get the combination). A favourable response model ->
+  that therapy alone; none favourable -> the favourable combination model's therapy +
+  systemic; none of those -> against intra-arterial therapy.
+
+:data:`CHOICES_NOT_IN_PAPER` lists every choice each policy makes that the paper does not print;
+:meth:`AtomPolicy.choices_not_in_paper` gives the list for one policy, with its values.
 """
 
 from __future__ import annotations
@@ -67,6 +79,11 @@ class AtomPolicy(BaseModel):
     * ``tie_preference``: the therapy chosen when two margins are exactly equal.
     * ``rescue``: when neither response model is favourable, whether a favourable
       combination model may still recommend that therapy + systemic (a "rescue").
+    * ``systemic_when``: when stage 2 adds systemic therapy. ``"combination-favourable"``
+      (``atom-v1``): whenever the chosen therapy's combination model is favourable, responder
+      or not. ``"no-response"`` (``atom-v1-responder``): a therapy chosen at stage 1 (a
+      predicted responder) is given alone; systemic therapy is added only on the rescue path
+      (no response model favourable, a combination model favourable).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -91,11 +108,35 @@ class AtomPolicy(BaseModel):
         description="Whether a favourable combination model may recommend therapy + systemic "
         "when neither response model is favourable.",
     )
+    systemic_when: Literal["combination-favourable", "no-response"] = Field(
+        default="combination-favourable",
+        description="When stage 2 adds systemic therapy: 'combination-favourable' (whenever "
+        "the chosen therapy's combination model is favourable) or 'no-response' (only when "
+        "no response model is favourable and a combination model is; a predicted responder "
+        "gets the intra-arterial therapy alone).",
+    )
 
     @classmethod
     def atom_v1(cls) -> AtomPolicy:
         """The default policy ``atom-v1`` (reconstructed, not clinically validated)."""
         return cls()
+
+    @classmethod
+    def atom_v1_responder(cls) -> AtomPolicy:
+        """``atom-v1-responder``: responders get the therapy alone (not clinically validated)."""
+        return cls(
+            policy_id="atom-v1-responder",
+            description="ATOM two-stage policy read from the SELECTION/ATOM paper's discussion: "
+            "a favourable response model -> that intra-arterial therapy alone; none favourable "
+            "-> the favourable combination model's therapy + systemic; none of those -> against "
+            "intra-arterial therapy. Not clinically validated; research use only.",
+            systemic_when="no-response",
+        )
+
+    def choices_not_in_paper(self) -> tuple[str, ...]:
+        """One sentence per choice this policy makes that the paper does not print."""
+        return tuple(f"{c.field} = {getattr(self, c.field)!r}: {c.question}"
+                     for c in CHOICES_NOT_IN_PAPER)
 
     def is_favourable(self, score: float, threshold: float) -> bool:
         """Whether ``score`` is on the favourable (low-risk) side of ``threshold``."""
@@ -111,13 +152,75 @@ class AtomPolicy(BaseModel):
         return diff / threshold
 
 
+class PolicyChoice(BaseModel):
+    """A choice the paper leaves open, the field that records it, and each policy's answer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    field: str = Field(description="The AtomPolicy field that records the choice.")
+    question: str = Field(description="What the paper does not print.")
+    atom_v1: str = Field(description="The answer of atom-v1.")
+    atom_v1_responder: str = Field(description="The answer of atom-v1-responder.")
+
+
+#: Every choice the two named policies make that the paper (Fig. 3b, Table 3, discussion) does
+#: not print. The paper prints the two-stage structure and the four MSS thresholds only.
+CHOICES_NOT_IN_PAPER: Final[tuple[PolicyChoice, ...]] = (
+    PolicyChoice(
+        field="favourable_when",
+        question="whether a score exactly at its MSS counts as favourable (the paper says a "
+        "score that 'reaches' the MSS is low risk; equality is not discussed).",
+        atom_v1="'>=': at the MSS is favourable.",
+        atom_v1_responder="'>=': at the MSS is favourable.",
+    ),
+    PolicyChoice(
+        field="margin",
+        question="how two favourable scores of models with different MSS are compared when "
+        "both response (or both combination) models are favourable.",
+        atom_v1="'relative': (s - m) / (1 - m) above the MSS, (s - m) / m below.",
+        atom_v1_responder="'relative', as atom-v1.",
+    ),
+    PolicyChoice(
+        field="tie_preference",
+        question="which therapy is chosen when the compared margins are exactly equal.",
+        atom_v1="TACE.",
+        atom_v1_responder="TACE.",
+    ),
+    PolicyChoice(
+        field="rescue",
+        question="whether a favourable combination model may still recommend that therapy + "
+        "systemic when neither response model is favourable.",
+        atom_v1="yes (a 'rescue').",
+        atom_v1_responder="yes: it is the only way this policy adds systemic therapy.",
+    ),
+    PolicyChoice(
+        field="systemic_when",
+        question="whether a predicted responder (favourable response model) also gets "
+        "systemic therapy when the matching combination model is favourable; the "
+        "discussion suggests responders need not add it, Fig. 3b runs stage 2 for everyone.",
+        atom_v1="'combination-favourable': add systemic whenever the combination model is "
+        "favourable, responder or not.",
+        atom_v1_responder="'no-response': a responder gets the therapy alone.",
+    ),
+)
+
+#: The named policies shipped with hccatom, by id.
+NAMED_POLICIES: Final[Mapping[str, AtomPolicy]] = {
+    "atom-v1": AtomPolicy.atom_v1(),
+    "atom-v1-responder": AtomPolicy.atom_v1_responder(),
+}
+
+
 __all__ = [
+    "CHOICES_NOT_IN_PAPER",
     "COMBINATION_OF",
     "ENDPOINT",
     "MODELS",
+    "NAMED_POLICIES",
     "PAPER_MSS",
     "PLANS",
     "RESPONSE_MODELS",
     "AtomPolicy",
     "Plan",
+    "PolicyChoice",
 ]

@@ -242,7 +242,9 @@ def finish_segmentation(run: SegmentationTraining, work: Path, log: Log, seed: i
         raise RuntimeError(f"nnU-Net training failed; see {run.log_file}:\n{tail}")
     log(f"[seg] trained in {time.time() - run.started:.0f} s")
     export_dir = work / "seg_export"
-    export_nnunet(run.model_folder, export_dir, folds=[0], seed=seed)
+    # the demo model is trained on raw-HU phantoms: recorded, not defaulted
+    export_nnunet(run.model_folder, export_dir, folds=[0], seed=seed,
+                  window_before_segmentation=False)
     log(f"[seg] exported ONNX + spec to {export_dir}")
     return export_dir
 
@@ -266,7 +268,7 @@ def evaluate_segmentation(cfg: DemoConfig, export_dir: Path, figures: DemoFigure
 
 
 # --- 2. SELECTION ----------------------------------------------------------------------
-def phase_image(ct: Volume, labels: Volume, spec: PreprocessSpec) -> np.ndarray:
+def phase_image_plane(ct: Volume, labels: Volume, spec: PreprocessSpec) -> np.ndarray:
     """One phase through the Predictor's own chain (:mod:`hccatom.chain`): z resample,
     slice pick, liver box, model image - here on the ground-truth labels.
 
@@ -284,8 +286,8 @@ def cohort_images(patients: Sequence[CohortPatient], scan: ScanSpec,
     out = np.empty((len(patients), 2, spec.image_size_px, spec.image_size_px), np.float32)
     for i, p in enumerate(patients):
         study = generate_patient(p.seed, scan, p.features)
-        out[i, 0] = phase_image(study.arterial, study.arterial_labels, spec)
-        out[i, 1] = phase_image(study.portal, study.portal_labels, spec)
+        out[i, 0] = phase_image_plane(study.arterial, study.arterial_labels, spec)
+        out[i, 1] = phase_image_plane(study.portal, study.portal_labels, spec)
     return out
 
 
@@ -613,4 +615,4 @@ def recorded_figures(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["DemoConfig", "DemoFigures", "build_demo", "demo_safety_limits", "dice",
-           "phase_image", "recorded_figures", "training_cohort"]
+           "phase_image_plane", "recorded_figures", "training_cohort"]

@@ -7,6 +7,7 @@ Also runnable as ``python -m hccatom.export.nnunet_cli ...``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -39,13 +40,56 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of the parity patches")
+    parser.add_argument(
+        "--postprocessing", type=Path, default=None, metavar="FILE",
+        help="postprocessing.json (or .pkl) from nnUNetv2_find_best_configuration: stored in "
+        "the spec as data and applied at runtime (default: none, as nnUNetv2_predict)",
+    )
+    parser.add_argument(
+        "--training-orientation", default=None, metavar="CODE",
+        help="orientation of the arrays the model was trained on, as SimpleITK names it for "
+        "the x, y, z index axes (e.g. LPS; RAS for NIfTI stored RAS+). Required unless "
+        "--raw-dataset or $nnUNet_raw/<dataset> holds the training images to infer it from",
+    )
+    parser.add_argument(
+        "--raw-dataset", type=Path, default=None, metavar="DIR",
+        help="nnU-Net raw dataset folder (dataset.json + imagesTr/) to infer the training "
+        "orientation from the image headers (default: $nnUNet_raw/<dataset> if present)",
+    )
+    parser.add_argument(
+        "--window-before-segmentation", action=argparse.BooleanOptionalAction, required=True,
+        help="required: whether this model was trained on CT clipped to the HU window "
+        "(--window-before-segmentation; the paper windows to [-50, 350] HU before "
+        "segmentation) or on raw HU (--no-window-before-segmentation; nnU-Net's own CT "
+        "normalisation, the usual case). Recorded in the spec and used by `bundle build`.",
+    )
+
+
+def _dataset_name(plans_file: Path) -> str | None:
+    """plans.json's dataset name, or None (export_nnunet reports a bad plans.json)."""
+    try:
+        name = json.loads(plans_file.read_text(encoding="utf-8")).get("dataset_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(name) if name else None
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the export; print a summary. Exit codes: 0 ok, 1 parity failed, 2 bad input."""
     from hccatom.export.nnunet_export import export_nnunet, parse_label_map
+    from hccatom.export.nnunet_orientation import resolve_training_orientation
 
     try:
+        plans_file = args.model_folder / "plans.json"
+        dataset_name = _dataset_name(plans_file)
+        orientation = resolve_training_orientation(
+            args.training_orientation, args.raw_dataset, dataset_name
+        )
+        if orientation is None and plans_file.is_file():
+            print("error: the orientation the model was trained on is unknown: pass "
+                  "--training-orientation (e.g. LPS, or RAS for NIfTI stored RAS+) or "
+                  "--raw-dataset DIR to infer it from the training images", file=sys.stderr)
+            return 2
         result = export_nnunet(
             args.model_folder,
             args.out,
@@ -54,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             label_map=parse_label_map(args.label_map),
             seed=args.seed,
+            window_before_segmentation=args.window_before_segmentation,
+            postprocessing=args.postprocessing,
+            training_orientation=orientation,
+            raw_dataset=args.raw_dataset,
         )
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -60,7 +60,7 @@ V1_MARKERS = ("plans.pkl", "model_final_checkpoint.model", "model_best.model")
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class NnunetExportResult:
     """What :func:`export_nnunet` wrote."""
 
     out_dir: Path
@@ -404,8 +404,21 @@ def export_nnunet(
     checkpoint: str = "checkpoint_final.pth",
     label_map: Mapping[str, int] | None = None,
     seed: int = 0,
-) -> ExportResult:
-    """Export an nnU-Net v2 model folder; see the module docstring. Raises ExportError."""
+    window_before_segmentation: bool | None = None,
+    postprocessing: str | Path | None = None,
+    training_orientation: str | None = None,
+    raw_dataset: str | Path | None = None,
+) -> NnunetExportResult:
+    """Export an nnU-Net v2 model folder; see the module docstring. Raises ExportError.
+
+    ``window_before_segmentation``: whether the model was trained on HU-windowed CT (True)
+    or raw HU (False), recorded in the spec; None leaves it unrecorded (then ``hccatom
+    bundle build`` asks for it). ``postprocessing``: nnU-Net's ``postprocessing.json`` (or
+    ``.pkl``, read with a restricted unpickler) to store in the spec as data.
+    ``training_orientation`` / ``raw_dataset``: the orientation the model was trained on, given
+    or inferred from the raw training images' headers (``raw_dataset``, else
+    ``$nnUNet_raw/<dataset>`` when present); None when neither is available.
+    """
     folder = Path(model_folder)
     out = Path(out_dir)
     _check_folder(folder, checkpoint)
@@ -416,6 +429,21 @@ def export_nnunet(
         configuration = m.group(1) if m else "3d_fullres"
     pm, cm = _configuration(plans, configuration)
     labels = label_meaning(dataset_json, label_map)
+    from hccatom.export.nnunet_orientation import resolve_training_orientation
+
+    orientation = resolve_training_orientation(
+        training_orientation, raw_dataset, str(plans.get("dataset_name", "")) or None
+    )
+    post = None
+    if postprocessing is not None:
+        from hccatom.export.nnunet_postprocessing import read_postprocessing
+        from hccatom.segmentation.postprocessing import check_mappable
+
+        post = read_postprocessing(postprocessing)
+        try:
+            check_mappable(post, labels.channel_to_label)
+        except ValueError as exc:
+            raise ExportError(f"{postprocessing}: {exc}") from exc
     n_out = pm.get_label_manager(dataset_json).num_segmentation_heads
     if n_out != len(labels.channel_to_label):
         raise ExportError(f"network has {n_out} outputs but dataset.json lists "
@@ -487,6 +515,9 @@ def export_nnunet(
             "checkpoint": checkpoint,
             "nnunetv2": _versions().get("nnunetv2", "unknown"),
         },
+        window_before_segmentation=window_before_segmentation,
+        postprocessing=post,
+        training_orientation=orientation,
     )
     report = {
         "kind": "nnunet-onnx-parity",
@@ -513,4 +544,4 @@ def export_nnunet(
             f"{out / REPORT_FILENAME})"
         )
     log.info("wrote %s and %d fold model(s) to %s", SPEC_FILENAME, len(fold_models), out)
-    return ExportResult(out_dir=out, spec=spec, report=report)
+    return NnunetExportResult(out_dir=out, spec=spec, report=report)

@@ -199,7 +199,8 @@ def plan_and_preprocess(dataset_id: int, dataset_name: str, ov: PlanOverrides) -
 
 def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations: int,
                seed: int = 0, augmentation: bool = True,
-               resume_from: Path | None = None, threads_file: Path | None = None) -> Path:
+               resume_from: Path | None = None, threads_file: Path | None = None,
+               val_iterations: int = 3) -> Path:
     """Train one fold with a stock trainer at a CPU-sized schedule; returns its folder.
 
     ``augmentation=False`` derives from nnU-Net's own ``nnUNetTrainerNoDA`` (no data
@@ -207,6 +208,7 @@ def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations:
     synthetic data, which is all the demo needs. ``resume_from``: a checkpoint of this
     fold to continue from (nnU-Net's own ``load_checkpoint``; training goes on from its
     epoch up to ``epochs``). ``threads_file``: see :attr:`TrainConfig.threads_file`.
+    ``val_iterations``: validation batches per epoch (logging only).
     """
     import numpy as np
     import torch
@@ -227,7 +229,7 @@ def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations:
                              device or torch.device("cpu"))
             self.num_epochs = epochs
             self.num_iterations_per_epoch = iterations
-            self.num_val_iterations_per_epoch = 3
+            self.num_val_iterations_per_epoch = val_iterations
             self.save_every = 10_000
 
         def on_train_epoch_start(self) -> None:

@@ -49,7 +49,7 @@ MAX_SINGLE_FILE_BYTES = 1_900_000_000  # protobuf's 2 GiB limit, with headroom
 Exporter = Literal["dynamo", "legacy"]
 
 
-class SelectionScorer(nn.Module):
+class SelectionScoreModule(nn.Module):
     """One binary SELECTION model as exported: (logit, sigmoid(logit)), each (B, 1)."""
 
     def __init__(self, model: SelectionModel) -> None:
@@ -104,7 +104,7 @@ def example_inputs(size: SelectionSize, batch: int, seed: int = 0) -> dict[str, 
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class SelectionExportResult:
     """Where an export went and what its parity report says."""
 
     model_path: Path
@@ -196,7 +196,7 @@ def _export_and_check(
     exporter: Exporter,
     tolerance: float,
     batches: tuple[int, ...],
-) -> ExportResult:
+) -> SelectionExportResult:
     if opset < 17:
         raise ExportError(f"opset {opset} is too old; SELECTION exports need opset >= 17")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +241,7 @@ def _export_and_check(
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
     raise_if_failed(report, report_path)
-    return ExportResult(path, report_path, report)
+    return SelectionExportResult(path, report_path, report)
 
 
 def export_selection(
@@ -254,7 +254,7 @@ def export_selection(
     tolerance: float = 1e-5,
     batches: tuple[int, ...] = (1, 4),
     checkpoint_sha256: str | None = None,
-) -> ExportResult:
+) -> SelectionExportResult:
     """Export one cohort model to ``out_dir/selection_<cohort>.onnx`` and check parity."""
     cohort = _cohort(cohort)
     base: dict[str, Any] = {
@@ -263,7 +263,7 @@ def export_selection(
     }
     path = Path(out_dir) / f"selection_{cohort.lower()}.onnx"
     return _export_and_check(
-        SelectionScorer(model), model.size, path, SINGLE_OUTPUTS, "score", base,
+        SelectionScoreModule(model), model.size, path, SINGLE_OUTPUTS, "score", base,
         opset=opset, exporter=exporter, tolerance=tolerance, batches=batches,
     )
 
@@ -277,7 +277,7 @@ def export_fused(
     tolerance: float = 1e-5,
     batches: tuple[int, ...] = (1, 4),
     checkpoints_sha256: Mapping[str, str] | None = None,
-) -> ExportResult:
+) -> SelectionExportResult:
     """Export the four cohort models as one graph ``out_dir/selection_fused.onnx``."""
     models = {_cohort(c): m for c, m in models.items()}
     fused = FusedSelection(models)
@@ -303,7 +303,7 @@ def export_selection_checkpoint(
     size: str = "paper",
     fusion: Fusion = "paper",
     **kwargs: Any,
-) -> ExportResult:
+) -> SelectionExportResult:
     """Load a checkpoint strictly and export it (the ``hccatom export selection`` path)."""
     model = load_selection(checkpoint, size=size, fusion=fusion)
     return export_selection(
@@ -318,7 +318,7 @@ def export_fused_checkpoints(
     size: str = "paper",
     fusion: Fusion = "paper",
     **kwargs: Any,
-) -> ExportResult:
+) -> SelectionExportResult:
     """Load the four cohort checkpoints strictly and export them as one fused graph."""
     models = {_cohort(c): load_selection(p, size=size, fusion=fusion)
               for c, p in checkpoints.items()}

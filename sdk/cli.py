@@ -215,9 +215,15 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="bundle version (default 0.1.0)")
     b.add_argument("--policy", type=Path, metavar="JSON", help="ATOM policy (default atom-v1)")
     b.add_argument("--preprocessing", type=Path, metavar="JSON",
-                   help="CT preprocessing spec (default: the paper's values)")
+                   help="CT preprocessing spec (default: PreprocessSpec(); each field says "
+                   "whether its default is the paper's, the authors' code's or ours)")
+    b.add_argument("--window-before-segmentation", action=argparse.BooleanOptionalAction,
+                   default=None,
+                   help="whether the segmentation model was trained on HU-windowed CT; required "
+                   "unless the segmentation export or --preprocessing records it")
     b.add_argument("--clinical-encoding", type=Path, metavar="JSON",
-                   help="clinical encoding spec (default: the authors' raw values)")
+                   help="clinical encoding spec (default: raw values in the authors' "
+                   "group order, ClinicalEncoding.raw_values)")
     b.add_argument("--provenance", type=Path, metavar="JSON",
                    help="who trained what on which data (free text fields)")
     b.add_argument("--safety", type=Path, metavar="JSON",
@@ -315,7 +321,8 @@ def _run_bundle_build(args: argparse.Namespace) -> int:
 def _build_bundle(args: argparse.Namespace) -> Path:
     from hccatom.atom import PAPER_MSS, AtomPolicy
     from hccatom.bundle import RESEARCH_USE_ONLY, Provenance
-    from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec
+    from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec, SegmentationSpec
+    from hccatom.bundle.window_choice import resolve_window_before_segmentation
     from hccatom.bundle.writer import build_bundle, parse_thresholds
 
     thresholds = dict(PAPER_MSS) if args.paper_thresholds else parse_thresholds(args.thresholds)
@@ -331,8 +338,10 @@ def _build_bundle(args: argparse.Namespace) -> Path:
         version=args.bundle_version,
         thresholds=thresholds,
         policy=_read_model(args.policy, AtomPolicy, "policy") if args.policy else None,
-        preprocessing=(_read_model(args.preprocessing, PreprocessSpec, "preprocessing")
-                       if args.preprocessing else None),
+        preprocessing=resolve_window_before_segmentation(
+            _read_model(args.preprocessing, PreprocessSpec, "preprocessing")
+            if args.preprocessing else None,
+            SegmentationSpec.load(args.segmentation), args.window_before_segmentation),
         clinical_encoding=(_read_model(args.clinical_encoding, ClinicalEncoding,
                                        "clinical-encoding") if args.clinical_encoding else None),
         provenance=(_read_model(args.provenance, Provenance, "provenance")

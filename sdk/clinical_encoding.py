@@ -13,12 +13,26 @@ value, e.g. ``{"A": 0, "B": 1, "C": 2}``), then optionally clipped to ``clip``
 (``[low, high]`` applied after the transform, before offset/scale; e.g. tumour number capped
 at 3 for "3 or more").
 
-:meth:`ClinicalEncoding.paper_default` reproduces the authors' public code, which feeds the
-raw values without any normalisation (offset 0, scale 1). The coding of categories is not
-published; the default uses sex male=1/female=0, BCLC A=0/B=1/C=2, booleans 0/1 and ECOG as
-its integer. A bundle built from a real checkpoint must record the coding its model was
-trained with. :meth:`ClinicalEncoding.fit_standardise` builds a standardising encoding
-(offset = mean, scale = standard deviation of the training data) for continuous variables.
+:meth:`ClinicalEncoding.raw_values` feeds hccatom's 20 fields as they are (offset 0, scale 1)
+in the authors' group order. It is *not* the paper's encoding and not quite the authors'
+loader; the differences:
+
+* tumour size: it feeds the maximum tumour *diameter* in mm; the authors' loader feeds the
+  maximum tumour *radius* (``MaximumRadius``; its unit is not in their code, and Table 1
+  reports diameters in cm);
+* AFP and tumour number: fed raw, as the authors' loader does, whereas the paper's Table 1
+  groups them (AFP <= 400 / > 400 ng/mL, tumour number <= 3 / > 3; diameter < 5, 5-10,
+  > 10 cm); the groups are a table's, no model input in the public code uses them;
+* the coding of categories is published nowhere (neither the paper nor the code): sex
+  male=1/female=0, BCLC A=0/B=1/C=2, booleans 0/1 and ECOG as its integer are assumptions.
+
+:meth:`ClinicalEncoding.authors_loader` matches the authors' loader field by field (their
+``Data.__getitem__`` in ``SELECTION.py``, github.com/banterlin/SELECTION): the same 20 columns
+in the same order, raw, with the tumour radius derived from the diameter in the unit you
+state; its category coding is the same assumption as above. A bundle built from a real
+checkpoint must record the coding its model was trained with.
+:meth:`ClinicalEncoding.fit_standardise` builds a standardising encoding (offset = mean,
+scale = standard deviation of the training data) for continuous variables.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hccatom.clinical import GROUPS, BclcStage, ClinicalVariables, Sex
+from hccatom.errors import ClinicalInputError
 
 __all__ = ["GROUP_SIZES", "ClinicalEncoding", "EncodingSlot", "Group", "Transform"]
 
@@ -172,8 +187,12 @@ class ClinicalEncoding(BaseModel):
         }
 
     @classmethod
-    def paper_default(cls) -> ClinicalEncoding:
-        """Raw values in the authors' group order, no scaling (as their public code)."""
+    def raw_values(cls) -> ClinicalEncoding:
+        """hccatom's fields as they are, in the authors' group order, no scaling.
+
+        Not the authors' loader (tumour diameter, not radius) and not the paper's Table 1
+        groups; see the module docstring for each difference.
+        """
         slots = []
         for group, fields in GROUPS.items():
             for position, name in enumerate(fields):
@@ -181,8 +200,40 @@ class ClinicalEncoding(BaseModel):
         return cls(
             slots=tuple(slots),
             description=(
-                "Paper default: raw values in the authors' group order, no normalisation; "
-                "sex male=1/female=0, BCLC A=0/B=1/C=2, booleans 0/1 (category coding assumed)."
+                "Raw values: hccatom's fields unscaled in the authors' group order (maximum "
+                "tumour diameter in mm, where the authors' loader feeds the radius); sex "
+                "male=1/female=0, BCLC A=0/B=1/C=2, booleans 0/1 (category coding assumed)."
+            ),
+        )
+
+    @classmethod
+    def authors_loader(cls, radius_unit: Literal["mm", "cm"]) -> ClinicalEncoding:
+        """The authors' loader, field by field (``SELECTION.py``, ``Data.__getitem__``).
+
+        Their columns, in order: ``lab`` = ALB, ALT, AST, TBIL, PT, INR, PLT,
+        ``child-pugh (5 or 6 or 7)``; ``demo`` = age, sex, ECOG, comorbidity, hepatitis,
+        ascites; ``IV`` = AFP, ``tumour_n``, ``MaximumRadius``, ``BCLC``, metastasis, PVTT;
+        all fed raw (no normalisation). hccatom's fields map one to one, except that
+        ``MaximumRadius`` = ``max_tumour_diameter_mm`` / 2, in ``radius_unit`` (not stated in
+        their code; Table 1 gives diameters in cm): scale 2 for mm, 20 for cm. The coding of
+        sex, BCLC and the yes/no columns is not published: assumed as in :meth:`raw_values`.
+        """
+        if radius_unit not in ("mm", "cm"):
+            raise ClinicalInputError(
+                f"authors_loader: radius_unit must be 'mm' or 'cm', got {radius_unit!r}."
+            )
+        scale = 2.0 if radius_unit == "mm" else 20.0
+        slots = [
+            s.model_copy(update={"scale": scale}) if s.source == "max_tumour_diameter_mm" else s
+            for s in cls.raw_values().slots
+        ]
+        return cls(
+            slots=tuple(slots),
+            description=(
+                "Authors' loader (SELECTION.py Data.__getitem__, github.com/banterlin/SELECTION):"
+                f" raw values in their column order, MaximumRadius = diameter / 2 in "
+                f"{radius_unit}; sex male=1/female=0, BCLC A=0/B=1/C=2, booleans 0/1 (category "
+                "coding assumed)."
             ),
         )
 
@@ -197,23 +248,30 @@ class ClinicalEncoding(BaseModel):
     ) -> ClinicalEncoding:
         """An encoding whose continuous slots have mean 0 / std 1 on ``clinicals``.
 
-        Starts from ``base`` (default :meth:`paper_default`); fields in ``log1p_fields``
+        Starts from ``base`` (default :meth:`raw_values`); fields in ``log1p_fields``
         get the ``log1p`` transform first. Boolean and category slots are standardised only
         if ``standardise_categorical``. A constant slot keeps scale 1 (offset = its value).
         """
         if len(clinicals) < 2:
-            raise ValueError("fit_standardise needs at least 2 patients")
-        base = base or cls.paper_default()
+            raise ClinicalInputError(
+                f"fit_standardise needs at least 2 patients, got {len(clinicals)}."
+            )
+        base = base or cls.raw_values()
         log_set = set(log1p_fields)
         unknown = log_set - set(ClinicalVariables.model_fields)
         if unknown:
-            raise ValueError(f"unknown log1p fields: {sorted(unknown)}")
+            raise ClinicalInputError(
+                f"fit_standardise: unknown log1p_fields {sorted(unknown)}; use ClinicalVariables "
+                "field names."
+            )
         slots = []
         for slot in base.slots:
             categorical = slot.transform in ("bool01", "enum")
             if slot.source in log_set:
                 if categorical:
-                    raise ValueError(f"{slot.source} is categorical; log1p does not apply")
+                    raise ClinicalInputError(
+                        f"fit_standardise: {slot.source} is categorical; log1p does not apply."
+                    )
                 slot = slot.model_copy(update={"transform": "log1p"})
             if categorical and not standardise_categorical:
                 slots.append(slot.model_copy(update={"offset": 0.0, "scale": 1.0}))

@@ -166,7 +166,7 @@ def _phase_workers(requested: int | None) -> int:
     if requested is None:
         return 2 if (os.cpu_count() or 1) >= 4 else 1
     if requested not in (1, 2):
-        raise ValueError(f"phase_workers must be 1 or 2, got {requested}")
+        raise InputError(f"phase_workers must be 1 or 2, got {requested}.")
     return requested
 
 

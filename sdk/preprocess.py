@@ -1,16 +1,21 @@
-"""The paper's CT preprocessing as pure functions on Volumes and label maps.
+"""CT preprocessing of the SELECTION chain as pure functions on Volumes and label maps.
 
-Chain (each step a function; parameters come from the bundle's :class:`PreprocessSpec`,
-whose defaults are the paper's values):
+Chain (each step a function; parameters come from the bundle's :class:`PreprocessSpec`).
+Where each default comes from is said at each step: "paper" (the published methods),
+"authors' code" (their public training code, github.com/banterlin/SELECTION) or "ours"
+(hccatom's reading where neither prints it):
 
-1. :func:`resample_z` - slice thickness to ``slice_thickness_mm`` (paper: 1 mm) by a 1-D
-   spline along z only; in-plane voxels untouched.
+1. :func:`resample_z` - slice thickness to ``slice_thickness_mm`` (paper: 1 mm, "1-D spline
+   interpolation") along z only; in-plane voxels untouched (spline order 3: ours).
 2. :func:`window_hu` - clip to the HU window (paper: [-50, 350]).
-3. :func:`pick_slice` - the axial slice with the largest tumour area in mm^2.
+3. :func:`pick_slice` - the axial slice with the largest tumour area (paper: "maximum tumour
+   area"; measured in mm^2 and ties broken by liver area: ours).
 4. :func:`crop_liver_box` - a square ``crop_mm`` (paper: 224 mm) box around the liver on
-   that slice, resampled to ``image_size_px`` (224) pixels.
-5. :func:`model_image` - window mapped to [0, 1], then ``(x - mean) / std`` (0.5/0.5),
-   replicated to 3 channels: float32 ``(3, H, W)``.
+   that slice, resampled to ``image_size_px`` (224 px: the authors' code's input size); the
+   pad value outside the image (the window's low value) and the interpolation are ours.
+5. :func:`model_image` - window mapped to [0, 1] (ours: the natural reading of the authors'
+   to-tensor step), then ``(x - mean) / std`` with 0.5/0.5 (authors' code), replicated to 3
+   channels (authors' code): float32 ``(3, H, W)``.
 
 Images are in the canonical LPS orientation of :mod:`hccatom.volume`, so a 2-D slice
 ``[y, x]`` shows the patient in the usual radiological view (anterior up, patient's left on
@@ -27,7 +32,7 @@ from typing import overload
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hccatom.errors import CTInputError, NoLiverError, NoTumourError
+from hccatom.errors import CTInputError, InputError, NoLiverError, NoTumourError
 from hccatom.volume import Volume
 
 __all__ = [
@@ -44,32 +49,54 @@ __all__ = [
 
 
 class PreprocessSpec(BaseModel):
-    """CT preprocessing parameters a bundle stores; defaults are the paper's values."""
+    """CT preprocessing parameters a bundle stores.
+
+    Each field's description says where its default comes from: the paper, the authors'
+    code, or ours (see the module docstring).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     slice_thickness_mm: float = Field(
         1.0, gt=0, le=20, description="Target slice thickness after z resampling (paper: 1 mm)"
     )
-    z_spline_order: int = Field(3, ge=0, le=5, description="Spline order along z (3 = cubic)")
+    z_spline_order: int = Field(
+        3, ge=0, le=5,
+        description="Spline order along z (3 = cubic; ours: the paper says '1-D spline')",
+    )
     hu_window: tuple[float, float] = Field(
         (-50.0, 350.0), description="HU window [low, high] (paper: [-50, 350])"
     )
     apply_window_before_segmentation: bool = Field(
         False,
         description=(
-            "Clip the CT to hu_window before segmentation. Default False: nnU-Net normalises "
-            "raw HU itself; the paper's window applies to the SELECTION images."
+            "Clip the CT to hu_window before segmentation. The paper windows to [-50, 350] HU "
+            "before segmentation ('to enhance ... segmentation'). Default False (ours): follow "
+            "nnU-Net's own CT normalisation of raw HU, which is right for nnU-Net models "
+            "trained on raw HU (the usual case, and the demo model). Set True only for a model "
+            "trained on windowed CT. Bundles built from a site's model record the choice "
+            "explicitly (hccatom export nnunet / bundle build --window-before-segmentation)."
         ),
     )
-    crop_mm: float = Field(224.0, gt=0, description="Side of the square liver box (mm)")
-    image_size_px: int = Field(224, ge=8, description="Side of the model image (pixels)")
-    crop_pad_value_hu: float | None = Field(
-        None, description="HU outside the image inside the box; None = the window's low value"
+    crop_mm: float = Field(224.0, gt=0, description="Side of the square liver box (paper: 224 mm)")
+    image_size_px: int = Field(
+        224, ge=8, description="Side of the model image (authors' code: 224 pixels)"
     )
-    crop_interpolation_order: int = Field(1, ge=0, le=5, description="In-plane order (1 = linear)")
-    norm_mean: float = Field(0.5, description="Mean subtracted after mapping the window to [0, 1]")
-    norm_std: float = Field(0.5, gt=0, description="Std divided by after subtracting the mean")
+    crop_pad_value_hu: float | None = Field(
+        None,
+        description="HU outside the image inside the box; None = the window's low value (ours)",
+    )
+    crop_interpolation_order: int = Field(
+        1, ge=0, le=5, description="In-plane order (1 = linear; ours)"
+    )
+    norm_mean: float = Field(
+        0.5,
+        description="Mean subtracted after mapping the window to [0, 1] (the [0, 1] mapping: "
+        "ours; 0.5: authors' code)",
+    )
+    norm_std: float = Field(
+        0.5, gt=0, description="Std divided by after subtracting the mean (authors' code: 0.5)"
+    )
     resize_center_crop_px: int | None = Field(
         None,
         description=(
@@ -116,9 +143,9 @@ def resample_z(volume: Volume, thickness_mm: float = 1.0, order: int = 3) -> Vol
     float32.
     """
     if not (math.isfinite(thickness_mm) and thickness_mm > 0):
-        raise ValueError(f"thickness_mm must be positive, got {thickness_mm}")
+        raise InputError(f"resample_z: thickness_mm must be positive, got {thickness_mm}.")
     if order not in range(6):
-        raise ValueError(f"order must be 0..5, got {order}")
+        raise InputError(f"resample_z: order must be 0..5, got {order}.")
     nz = volume.shape[0]
     sz = volume.spacing[0]
     n_new = max(1, round(nz * sz / thickness_mm))
@@ -175,7 +202,7 @@ def window_hu(
 ) -> Volume | np.ndarray:
     """Clip HU to ``[lo, hi]`` (paper: [-50, 350]); float32, same type as the input."""
     if not lo < hi:
-        raise ValueError(f"window must have lo < hi, got [{lo}, {hi}]")
+        raise InputError(f"window_hu: the window must have lo < hi, got [{lo}, {hi}].")
     if isinstance(volume, Volume):
         clipped = np.clip(volume.array, lo, hi).astype(np.float32, copy=False)
         return volume.with_array(clipped, note=f"HU window [{lo:g}, {hi:g}]")
@@ -270,7 +297,7 @@ def crop_liver_box(
 
     The box is measured in mm with the slice's real (possibly anisotropic) pixel spacing,
     enlarged to the liver's larger extent if the liver is wider (flagged), filled with
-    ``pad_value`` outside the image (paper: the window's low value) and resampled to
+    ``pad_value`` outside the image (ours: the window's low value) and resampled to
     ``size_px`` x ``size_px`` by spline interpolation of ``order`` (labels: nearest).
     """
     if not ct.same_grid(labels):
@@ -279,9 +306,13 @@ def crop_liver_box(
             f"spacing {ct.spacing} vs {labels.spacing}); segment the same CT you crop."
         )
     if not 0 <= slice_index < ct.shape[0]:
-        raise ValueError(f"slice_index {slice_index} outside 0..{ct.shape[0] - 1}")
+        raise InputError(
+            f"crop_liver_box: slice_index {slice_index} is outside 0..{ct.shape[0] - 1}; pick a "
+            "slice of this CT."
+        )
     if not (box_mm > 0 and size_px >= 1):
-        raise ValueError("box_mm must be > 0 and size_px >= 1")
+        raise InputError(f"crop_liver_box: box_mm must be > 0 and size_px >= 1, got {box_mm}, "
+                         f"{size_px}.")
     lab2d = np.asarray(labels.array[slice_index])
     organ = (lab2d == liver_label) | (lab2d == tumour_label)
     if not organ.any():
@@ -360,20 +391,21 @@ def model_image(
 ) -> np.ndarray:
     """HU crop -> float32 ``(3, H, W)``: clip to ``window``, map to [0, 1], ``(x-mean)/std``.
 
-    ``mean``/``std`` may be one value or one per channel (the authors normalise each of the
-    three identical channels with 0.5/0.5).
+    ``mean``/``std`` may be one value or one per channel (the authors' code normalises each of
+    the three identical channels with 0.5/0.5; the [0, 1] mapping before it is ours, the
+    natural reading of their to-tensor step).
     """
     image = crop_hu.image if isinstance(crop_hu, CropResult) else np.asarray(crop_hu)
     if image.ndim != 2:
-        raise ValueError(f"model_image needs a 2-D (H, W) crop, got shape {image.shape}")
+        raise InputError(f"model_image needs a 2-D (H, W) crop, got shape {image.shape}.")
     lo, hi = float(window[0]), float(window[1])
     if not lo < hi:
-        raise ValueError(f"window must have low < high, got {tuple(window)}")
+        raise InputError(f"model_image: the window must have low < high, got {tuple(window)}.")
     unit = (np.clip(image.astype(np.float64), lo, hi) - lo) / (hi - lo)
     m = np.broadcast_to(np.asarray(mean, dtype=np.float64), (3,)).reshape(3, 1, 1)
     s = np.broadcast_to(np.asarray(std, dtype=np.float64), (3,)).reshape(3, 1, 1)
     if np.any(s <= 0):
-        raise ValueError("std must be positive")
+        raise InputError(f"model_image: std must be positive, got {std}.")
     return ((unit[None] - m) / s).astype(np.float32)
 
 
@@ -381,7 +413,9 @@ def resize_center_crop(image: np.ndarray, resize_px: int, crop_px: int) -> np.nd
     """Bilinear resize of the last two axes to ``resize_px``, then a centre crop of
     ``crop_px`` (the authors' test transform: 256 then 224). Works on (H, W) or (C, H, W)."""
     if crop_px > resize_px:
-        raise ValueError("crop_px must be <= resize_px")
+        raise InputError(
+            f"resize_center_crop: crop_px ({crop_px}) must be <= resize_px ({resize_px})."
+        )
     arr = np.asarray(image, dtype=np.float32)
     h, w = arr.shape[-2:]
     zoom = [1.0] * (arr.ndim - 2) + [resize_px / h, resize_px / w]

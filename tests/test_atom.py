@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hccatom.atom import MODELS, PAPER_MSS, PLANS, AtomPolicy, Decision, decide
+from hccatom.atom import (
+    CHOICES_NOT_IN_PAPER,
+    MODELS,
+    NAMED_POLICIES,
+    PAPER_MSS,
+    PLANS,
+    AtomPolicy,
+    Decision,
+    compare_policies,
+    decide,
+)
 from hccatom.errors import InputError, ScoreInputError
 
 MSS = dict(PAPER_MSS)
@@ -114,7 +124,8 @@ def test_nothing_favourable_means_no_intra_arterial_therapy() -> None:
         "risk.TACE", "risk.HAIC", "risk.TC", "risk.HC",
         "stage1.none-favourable", "stage2.no-therapy",
     ]
-    assert "MDT" in d.rationale[-1].text
+    assert "suggested" in d.rationale[-1].text and "MDT" not in d.rationale[-1].text
+    assert "suggested" in d.advice
     assert all(a.risk_group == "high" for a in d.assessments.values())
     assert d.stage2.therapy is None
 
@@ -251,3 +262,80 @@ def test_decision_is_consistent_with_the_risk_groups(
     # every decision explains itself: 4 risk sentences + one per stage
     assert len(d.rationale) == 6
     assert all(r.text.endswith(".") for r in d.rationale)
+
+
+# ---- atom-v1-responder and compare_policies -----------------------------------------------
+
+RESP = AtomPolicy.atom_v1_responder()
+
+
+def test_responder_policy_is_named_and_not_validated() -> None:
+    assert RESP.policy_id == "atom-v1-responder"
+    assert RESP.systemic_when == "no-response"
+    assert "not clinically validated" in RESP.description.lower()
+    assert AtomPolicy.atom_v1().systemic_when == "combination-favourable"
+    assert NAMED_POLICIES["atom-v1-responder"] == RESP
+
+
+def test_responder_gets_therapy_alone_even_with_favourable_combination() -> None:
+    d = decide(scores(0.9, 0.1, 0.9, 0.1), policy=RESP)
+    assert d.final_plan == "TACE"
+    assert d.stage2.rule_id == "stage2.responder-alone"
+    assert not d.stage2.add_systemic and not d.stage2.high_risk
+    # the same scores under atom-v1 add systemic therapy
+    assert decide(scores(0.9, 0.1, 0.9, 0.1)).final_plan == "TACE + systemic"
+
+
+def test_responder_policy_rescue_and_against() -> None:
+    d = decide(scores(0.1, 0.1, 0.1, 0.9), policy=RESP)
+    assert d.final_plan == "HAIC + systemic"
+    assert d.stage2.rule_id == "stage2.rescue"
+    d = decide(scores(0.1, 0.1, 0.1, 0.1), policy=RESP)
+    assert d.final_plan == "no intra-arterial therapy"
+    assert d.stage2.rule_id == "stage2.no-therapy"
+
+
+def test_every_policy_choice_not_in_the_paper_is_listed_for_both_policies() -> None:
+    fields = {c.field for c in CHOICES_NOT_IN_PAPER}
+    # every decision field of AtomPolicy (not its name/description) is a listed choice
+    assert fields == set(AtomPolicy.model_fields) - {"policy_id", "description"}
+    listed = RESP.choices_not_in_paper()
+    assert len(listed) == len(CHOICES_NOT_IN_PAPER)
+    assert any(line.startswith("systemic_when = 'no-response'") for line in listed)
+
+
+def test_compare_policies_known_answer() -> None:
+    table = [
+        scores(0.9, 0.1, 0.9, 0.1),  # v1: TACE + systemic, responder: TACE
+        scores(0.1, 0.1, 0.9, 0.1),  # both: TACE + systemic (rescue)
+        scores(0.9, 0.1, 0.1, 0.1),  # both: TACE
+        scores(0.0, 0.0, 0.0, 0.0),  # both: no intra-arterial therapy
+        {**scores(0.1, 0.9, 0.1, 0.9), "patient": "row-4"},  # v1: HAIC + sys, resp: HAIC
+    ]
+    c = compare_policies(table)
+    assert (c.policy_a, c.policy_b) == ("atom-v1", "atom-v1-responder")
+    assert c.n_patients == 5 and c.n_disagree == 2
+    assert c.disagreeing_rows == [0, 4]
+    assert c.disagreement_fraction == pytest.approx(0.4)
+    assert c.plans_a == {"TACE": 1, "HAIC": 0, "TACE + systemic": 2, "HAIC + systemic": 1,
+                         "no intra-arterial therapy": 1}
+    assert c.plans_b == {"TACE": 2, "HAIC": 1, "TACE + systemic": 1, "HAIC + systemic": 0,
+                         "no intra-arterial therapy": 1}
+    assert c.cross_table["TACE + systemic"]["TACE"] == 1
+    assert c.cross_table["HAIC + systemic"]["HAIC"] == 1
+    assert sum(sum(r.values()) for r in c.cross_table.values()) == 5
+    # columns give the same answer as rows
+    cols = {m: [r[m] for r in table] for m in MODELS}
+    assert compare_policies(cols) == c
+    assert "disagree on 2 of 5" in c.to_text()
+    # a policy compared with itself never disagrees
+    assert compare_policies(table, RESP, RESP).n_disagree == 0
+
+
+def test_compare_policies_names_the_bad_row() -> None:
+    with pytest.raises(ScoreInputError, match="row 1"):
+        compare_policies([scores(0.5, 0.5, 0.5, 0.5), scores(0.5, 2.0, 0.5, 0.5)])
+    with pytest.raises(ScoreInputError, match="row 0: score"):
+        compare_policies([{"TACE": 0.5}])
+    with pytest.raises(ScoreInputError, match="different lengths"):
+        compare_policies({"TACE": [0.1], "HAIC": [0.1, 0.2], "TC": [0.1], "HC": [0.1]})

@@ -36,6 +36,9 @@ from hccatom.errors import (
 )
 from hccatom.recommendation import Recommendation
 
+#: ``bundle build`` for the fixture segmentation (its spec does not record the window choice)
+BUILD = ["bundle", "build", "--no-window-before-segmentation"]
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -135,7 +138,7 @@ def test_bundle_build_verify_info(tmp_path: Path, capsys: pytest.CaptureFixture[
     priv, pub = tmp_path / "site.pem", tmp_path / "site.pub.pem"
     assert main(["bundle", "keygen", "--private", str(priv), "--public", str(pub)]) == 0
     assert "keep it secret" in capsys.readouterr().out
-    code = main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--selection", *sel,
+    code = main([*BUILD, "--segmentation", str(SEGMENTATION), "--selection", *sel,
                  "--fused", str(FUSED), "--thresholds", str(th), "--out", str(out),
                  "--version", "2.1.0", "--synthetic", "--sign-key", str(priv)])
     assert code == 0, capsys.readouterr().err
@@ -158,7 +161,7 @@ def test_bundle_build_verify_info(tmp_path: Path, capsys: pytest.CaptureFixture[
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["thresholds"]["HC"] == 0.7 and manifest["version"] == "2.1.0"
     # existing output without --overwrite: export error, exit 1, one line
-    code = main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--selection", *sel,
+    code = main([*BUILD, "--segmentation", str(SEGMENTATION), "--selection", *sel,
                  "--paper-thresholds", "--out", str(out)])
     assert code == 1
     assert "--overwrite" in capsys.readouterr().err
@@ -166,15 +169,15 @@ def test_bundle_build_verify_info(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_bundle_build_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # thresholds are required (no silent paper defaults for a site's own models)
-    assert main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
+    assert main([*BUILD, "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
                  "--out", str(tmp_path / "x")]) == 2
     assert "--thresholds" in capsys.readouterr().err
-    assert main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--selection",
+    assert main([*BUILD, "--segmentation", str(SEGMENTATION), "--selection",
                  "TACE", "--paper-thresholds", "--out", str(tmp_path / "x")]) == 2
     assert "TACE=DIR" in capsys.readouterr().err
     bad_policy = tmp_path / "policy.json"
     bad_policy.write_text('{"tie_preference": "XYZ"}')
-    assert main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
+    assert main([*BUILD, "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
                  "--paper-thresholds", "--policy", str(bad_policy),
                  "--out", str(tmp_path / "x")]) == 2
     assert "--policy" in capsys.readouterr().err
@@ -189,7 +192,7 @@ def test_verify_reports_failed_model_with_exit_3(
     shutil.copyfile(selection_dirs()["TACE"] / "model.onnx", root / "HAIC" / "model.onnx")
     sel = [f"{m}={root / m}" for m in MODELS]
     out = tmp_path / "b"
-    assert main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--selection", *sel,
+    assert main([*BUILD, "--segmentation", str(SEGMENTATION), "--selection", *sel,
                  "--fused", str(FUSED), "--paper-thresholds", "--out", str(out),
                  "--no-verify"]) == 0
     capsys.readouterr()
@@ -403,3 +406,30 @@ def test_progress_live_line_keeps_ticking_on_a_terminal() -> None:
         time.sleep(0.8)  # one long step, no tick from the caller
     show.close()
     assert tty.getvalue().count("\r\x1b[Khccatom: segment_arterial") >= 2
+
+
+def test_bundle_build_requires_the_window_choice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No silent default: the fixture export does not record whether its model saw windowed CT."""
+    base = ["bundle", "build", "--fused", str(FUSED), "--paper-thresholds", "--no-verify"]
+    assert main([*base, "--segmentation", str(SEGMENTATION), "--out", str(tmp_path / "a")]) == 2
+    assert "--window-before-segmentation" in capsys.readouterr().err
+    # recorded in the segmentation spec: no flag needed, the manifest carries it
+    seg = tmp_path / "seg"
+    shutil.copytree(SEGMENTATION, seg)
+    spec = json.loads((seg / "segmentation_spec.json").read_text())
+    spec["window_before_segmentation"] = True
+    (seg / "segmentation_spec.json").write_text(json.dumps(spec))
+    assert main([*base, "--segmentation", str(seg), "--out", str(tmp_path / "b")]) == 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["preprocessing"]["apply_window_before_segmentation"] is True
+    # a flag that contradicts the export is refused
+    assert main([*base, "--segmentation", str(seg), "--no-window-before-segmentation",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "Conflicting" in capsys.readouterr().err
+    # an explicit --preprocessing field counts as a statement
+    pre = tmp_path / "pre.json"
+    pre.write_text('{"apply_window_before_segmentation": false}')
+    assert main([*base, "--segmentation", str(SEGMENTATION), "--preprocessing", str(pre),
+                 "--out", str(tmp_path / "d")]) == 0

@@ -1,4 +1,4 @@
-"""ClinicalEncoding: the paper default, validation of specs, clipping, standardising."""
+"""ClinicalEncoding: raw values, the authors' loader, spec validation, clipping, standardising."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def _example(**changes: Any) -> ClinicalVariables:
     return ClinicalVariables.from_mapping(json.loads(EXAMPLE.read_text()) | changes)
 
 
-def test_paper_default_encodes_raw_values_in_authors_order() -> None:
-    enc = ClinicalEncoding.paper_default().encode(_example())
+def test_raw_values_encodes_raw_values_in_authors_order() -> None:
+    enc = ClinicalEncoding.raw_values().encode(_example())
     assert set(enc) == {"lab", "demo", "iv"}
     assert {k: v.shape for k, v in enc.items()} == {"lab": (8,), "demo": (6,), "iv": (6,)}
     assert all(v.dtype == np.float32 for v in enc.values())
@@ -33,7 +33,7 @@ def test_paper_default_encodes_raw_values_in_authors_order() -> None:
     np.testing.assert_array_equal(enc["demo"], np.float32([58, 1, 0, 0, 1, 0]))
     # AFP, tumour number, max diameter, BCLC (B=1), metastasis, PVTT
     np.testing.assert_array_equal(enc["iv"], np.float32([420, 2, 64, 1, 0, 0]))
-    other = ClinicalEncoding.paper_default().encode(
+    other = ClinicalEncoding.raw_values().encode(
         _example(sex="female", bclc_stage="C", pvtt=True, ascites=True)
     )
     assert other["demo"][1] == 0.0 and other["demo"][5] == 1.0
@@ -41,14 +41,14 @@ def test_paper_default_encodes_raw_values_in_authors_order() -> None:
 
 
 def test_spec_roundtrips_through_json() -> None:
-    spec = ClinicalEncoding.paper_default()
+    spec = ClinicalEncoding.raw_values()
     again = ClinicalEncoding.model_validate_json(spec.model_dump_json())
     assert again == spec
     np.testing.assert_array_equal(again.encode(_example())["iv"], spec.encode(_example())["iv"])
 
 
 def _slots_json() -> list[dict[str, Any]]:
-    return [s.model_dump() for s in ClinicalEncoding.paper_default().slots]
+    return [s.model_dump() for s in ClinicalEncoding.raw_values().slots]
 
 
 def test_validation_incomplete_or_duplicated_groups() -> None:
@@ -86,7 +86,7 @@ def test_slot_validation(slot: dict[str, Any], message: str) -> None:
 
 
 def test_clip_offset_scale_and_log1p() -> None:
-    slots = list(ClinicalEncoding.paper_default().slots)
+    slots = list(ClinicalEncoding.raw_values().slots)
     for i, s in enumerate(slots):
         if s.source == "tumour_number":
             slots[i] = s.model_copy(update={"clip": (1.0, 3.0)})
@@ -145,5 +145,43 @@ def test_fit_standardise_errors() -> None:
 
 
 def test_encode_batch_empty() -> None:
-    out = ClinicalEncoding.paper_default().encode_batch([])
+    out = ClinicalEncoding.raw_values().encode_batch([])
     assert out["demo"].shape == (0, 6)
+
+
+#: The authors' loader columns (SELECTION.py, Data.__getitem__) -> hccatom's fields, in order.
+AUTHORS_COLUMNS = {
+    "lab": [("ALB", "albumin_g_per_l"), ("ALT", "alt_u_per_l"), ("AST", "ast_u_per_l"),
+            ("TBIL", "total_bilirubin_umol_per_l"), ("PT", "prothrombin_time_s"),
+            ("INR", "inr"), ("PLT", "platelets_10e9_per_l"),
+            ("child-pugh (5 or 6 or 7)", "child_pugh_score")],
+    "demo": [("age", "age_years"), ("sex", "sex"), ("ECOG", "ecog"),
+             ("comorbidity", "comorbidity"), ("hepatitis", "hbv"), ("ascites", "ascites")],
+    "iv": [("AFP", "afp_ng_per_ml"), ("tumour_n", "tumour_number"),
+           ("MaximumRadius", "max_tumour_diameter_mm"), ("BCLC ", "bclc_stage"),
+           ("metastasis", "metastasis"), ("PVTT", "pvtt")],
+}
+
+
+@pytest.mark.parametrize(("unit", "radius"), [("mm", 32.0), ("cm", 3.2)])
+def test_authors_loader_matches_their_columns_and_feeds_the_radius(
+    unit: str, radius: float
+) -> None:
+    enc = ClinicalEncoding.authors_loader(unit)  # type: ignore[arg-type]
+    for group, columns in AUTHORS_COLUMNS.items():
+        assert [s.source for s in enc.ordered(group)] == [field for _, field in columns]
+    out = enc.encode(_example())  # the example's maximum diameter is 64 mm
+    raw = ClinicalEncoding.raw_values().encode(_example())
+    assert out["iv"][2] == pytest.approx(radius)
+    # every other slot is the raw value, as in the authors' loader
+    np.testing.assert_array_equal(np.delete(out["iv"], 2), np.delete(raw["iv"], 2))
+    np.testing.assert_array_equal(out["lab"], raw["lab"])
+    np.testing.assert_array_equal(out["demo"], raw["demo"])
+    assert "SELECTION.py" in enc.description and unit in enc.description
+
+
+def test_authors_loader_needs_a_radius_unit() -> None:
+    from hccatom.errors import ClinicalInputError
+
+    with pytest.raises(ClinicalInputError, match="radius_unit"):
+        ClinicalEncoding.authors_loader("inch")  # type: ignore[arg-type]

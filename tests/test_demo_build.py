@@ -19,7 +19,7 @@ from hccatom.export.demo import (
     SegmentationTraining,
     dice,
     finish_segmentation,
-    phase_image,
+    phase_image_plane,
 )
 from hccatom.export.nnunet_train import (
     PlanOverrides,
@@ -82,7 +82,7 @@ def test_phase_image_is_the_predictors_model_image() -> None:
     p = generate_patient(2, ScanSpec(shape_yx=(96, 96), spacing_yx_mm=(4.0, 4.0),
                                      slice_thickness_mm=5.0, n_slices=40))
     spec = PreprocessSpec.model_validate({})
-    img = phase_image(p.arterial, p.arterial_labels, spec)
+    img = phase_image_plane(p.arterial, p.arterial_labels, spec)
     assert img.shape == (224, 224) and img.dtype == np.float32
     assert float(img.min()) >= -1.0 and float(img.max()) <= 1.0
     assert float(img.std()) > 0.1  # a real crop, not padding

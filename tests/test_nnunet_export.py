@@ -34,7 +34,14 @@ MODEL = FIXTURE / "model" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("nnunet_export")
-    rc = nnunet_cli.main(["--model-folder", str(MODEL), "--folds", "0", "--out", str(out)])
+    pp = tmp_path_factory.mktemp("pp") / "postprocessing.json"  # as nnU-Net writes it
+    pp.write_text(json.dumps({
+        "postprocessing_fns": ["remove_all_but_largest_component_from_segmentation"] * 2,
+        "postprocessing_kwargs": [{"labels_or_regions": [1, 2]}, {"labels_or_regions": 2}],
+    }))
+    rc = nnunet_cli.main(["--model-folder", str(MODEL), "--folds", "0", "--out", str(out),
+                          "--no-window-before-segmentation", "--postprocessing", str(pp),
+                          "--training-orientation", "LPS"])
     assert rc == 0
     return out
 
@@ -58,6 +65,10 @@ def test_spec_values_come_from_the_plans(exported: Path) -> None:
     assert spec.ct_intensity.percentile_99_5 == pytest.approx(props["percentile_99_5"])
     assert spec.resampling_data.order == 3 and spec.resampling_probabilities.order == 1
     assert spec.resampling_data.anisotropy_threshold == 3.0
+    assert spec.window_before_segmentation is False  # recorded from the required flag
+    assert spec.postprocessing is not None  # read from postprocessing.json, stored as data
+    assert [st.labels for st in spec.postprocessing.steps] == [[1, 2], [2]]
+    assert spec.training_orientation == "LPS"
     assert spec.mirror_axes == [0, 1, 2] and [f.fold for f in spec.folds] == [0]
     assert spec.labels.channel_names == ["background", "liver", "tumour"]
     committed = SegmentationSpec.load(FIXTURE / "export")
@@ -166,9 +177,18 @@ def test_label_mapping() -> None:
 
 
 def test_cli_bad_input_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = nnunet_cli.main(["--model-folder", str(tmp_path), "--out", str(tmp_path / "o")])
+    rc = nnunet_cli.main(["--model-folder", str(tmp_path), "--out", str(tmp_path / "o"),
+                          "--window-before-segmentation"])
     assert rc == 2
     assert "missing dataset.json, plans.json" in capsys.readouterr().err
+
+
+def test_cli_requires_the_window_choice(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        nnunet_cli.main(["--model-folder", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert info.value.code == 2
+    assert "--window-before-segmentation" in capsys.readouterr().err
 
 
 def nnunet_export(folder: Path, out: Path, **kw: object) -> object:
@@ -191,5 +211,58 @@ def test_parity_failure_raises_and_cli_exits_1(
         nnunet_export(model_copy, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "parity_report.json").read_text())
     assert report["passed"] is False
-    rc = nnunet_cli.main(["--model-folder", str(model_copy), "--out", str(tmp_path / "o2")])
+    rc = nnunet_cli.main(["--model-folder", str(model_copy), "--out", str(tmp_path / "o2"),
+                          "--no-window-before-segmentation", "--training-orientation", "LPS"])
     assert rc == 1
+
+
+# --- training orientation -------------------------------------------------------------------
+def _raw_dataset(root: Path, codes: list[str], reader: str | None = None) -> Path:
+    import SimpleITK as sitk
+
+    (root / "imagesTr").mkdir(parents=True)
+    ds = {"file_ending": ".nii.gz", "channel_names": {"0": "CT"}}
+    if reader:
+        ds["overwrite_image_reader_writer"] = reader
+    (root / "dataset.json").write_text(json.dumps(ds))
+    for i, code in enumerate(codes):
+        img = sitk.Image(4, 5, 6, sitk.sitkInt16)
+        img.SetDirection(sitk.DICOMOrientImageFilter.GetDirectionCosinesFromOrientation(code))
+        sitk.WriteImage(img, str(root / "imagesTr" / f"case_{i:03d}_0000.nii.gz"))
+    return root
+
+
+def test_training_orientation_from_raw_headers(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from hccatom.export.nnunet_orientation import (
+        infer_training_orientation,
+        resolve_training_orientation,
+    )
+
+    ras = _raw_dataset(tmp_path / "ras", ["RAS", "RAS"])
+    assert infer_training_orientation(ras) == "RAS"
+    mixed = _raw_dataset(tmp_path / "mixed", ["RAS", "LPS"])
+    with pytest.raises(ExportError, match="several orientations"):
+        infer_training_orientation(mixed)
+    assert resolve_training_orientation("LPS", mixed, None) == "LPS"  # the user chose
+    reorienting = _raw_dataset(tmp_path / "reo", ["LPS"], reader="NibabelIOWithReorient")
+    assert infer_training_orientation(reorienting) == "RAS"  # nnU-Net reoriented on read
+    with pytest.raises(ExportError, match="contradicts"):
+        resolve_training_orientation("LPS", ras, None)
+    with pytest.raises(ExportError, match="LPS or RAS"):
+        resolve_training_orientation("XYZ", None, None)
+    # $nnUNet_raw/<dataset> is used when present
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path))
+    assert resolve_training_orientation(None, None, "ras") == "RAS"
+    assert resolve_training_orientation(None, None, "absent") is None
+
+
+def test_cli_requires_a_training_orientation(model_copy: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    rc = nnunet_cli.main(["--model-folder", str(model_copy), "--out", str(tmp_path / "o"),
+                          "--no-window-before-segmentation"])
+    assert rc == 2
+    assert "--training-orientation" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

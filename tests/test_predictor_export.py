@@ -52,7 +52,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     thresholds = tmp / "thresholds.json"
     thresholds.write_text(json.dumps({"TACE": 0.45, "HAIC": 0.5, "TC": 0.55, "HC": 0.5}))
     bundle = tmp / "bundle.zip"
-    code = main(["bundle", "build", "--segmentation", str(seg), "--fused", str(tmp / "fused"),
+    code = main(["bundle", "build", "--no-window-before-segmentation",
+                 "--segmentation", str(seg), "--fused", str(tmp / "fused"),
                  "--thresholds", str(thresholds), "--out", str(bundle), "--synthetic",
                  "--name", "export-e2e", "--version", "0.0.1"])
     assert code == 0

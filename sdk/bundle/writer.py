@@ -263,7 +263,7 @@ def build_bundle(
             "or a fused model (--fused DIR)."
         )
     pre = preprocessing if preprocessing is not None else PreprocessSpec.model_validate({})
-    enc = clinical_encoding if clinical_encoding is not None else ClinicalEncoding.paper_default()
+    enc = clinical_encoding if clinical_encoding is not None else ClinicalEncoding.raw_values()
     tmp = Path(tempfile.mkdtemp(prefix="hccatom-build-"))
     try:
         root = tmp / "bundle"

@@ -2,7 +2,7 @@
 
 Order as in ``DefaultPreprocessor.run_case_npy``: transpose -> crop to the non-zero region
 -> CT normalisation -> resample to the plan spacing. The inverse, for predictions:
-resample back -> un-crop -> transpose back (see :mod:`hccatom.segmentation.runtime`).
+resample back -> un-crop -> transpose back (see :mod:`hccatom.segmentation.pipeline`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,16 @@ predictor (``GetArrayFromImage`` plus reversed spacing). Anything else goes thro
 reorient, so a file stored in another orientation (e.g. RAS NIfTI) gives nnU-Net an array
 flipped in x/y relative to ours. With all mirror axes on, the ensemble is (nearly) flip
 equivariant and the difference is small; without mirroring, pass a Volume in the
-orientation the model was trained on.
+orientation the model was trained on, or record that orientation in the spec
+(``training_orientation``): the Segmenter then permutes/flips the array the network sees to
+it and the result back (:mod:`.orientation`).
+
+Precision: the network runs in float32 in ONNX Runtime (unless the bundle ships an fp16
+graph), while nnU-Net's predictor runs it under fp16 autocast on CUDA (fp32 on the CPU). So
+"the way nnU-Net's predictor does" means the same preprocessing, tiling, weighting, mirroring,
+fold averaging and float16 accumulation; the network's own arithmetic matches nnU-Net's CPU
+path, and differs from its CUDA path by autocast rounding (parity tests compare with
+nnU-Net on the CPU).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from hccatom.engines.providers import CUDA, TENSORRT, file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
 from hccatom.segmentation.confidence import mean_max_probability
 from hccatom.segmentation.device_window import DeviceSlidingWindow
+from hccatom.segmentation.orientation import Reorientation, orientation_of
 from hccatom.segmentation.pipeline import (
     Accumulation,
     Preprocessed,
@@ -37,6 +47,7 @@ from hccatom.segmentation.pipeline import (
     uncrop_labels,
     uncrop_probabilities,
 )
+from hccatom.segmentation.postprocessing import apply_postprocessing
 from hccatom.segmentation.spec import SegmentationSpec
 from hccatom.volume import Volume
 
@@ -222,14 +233,25 @@ class Segmenter:
 
         return read_ct(ct)
 
+    def _reorientation(self, vol: Volume) -> Reorientation | None:
+        """From the volume's orientation to the one the model was trained on (None: as is)."""
+        if self.spec.training_orientation is None:
+            return None
+        ro = Reorientation.between(orientation_of(vol.direction), self.spec.training_orientation)
+        return None if ro.is_identity else ro
+
     def _prepare(
         self, ct: Any, timings: dict[str, float] | None
-    ) -> tuple[Preprocessed, Volume]:
+    ) -> tuple[Preprocessed, Volume, Reorientation | None]:
+        """Read, reorient to the training orientation and preprocess."""
         t0 = time.perf_counter()
         vol = self._as_volume(ct)
         if timings is not None:
             timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
-        return preprocess(vol.array, vol.spacing, self.spec, timings), vol
+        ro = self._reorientation(vol)
+        array = vol.array if ro is None else ro.forward(vol.array)
+        spacing = vol.spacing if ro is None else ro.forward_spacing(vol.spacing)
+        return preprocess(array, spacing, self.spec, timings), vol, ro
 
     def _logits(
         self, pre: Preprocessed, progress: Progress | None, timings: dict[str, float] | None,
@@ -267,7 +289,7 @@ class Segmenter:
         moved host -> device / device -> host (``"host_to_device"``, ``"device_to_host"``,
         ``"constant_inputs"``).
         """
-        pre, vol = self._prepare(ct, timings)
+        pre, vol, ro = self._prepare(ct, timings)
         meter = TransferMeter()
         if self._device_window is not None:
             result = self._device_window.run(
@@ -280,7 +302,7 @@ class Segmenter:
             probs = logits_to_probabilities(logits, pre, self.spec, timings)
         if transfers is not None:
             transfers.update(_transfer_dict(meter.snapshot()))
-        return probs, vol
+        return (probs if ro is None else ro.backward(probs)), vol
 
     def segment(
         self,
@@ -311,7 +333,7 @@ class Segmenter:
         """:meth:`segment`, plus the tumour's mean max-probability on the network grid
         (None when no voxel is tumour there); see :mod:`.confidence`. On the
         device-resident path it is computed on the device (two scalars come down)."""
-        pre, vol = self._prepare(ct, timings)
+        pre, vol, ro = self._prepare(ct, timings)
         meter = TransferMeter()
         tumour = self.spec.labels.tumour_channel
         confidence: float | None
@@ -326,6 +348,17 @@ class Segmenter:
             logits = self._logits(pre, progress, timings, meter)
             confidence = mean_max_probability(logits, tumour)
             labels = logits_to_labels(logits, pre, self.spec, timings)
+        if ro is not None:  # back from the training orientation to the input's
+            labels = ro.backward(labels)
+        if self.spec.postprocessing is not None:  # nnU-Net's chosen postprocessing, as data
+            t0 = time.perf_counter()
+            labels = apply_postprocessing(
+                labels, self.spec.postprocessing, self.spec.labels.channel_to_label
+            )
+            if timings is not None:
+                timings["postprocess"] = timings.get("postprocess", 0.0) + (
+                    time.perf_counter() - t0
+                )
         if transfers is not None:
             transfers.update(_transfer_dict(meter.snapshot()))
         return vol.with_array(

@@ -19,6 +19,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hccatom.errors import BundleFormatError
+from hccatom.segmentation.orientation import is_code
+from hccatom.segmentation.postprocessing import Postprocessing, check_mappable
 
 SPEC_FILENAME = "segmentation_spec.json"
 SCHEMA = "hccatom.segmentation-spec/1"
@@ -134,6 +136,24 @@ class SegmentationSpec(_Model):
         default_factory=dict,
         description="Where it came from: dataset, trainer, plans, nnU-Net version, checkpoint.",
     )
+    window_before_segmentation: bool | None = Field(
+        default=None,
+        description="Whether the model was trained on CT clipped to the bundle's HU window "
+        "(True) or on raw HU (False), as stated at export; None: not recorded (older "
+        "exports). `hccatom bundle build` requires it stated here or by its flag.",
+    )
+    training_orientation: str | None = Field(
+        default=None,
+        description="Orientation of the arrays the model was trained on (letters for the "
+        "x, y, z index axes, e.g. 'LPS', or 'RAS' for NIfTI stored RAS+); the runtime "
+        "reorients the array the network sees to it. None: not recorded, the array is used "
+        "as given (hccatom reads CT into 'LPS').",
+    )
+    postprocessing: Postprocessing | None = Field(
+        default=None,
+        description="nnU-Net's chosen postprocessing (nnUNetv2_find_best_configuration), read "
+        "at export from postprocessing.json / .pkl; None: none (as nnUNetv2_predict).",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -142,6 +162,13 @@ class SegmentationSpec(_Model):
     def _perm(cls, v: list[int]) -> list[int]:
         if sorted(v) != [0, 1, 2]:
             raise ValueError(f"must be a permutation of [0, 1, 2], got {v}")
+        return v
+
+    @field_validator("training_orientation")
+    @classmethod
+    def _orientation(cls, v: str | None) -> str | None:
+        if v is not None and not is_code(v):
+            raise ValueError(f"training_orientation must be a code like 'LPS' or 'RAS', got {v!r}")
         return v
 
     @model_validator(mode="after")
@@ -156,6 +183,8 @@ class SegmentationSpec(_Model):
             raise ValueError(f"mirror_axes must lie in 0..{self.dims - 1}")
         if len(self.labels.channel_to_label) != self.num_output_channels:
             raise ValueError("labels must describe every output channel")
+        if self.postprocessing is not None:
+            check_mappable(self.postprocessing, self.labels.channel_to_label)
         return self
 
     # --- file I/O ---------------------------------------------------------------------
