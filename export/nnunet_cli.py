@@ -39,6 +39,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of the parity patches")
+    parser.add_argument(
+        "--precision", choices=("fp32", "fp16", "both"), default="fp32",
+        help="fp16/both: also write an fp16 graph per fold (fp32 inputs/outputs) beside the "
+        "fp32 one, kept only if its segmentations match fp32 (label agreement >= 99.9 %%, "
+        "Dice >= 0.99); GPUs then run it by default (default: fp32 only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             label_map=parse_label_map(args.label_map),
             seed=args.seed,
+            precision=args.precision,
         )
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -67,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         f"{result.out_dir} (patch {spec.patch_size}, spacing {spec.target_spacing_mm} mm, "
         f"mirror axes {spec.mirror_axes})"
     )
+    if any(f.onnx_fp16 for f in spec.folds):
+        print(f"  fp16 graphs kept: {[f.onnx_fp16 for f in spec.folds]} (fp16_parity_report.json)")
     for r in result.report["folds"]:
         print(f"  fold {r['fold']}: relative max logit diff {r['relative_max_diff']:.2e} "
               f"(<= {result.report['tolerance_relative_max_diff']:.0e})")

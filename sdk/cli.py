@@ -9,6 +9,7 @@ Subcommands::
     hccatom bundle verify PATH        hccatom bundle info PATH
     hccatom demo ...                  (hccatom.demo; ``demo build``: hccatom.export.demo_cli)
     hccatom export selection|nnunet   (build time, needs the export extra; imported lazily)
+    hccatom bench [--bundle B] [--device ...] [--json OUT] ...   (hccatom.bench: latency)
 
 Exit codes: 0 success, 1 failure (export, internal), 2 bad input, 3 bad bundle, 4 engine
 unavailable. Errors print one clear message; ``--debug`` shows the traceback.
@@ -353,6 +354,14 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         _configure_lazy(_import_command(module, command), p, command)
 
 
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from hccatom import bench
+
+    p = sub.add_parser("bench", help="per-stage latency of the whole chain on this machine")
+    bench.configure_parser(p)
+    p.set_defaults(func=bench.run)
+
+
 # --- main -----------------------------------------------------------------------------
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; ``argv`` selects which lazy subcommand gets configured."""
@@ -368,6 +377,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub.required = True
     _add_recommend(sub)
     _add_bundle(sub)
+    _add_bench(sub)
     _add_lazy(sub, argv)
     return parser
 

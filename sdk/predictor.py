@@ -41,7 +41,9 @@ from hccatom.chain import (
 )
 from hccatom.clinical import ClinicalVariables
 from hccatom.engines import Engine, OnnxRuntimeEngine
+from hccatom.engines.providers import ort_available_providers
 from hccatom.errors import HccatomError, InputError
+from hccatom.precision import check_precision, choose_graph, default_precision
 from hccatom.recommendation import (
     BundleRef,
     EngineInfo,
@@ -174,6 +176,8 @@ class Predictor:
         self.scorer = scorer
         self.device = device
         self.quality = quality or QualityThresholds()
+        #: graph precision per model ("segmentation fold 0", "selection.fused", ...)
+        self.precisions: dict[str, str] = {}
         m = bundle.manifest
         self.preprocessing = m.preprocessing
         self._bundle_ref = BundleRef(
@@ -193,6 +197,7 @@ class Predictor:
         quality: QualityThresholds | None = None,
         engine_factory: Callable[[Path], Engine] | None = None,
         phase_workers: int | None = None,
+        precision: str | None = None,
     ) -> Predictor:
         """Open and verify a bundle (checksums, schema) and create every engine once.
 
@@ -205,32 +210,50 @@ class Predictor:
         the same time (much of that work is single-threaded NumPy; peak memory holds both
         phases), 1 one after the other; default 2 on machines with 4 or more cores, else 1
         (on 2 cores the two ways measured the same, see benchmarks/README.md).
+        ``precision``: None runs a graph's fp16 twin on CUDA when the bundle has one (fp32
+        elsewhere); "fp16" or "fp32" forces it (see :mod:`hccatom.precision`).
         """
         phase_workers = _phase_workers(phase_workers)
         if threads is None and phase_workers == 2:
             threads = max(1, (os.cpu_count() or 2) // 2)  # half the cores per phase
+        requested = check_precision(precision)
+        preferred = default_precision(device, ort_available_providers())
         bundle = load_bundle(path)
         m = bundle.manifest
+        used: dict[str, str] = {}
 
         def make(p: Path) -> Engine:
             if engine_factory is not None:
                 return engine_factory(p)
-            return OnnxRuntimeEngine(p, device=device, threads=threads)
+            return OnnxRuntimeEngine(p, device=device, threads=threads,
+                                     fp16=device == "tensorrt" and requested == "fp16")
+
+        def pick(fp32: str, fp16: str | None, what: str) -> str:
+            rel, used[what] = choose_graph(fp32, fp16, requested=requested,
+                                           preferred=preferred, what=what)
+            return rel
 
         seg_spec = m.segmentation.spec
-        seg_engines = [make(bundle.segmentation_dir / f.onnx) for f in seg_spec.folds]
+        seg_engines = [
+            make(bundle.segmentation_dir / pick(f.onnx, f.onnx_fp16, f"segmentation fold {f.fold}"))
+            for f in seg_spec.folds
+        ]
         segmenter = Segmenter(
             bundle.segmentation_dir, device=device, step_size=step_size, mirroring=mirroring,
             threads=threads, spec=seg_spec, engines=seg_engines, verify=False,
         )
         sel = m.selection
         if sel.fused is not None:
-            engines = {"fused": make(bundle.path(sel.fused.path))}
+            engines = {"fused": make(bundle.path(
+                pick(sel.fused.path, sel.fused.path_fp16, "selection.fused")))}
         else:
-            engines = {k: make(bundle.path(v.path)) for k, v in sel.models.items()}
+            engines = {k: make(bundle.path(pick(v.path, v.path_fp16, f"selection.{k}")))
+                       for k, v in sel.models.items()}
         scorer = SelectionScorer(sel, engines)
-        return cls(bundle, segmenter, scorer, device=device, quality=quality,
-                   phase_workers=phase_workers)
+        predictor = cls(bundle, segmenter, scorer, device=device, quality=quality,
+                        phase_workers=phase_workers)
+        predictor.precisions = used
+        return predictor
 
     # --- partial chain ----------------------------------------------------------------
     def segment(self, phase: Any, *, progress: Callable[[int, int], None] | None = None

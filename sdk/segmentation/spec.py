@@ -67,6 +67,17 @@ class FoldModel(_Model):
     fold: int | Literal["all"]
     onnx: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    onnx_fp16: str | None = Field(
+        default=None, description="Optional fp16 twin of the graph (fp32 inputs/outputs), "
+        "kept only after its parity gate against this fp32 graph passed."
+    )
+    sha256_fp16: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _fp16_pair(self) -> FoldModel:
+        if (self.onnx_fp16 is None) != (self.sha256_fp16 is None):
+            raise ValueError("onnx_fp16 and sha256_fp16 go together")
+        return self
 
 
 class LabelMeaning(_Model):
