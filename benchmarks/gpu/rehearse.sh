@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Rehearse the GPU procedure HERE, without a GPU: every call of the device tool becomes a run
+# of on_device.sh in a fresh copy of the working tree that holds only that call's part, with
+# one shared stash, exactly as the device machine sees them; the last call runs the CPU smoke
+# benchmark (device_bench.py --device cpu --small) from the assembled prefix.
+#
+#   PYVER=3.11 bash benchmarks/gpu/prepare.sh && bash benchmarks/gpu/rehearse.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+export HCCATOM_GPU_STASH=$(mktemp -d /tmp/hccatom-gpu-stash.XXXXXX)
+export OUT=${OUT:-$(mktemp -d /tmp/hccatom-gpu-out.XXXXXX)}
+parts=(.gpu/part*)
+n=${#parts[@]}
+for i in "${!parts[@]}"; do
+  call=$((i + 1))
+  tree=$(mktemp -d /tmp/hccatom-gpu-call.XXXXXX)
+  git ls-files -z --cached --others --exclude-standard | tar -C "$ROOT" --null -T - -cf - \
+    | tar -C "$tree" -xf -
+  mkdir -p "$tree/.gpu"
+  cp "${parts[$i]}" "$tree/.gpu/"
+  if [ "$call" -lt "$n" ]; then
+    echo "== call $call/$n: stash ${parts[$i]}"
+    (cd "$tree" && bash benchmarks/gpu/on_device.sh stash)
+  else
+    cp .gpu/SHA256SUMS .gpu/PYVER "$tree/.gpu/"
+    echo "== call $call/$n: stash ${parts[$i]}, assemble, install, run (CPU smoke test)"
+    (cd "$tree" && bash benchmarks/gpu/on_device.sh run --device cpu --small --repeats 2)
+  fi
+  rm -rf "$tree"
+done
+echo "results in $OUT"
