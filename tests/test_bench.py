@@ -131,6 +131,7 @@ def test_nnunet_reference_timing_on_fixture() -> None:
     assert len(p["runs_ms"]) == 2 and 0 < p["min_ms"] <= p["p50_ms"]
 
 
+@pytest.mark.export
 def test_nnunet_reference_refuses_a_non_model_folder(tmp_path: Path) -> None:
     pytest.importorskip("nnunetv2", reason="--compare-nnunet needs the export extra")
     from hccatom.errors import InputError
