@@ -51,6 +51,22 @@ def test_choose_graph_rules() -> None:
         check_precision("bf16")
 
 
+def test_fp32_only_entries_serialise_as_before() -> None:
+    """Older runtimes (extra fields forbidden in the spec) still read fp32-only bundles."""
+    from pydantic import ValidationError
+
+    from hccatom.bundle.manifest import SelectionModel
+    from hccatom.segmentation.spec import FoldModel
+
+    f = FoldModel(fold=0, onnx="fold_0.onnx", sha256="0" * 64)
+    assert "fp16" not in f.model_dump_json()
+    g = f.model_copy(update={"onnx_fp16": "fold_0.fp16.onnx", "sha256_fp16": "1" * 64})
+    assert FoldModel.model_validate_json(g.model_dump_json()) == g
+    assert "fp16" not in SelectionModel(path="m.onnx").model_dump_json()
+    with pytest.raises(ValidationError, match="go together"):
+        FoldModel(fold=0, onnx="a.onnx", sha256="0" * 64, onnx_fp16="a.fp16.onnx")
+
+
 # --- export gate and bundle (export extra) ------------------------------------------------
 def _export_extra() -> None:
     pytest.importorskip("torch", reason="fp16 export needs the export extra")

@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu/on_device.sh stash          # calls 1..N-1: keep the part(s) carried
 #   bash benchmarks/gpu/on_device.sh run [ARGS...]  # last call: stash, check, assemble, install
 #                                                   # into a temp prefix, run the benchmark
+#   bash benchmarks/gpu/on_device.sh run bench ...  # ... or `hccatom bench ...` alone
 #
 # The parts come from benchmarks/gpu/prepare.sh (.gpu/partN + SHA256SUMS). They persist in
 # $HCCATOM_GPU_STASH (default /tmp/hccatom-gpu) while the machine stays warm between calls.
@@ -41,8 +42,13 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--device cuda)
 set +e
-timeout -k 10 "$GUARD_S" python3 benchmarks/gpu/device_bench.py --out /tmp/hccatom-gb \
-  --results "$RESULTS" "${args[@]}" 2>&1 | tee "$RESULTS/device_bench.log"
+if [ "${args[0]}" = bench ]; then  # `run bench ARGS`: hccatom bench alone (demo bundle default)
+  timeout -k 10 "$GUARD_S" python3 -c 'import sys; from hccatom.cli import main; sys.exit(main())' \
+    "${args[@]}" --json "$RESULTS/bench.json" 2>&1 | tee "$RESULTS/device_bench.log"
+else
+  timeout -k 10 "$GUARD_S" python3 benchmarks/gpu/device_bench.py --out /tmp/hccatom-gb \
+    --results "$RESULTS" "${args[@]}" 2>&1 | tee "$RESULTS/device_bench.log"
+fi
 rc=${PIPESTATUS[0]}
 set -e
 [ "$rc" = 124 ] && echo "time guard: stopped after $GUARD_S s" | tee -a "$RESULTS/device_bench.log"

@@ -46,7 +46,7 @@ python3 -m pip install -q --no-deps --no-compile --target "$work/prefix" "${plat
 rm -f "$work"/prefix/onnxruntime/capi/libonnxruntime_providers_tensorrt.so
 du -sh "$work/prefix" >&2
 
-echo "== pack (tar | xz -9e) and split" >&2
+echo "== pack (tar | xz -${XZ_LEVEL:-9e}) and split" >&2
 rm -rf .gpu && mkdir -p .gpu
 tar -C "$work/prefix" -cf - . | xz -"${XZ_LEVEL:-9e}" -T"$(nproc)" > "$work/prefix.tar.xz"
 total=$(stat -c %s "$work/prefix.tar.xz")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Rehearse the GPU procedure HERE, without a GPU: every call of the device tool becomes a run
 # of on_device.sh in a fresh copy of the working tree that holds only that call's part, with
-# one shared stash, exactly as the device machine sees them; the last call runs the CPU smoke
-# benchmark (device_bench.py --device cpu --small) from the assembled prefix.
+# one shared stash, exactly as the device machine sees them; the last call assembles and
+# installs the prefix and runs `hccatom bench --device cpu --small` from it (the demo bundle).
 #
 #   PYVER=3.11 bash benchmarks/gpu/prepare.sh && bash benchmarks/gpu/rehearse.sh
+# (XZ_LEVEL=1 MAX_PARTS=9 make the rehearsal's packing quick on a slow machine.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -25,7 +26,8 @@ for i in "${!parts[@]}"; do
   else
     cp .gpu/SHA256SUMS .gpu/PYVER "$tree/.gpu/"
     echo "== call $call/$n: stash ${parts[$i]}, assemble, install, run (CPU smoke test)"
-    (cd "$tree" && bash benchmarks/gpu/on_device.sh run --device cpu --small --repeats 2)
+    (cd "$tree" && bash benchmarks/gpu/on_device.sh run bench --device cpu --small \
+      --repeats 2 --warmup 1 --no-mirroring)
   fi
   rm -rf "$tree"
 done

@@ -19,7 +19,15 @@ from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from hccatom.atom import MODELS, AtomPolicy
 from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec, SegmentationSpec
@@ -120,6 +128,15 @@ class SelectionModel(_Model):
         "its parity gate against the fp32 graph passed."
     )
     parity_fp16: str | None = Field(default=None, description="The fp16 gate's report.")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_fp16(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # fp32-only entries serialise exactly as before
+        data: dict[str, Any] = handler(self)
+        for key in ("path_fp16", "parity_fp16"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     @field_validator("path", "parity", "path_fp16", "parity_fp16")
     @classmethod

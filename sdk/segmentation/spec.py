@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from hccatom.errors import BundleFormatError
 
@@ -78,6 +86,15 @@ class FoldModel(_Model):
         if (self.onnx_fp16 is None) != (self.sha256_fp16 is None):
             raise ValueError("onnx_fp16 and sha256_fp16 go together")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_fp16(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # fp32-only specs serialise exactly as before, so older readers still load them
+        data: dict[str, Any] = handler(self)
+        for key in ("onnx_fp16", "sha256_fp16"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class LabelMeaning(_Model):
