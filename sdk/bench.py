@@ -184,9 +184,11 @@ def _segmentation_work(predictor: Any, study: Study, progress: Progress
         )
         per_phase[name] = {"tiles": tiles, "evaluations": evals,
                            "input_shape_zyx": list(vol.shape)}
-    model = getattr(seg.engines[0], "path", None)
+    # count on the fp32 graph (an fp16 twin adds Casts and counts the same arithmetic)
+    loaded = getattr(seg.engines[0], "path", None)
+    model = loaded.with_name(spec.folds[0].onnx) if isinstance(loaded, Path) else None
     flops_per_eval = None
-    if isinstance(model, Path) and model.is_file():
+    if model is not None and model.is_file():
         progress("counting FLOPs of one network evaluation (profiled CPU run)")
         feeds = {spec.input_name: np.zeros((1, 1, *spec.patch_size), np.float32)}
         try:

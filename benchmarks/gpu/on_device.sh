@@ -19,7 +19,7 @@ mode=${1:-}
 shift || true
 mkdir -p "$STASH" "$RESULTS"
 shopt -s nullglob
-for f in .gpu/part* .gpu/SHA256SUMS .gpu/PYVER; do cp -f "$f" "$STASH/"; done
+for f in .gpu/part* .gpu/SHA256SUMS .gpu/PYVER; do [ -f "$f" ] && cp -f "$f" "$STASH/"; done
 echo "stash: $(cd "$STASH" && ls | tr '\n' ' ')"
 [ "$mode" = stash ] && exit 0
 
@@ -30,7 +30,16 @@ t0=$(date +%s)
 }
 site=$(mktemp -d /tmp/hccatom-site.XXXXXX)
 cat "$STASH"/part* | xz -d | tar -C "$site" -xf -
-python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$site" .
+# hccatom into the same prefix: pip when it can build here (no registry, so no build
+# isolation), else the package folders copied to their import paths (pyproject's package-dir:
+# sdk -> hccatom, engines/atom/export -> hccatom.*), which is all `pip install .` puts there
+if ! python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$site" . \
+     2>/dev/null; then
+  mkdir -p "$site/hccatom"
+  cp -r sdk/. "$site/hccatom/"
+  for pkg in engines atom export; do cp -r "$pkg" "$site/hccatom/$pkg"; done
+  echo "hccatom copied into the prefix (pip could not build without isolation here)"
+fi
 export PYTHONPATH=$site PYTHONUNBUFFERED=1
 echo "assembled and installed into $site in $(( $(date +%s) - t0 )) s"
 python3 - <<'PY'

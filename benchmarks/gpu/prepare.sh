@@ -42,8 +42,6 @@ python3 -m pip wheel -q --no-deps -w "$work/wheels" "nnunetv2==2.8.1" "acvl-util
 echo "== install into the prefix (pip --target, device platform, no dependencies resolved)" >&2
 python3 -m pip install -q --no-deps --no-compile --target "$work/prefix" "${plat[@]}" \
   "$work"/wheels/*.whl
-# the TensorRT EP library is not used by the CUDA benchmark
-rm -f "$work"/prefix/onnxruntime/capi/libonnxruntime_providers_tensorrt.so
 du -sh "$work/prefix" >&2
 
 echo "== pack (tar | xz -${XZ_LEVEL:-9e}) and split" >&2

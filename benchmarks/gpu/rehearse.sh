@@ -19,12 +19,11 @@ for i in "${!parts[@]}"; do
   git ls-files -z --cached --others --exclude-standard | tar -C "$ROOT" --null -T - -cf - \
     | tar -C "$tree" -xf -
   mkdir -p "$tree/.gpu"
-  cp "${parts[$i]}" "$tree/.gpu/"
+  cp "${parts[$i]}" .gpu/SHA256SUMS .gpu/PYVER "$tree/.gpu/"  # what each call carries
   if [ "$call" -lt "$n" ]; then
     echo "== call $call/$n: stash ${parts[$i]}"
     (cd "$tree" && bash benchmarks/gpu/on_device.sh stash)
   else
-    cp .gpu/SHA256SUMS .gpu/PYVER "$tree/.gpu/"
     echo "== call $call/$n: stash ${parts[$i]}, assemble, install, run (CPU smoke test)"
     (cd "$tree" && bash benchmarks/gpu/on_device.sh run bench --device cpu --small \
       --repeats 2 --warmup 1 --no-mirroring)
