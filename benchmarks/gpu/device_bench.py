@@ -85,6 +85,26 @@ def build(out: Path, small: bool) -> tuple[Path, Path]:
     return bundle, folder
 
 
+def measured_gpu_peak_tflops(n: int = 8192, reps: int = 10) -> float:
+    """Dense fp16 GEMM rate of this GPU through PyTorch (mean of ``reps`` after 3 warm-ups):
+    the 'measured peak' the FLOP floor is held against (PyTorch is there on the device)."""
+    import torch
+
+    a = torch.randn(n, n, device="cuda", dtype=torch.float16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.float16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / reps
+    del a, b
+    torch.cuda.empty_cache()
+    return 2.0 * n**3 / dt / 1e12
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -102,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     size = ["--small"] if args.small else ["--size", "512x512x200"]
     common = ["bench", "--bundle", str(bundle), "--device", args.device, *size,
               "--repeats", str(args.repeats), "--warmup", "1", "--no-mirroring"]
-    if args.peak_tflops:
-        common += ["--peak-tflops", str(args.peak_tflops)]
+    peak = args.peak_tflops
+    if peak is None and args.device == "cuda":
+        peak = measured_gpu_peak_tflops()
+        log(f"measured fp16 GEMM peak: {peak:.0f} TFLOP/s (passed as --peak-tflops)")
+    if peak:
+        common += ["--peak-tflops", f"{peak:.1f}"]
     codes = {}
     for precision, extra in (("fp16", ["--compare-nnunet", str(folder)]), ("fp32", [])):
         out = args.results / f"bench_{args.device}_{precision}.json"
