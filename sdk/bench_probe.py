@@ -306,6 +306,8 @@ def network_flops(model: Path, feeds: dict[str, np.ndarray]) -> float:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
+    # prepacked weights drop out of the recorded input shapes (ConvTranspose on the CPU)
+    opts.add_session_config_entry("session.disable_prepacking", "1")
     with tempfile.TemporaryDirectory(prefix="hccatom-flops-") as tmp:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "profile")

@@ -21,7 +21,8 @@ ORT_GPU=${ORT_GPU:-onnxruntime-gpu==1.31.1}   # the CUDA 13 build (the device ha
 MAX_PARTS=${MAX_PARTS:-4}
 CALL_LIMIT=$((64 * 1024 * 1024))
 MARGIN=$((2 * 1024 * 1024))
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> "$(git rev-parse --git-path info/exclude)"
+exclude=$(git rev-parse --git-path info/exclude)
+grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >> "$exclude"
 work=$(mktemp -d /tmp/hccatom-gpu-prepare.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/wheels" "$work/prefix"
