@@ -363,7 +363,7 @@ def _compare_nnunet(folder: Path, predictor: Any, study: Study, *, device: str, 
 # --- CLI -------------------------------------------------------------------------------
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the ``bench`` arguments."""
-    p.description = __doc__.split("\n\n")[2].replace("\n", " ") if __doc__ else None
+    p.description = __doc__.split("\n\n")[3].replace("\n", " ") if __doc__ else None
     p.add_argument("--bundle", type=Path, default=None,
                    help="bundle directory or .zip (default: the packaged demo bundle)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
