@@ -22,10 +22,13 @@ from hccatom.engines.providers import (
     CPU,
     CUDA,
     TENSORRT,
+    CudaOptions,
+    cuda_provider_options,
     default_cache_root,
     file_sha256,
     gpu_name,
     ort_available_providers,
+    preload_cuda_libraries,
     provider_plan,
     tensorrt_cache_dir,
     tensorrt_provider_options,
@@ -91,6 +94,10 @@ class OnnxRuntimeEngine:
             library versions and precision.
         device_id: GPU ordinal for the CUDA/TensorRT providers.
         max_batch, opt_batch: TensorRT shape profile for symbolic dimensions (min 1).
+        cuda_options: CUDA EP options (cuDNN algorithm search, arena, TF32; see
+            :class:`~hccatom.engines.providers.CudaOptions`); default: ``CudaOptions()`` on
+            ``device_id``. Before a CUDA/TensorRT session, ``onnxruntime.preload_dlls()`` runs
+            once when torch is not loaded (``self.preload`` says what happened).
         io_binding: ``"auto"`` binds inputs/outputs through IO binding when a CUDA provider
             runs and the inputs total at least ``io_binding_min_bytes``; ``"always"`` and
             ``"never"`` force it (IO binding also works on the CPU provider).
@@ -111,6 +118,7 @@ class OnnxRuntimeEngine:
         io_binding_min_bytes: int = 1 << 20,
         name: str | None = None,
         meter: TransferMeter | None = None,
+        cuda_options: CudaOptions | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -133,6 +141,9 @@ class OnnxRuntimeEngine:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
         if io_binding not in ("auto", "always", "never"):
             raise ValueError(f"io_binding must be 'auto', 'always' or 'never', got {io_binding!r}")
+        if cuda_options is not None and cuda_options.enable_cuda_graph:
+            raise ValueError("CUDA graphs need fixed shapes and fixed device buffers: use "
+                             "hccatom.engines.fixed_shape_engine.FixedShapeEngine")
         self.device = device
         self.fp16 = fp16
         self._io_binding = io_binding
@@ -150,7 +161,8 @@ class OnnxRuntimeEngine:
                     (name, self._tensorrt_options(cache_dir, device_id, opt_batch, max_batch))
                 )
             elif name == CUDA:
-                providers.append((name, {"device_id": str(device_id)}))
+                providers.append((name, cuda_provider_options(
+                    cuda_options or CudaOptions(device_id=device_id))))
             else:
                 providers.append(name)
 
@@ -164,6 +176,8 @@ class OnnxRuntimeEngine:
         except Exception:  # older onnxruntime: no such key
             self._assignment_recorded = False
 
+        self.preload = (preload_cuda_libraries() if CUDA in plan or TENSORRT in plan
+                        else "not needed")
         try:
             self._session = ort.InferenceSession(source, options, providers=providers)
         except Exception as exc:

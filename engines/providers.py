@@ -1,4 +1,4 @@
-"""Execution-provider choice and TensorRT EP options, as pure functions.
+"""Execution-provider choice, CUDA and TensorRT EP options, as pure functions.
 
 Everything here is a plain function of its arguments (the provider list, versions, device
 name, shapes), so the choices are unit-tested on machines without a GPU or TensorRT. The
@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import logging
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from hccatom.engines.base import TensorSpec
 from hccatom.errors import EngineUnavailableError
+
+log = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda", "tensorrt"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
@@ -234,3 +238,129 @@ def gpu_name(device_id: int = 0) -> str:
         return "unknown-gpu"
     name = out.stdout.strip().splitlines()
     return name[0] if name else "unknown-gpu"
+
+
+# --- CUDA EP ------------------------------------------------------------------------------
+CudnnSearch = Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"]
+ArenaStrategy = Literal["kNextPowerOfTwo", "kSameAsRequested"]
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    """Typed options of ONNX Runtime's CUDA execution provider (see :func:`cuda_provider_options`).
+
+    * ``cudnn_conv_algo_search``: how cuDNN picks convolution algorithms. ``EXHAUSTIVE``
+      (ONNX Runtime's default) times every algorithm once per shape: best kernels, slow first
+      call per shape; ``HEURISTIC`` asks cuDNN's heuristics (fast start); ``DEFAULT`` takes
+      the default algorithm.
+    * ``cudnn_conv_use_max_workspace``: let cuDNN use as much workspace as it wants (faster
+      3-D convolutions, more memory).
+    * ``arena_extend_strategy`` / ``gpu_mem_limit_bytes``: how the device memory arena grows
+      (``kSameAsRequested`` wastes less memory than powers of two) and its cap (None: no cap).
+    * ``enable_cuda_graph``: capture the whole graph once and replay it; needs every input
+      shape fixed and inputs/outputs bound to fixed device buffers (:func:`check_cuda_graph`).
+    * ``use_tf32``: TF32 tensor cores for fp32 convolutions and matrix products.
+    """
+
+    device_id: int = 0
+    cudnn_conv_algo_search: CudnnSearch = "EXHAUSTIVE"
+    cudnn_conv_use_max_workspace: bool = True
+    arena_extend_strategy: ArenaStrategy = "kNextPowerOfTwo"
+    gpu_mem_limit_bytes: int | None = None
+    enable_cuda_graph: bool = False
+    use_tf32: bool = True
+    do_copy_in_default_stream: bool = True
+
+    def __post_init__(self) -> None:
+        if self.device_id < 0:
+            raise ValueError(f"device_id must be >= 0, got {self.device_id}")
+        if self.cudnn_conv_algo_search not in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
+            raise ValueError(
+                "cudnn_conv_algo_search must be EXHAUSTIVE, HEURISTIC or DEFAULT, got "
+                f"{self.cudnn_conv_algo_search!r}"
+            )
+        if self.arena_extend_strategy not in ("kNextPowerOfTwo", "kSameAsRequested"):
+            raise ValueError(
+                "arena_extend_strategy must be kNextPowerOfTwo or kSameAsRequested, got "
+                f"{self.arena_extend_strategy!r}"
+            )
+        if self.gpu_mem_limit_bytes is not None and self.gpu_mem_limit_bytes < 1 << 20:
+            raise ValueError(
+                f"gpu_mem_limit_bytes must be >= 1 MiB, got {self.gpu_mem_limit_bytes}"
+            )
+
+
+def cuda_provider_options(options: CudaOptions | None = None) -> dict[str, str]:
+    """The option dict ONNX Runtime's CUDA EP takes (values as strings)."""
+    o = options or CudaOptions()
+    opts = {
+        "device_id": str(o.device_id),
+        "cudnn_conv_algo_search": o.cudnn_conv_algo_search,
+        "cudnn_conv_use_max_workspace": "1" if o.cudnn_conv_use_max_workspace else "0",
+        "arena_extend_strategy": o.arena_extend_strategy,
+        "do_copy_in_default_stream": "1" if o.do_copy_in_default_stream else "0",
+        "use_tf32": "1" if o.use_tf32 else "0",
+        "enable_cuda_graph": "1" if o.enable_cuda_graph else "0",
+    }
+    if o.gpu_mem_limit_bytes is not None:
+        opts["gpu_mem_limit"] = str(int(o.gpu_mem_limit_bytes))
+    return opts
+
+
+def check_cuda_graph(inputs: Sequence[TensorSpec], fixed: Mapping[str, int] | None = None
+                     ) -> dict[str, tuple[int, ...]]:
+    """The fixed input shapes a CUDA graph is captured for, or :class:`EngineUnavailableError`.
+
+    A captured graph replays one set of shapes: every symbolic dimension (e.g. the tile
+    batch) must be fixed by ``fixed`` (dimension name -> size).
+    """
+    fixed = dict(fixed or {})
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in inputs:
+        dims = []
+        for d in spec.shape:
+            if isinstance(d, int):
+                dims.append(d)
+            elif d in fixed:
+                dims.append(int(fixed[d]))
+            else:
+                raise EngineUnavailableError(
+                    f"CUDA graphs need fixed shapes, but input {spec.name!r} "
+                    f"({spec.describe()}) has the free dimension {d!r}; fix it (e.g. the tile "
+                    "batch size) or turn enable_cuda_graph off"
+                )
+        shapes[spec.name] = tuple(dims)
+    return shapes
+
+
+_PRELOADED: list[bool] = []  # set once per process
+
+
+def preload_cuda_libraries(*, force: bool = False) -> str:
+    """Let a torch-free process find cuDNN/cuBLAS from the nvidia-* wheels before the CUDA EP.
+
+    Calls ``onnxruntime.preload_dlls()`` (onnxruntime-gpu >= 1.21) once per process, unless
+    torch is already imported (torch loaded its own CUDA libraries, which ONNX Runtime then
+    uses; preloading a second copy can clash). Returns what happened: ``"preloaded"``,
+    ``"skipped: torch is loaded"``, ``"skipped: already done"``, ``"unavailable: ..."`` or
+    ``"failed: ..."`` (logged as a warning; session creation then reports the real problem).
+    """
+    import sys
+
+    if "torch" in sys.modules and not force:
+        return "skipped: torch is loaded"
+    if _PRELOADED and not force:
+        return "skipped: already done"
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return f"unavailable: onnxruntime {ort.__version__} has no preload_dlls (needs >= 1.21)"
+    try:
+        preload()
+    except Exception as exc:  # missing nvidia wheels etc.: the session will say what is wrong
+        log.warning("onnxruntime.preload_dlls() failed (%s); CUDA libraries must then be on "
+                    "the loader path", exc)
+        return f"failed: {exc}"
+    _PRELOADED.append(True)
+    return "preloaded"

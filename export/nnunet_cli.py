@@ -63,6 +63,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "segmentation) or on raw HU (--no-window-before-segmentation; nnU-Net's own CT "
         "normalisation, the usual case). Recorded in the spec and used by `bundle build`.",
     )
+    parser.add_argument(
+        "--precision", choices=("fp32", "fp16", "both"), default="fp32",
+        help="fp16/both: also write an fp16 graph per fold (fp32 inputs/outputs) beside the "
+        "fp32 one, kept only if its segmentations match fp32 (label agreement >= 99.9 %%, "
+        "Dice >= 0.99); GPUs then run it by default (default: fp32 only)",
+    )
 
 
 def _dataset_name(plans_file: Path) -> str | None:
@@ -102,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             postprocessing=args.postprocessing,
             training_orientation=orientation,
             raw_dataset=args.raw_dataset,
+            precision=args.precision,
         )
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -115,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         f"{result.out_dir} (patch {spec.patch_size}, spacing {spec.target_spacing_mm} mm, "
         f"mirror axes {spec.mirror_axes})"
     )
+    if any(f.onnx_fp16 for f in spec.folds):
+        print(f"  fp16 graphs kept: {[f.onnx_fp16 for f in spec.folds]} (fp16_parity_report.json)")
     for r in result.report["folds"]:
         print(f"  fold {r['fold']}: relative max logit diff {r['relative_max_diff']:.2e} "
               f"(<= {result.report['tolerance_relative_max_diff']:.0e})")

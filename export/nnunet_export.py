@@ -15,7 +15,9 @@ Steps (see ``hccatom export nnunet --help``):
 4. parity per fold: ONNX Runtime (through :class:`hccatom.engines.OnnxRuntimeEngine`, CPU)
    vs PyTorch on seeded random patches, max |logit difference| / logit range <= 1e-4,
    :class:`ParityError` otherwise;
-5. write ``segmentation_spec.json`` and ``parity_report.json``.
+5. write ``segmentation_spec.json`` and ``parity_report.json``;
+6. with ``precision`` ``fp16``/``both``: an fp16 twin per fold, gated against fp32 on whole
+   segmentations (``fp16_parity_report.json``; see :mod:`hccatom.export.fp16`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ from torch import nn
 from hccatom.engines import OnnxRuntimeEngine
 from hccatom.engines.providers import file_sha256
 from hccatom.errors import CheckpointError, ExportError, ParityError
+from hccatom.export.fp16 import (
+    Precision,
+    convert_graph_fp16,
+    default_parity_volumes,
+    fp16_path,
+    refuse,
+    segmentation_fp16_parity,
+    wants_fp16,
+)
 from hccatom.segmentation.spec import (
     SPEC_FILENAME,
     CTIntensityStats,
@@ -46,12 +57,14 @@ from hccatom.segmentation.spec import (
     ResamplingSpec,
     SegmentationSpec,
 )
+from hccatom.volume import Volume
 
 log = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-4
 """Max |ONNX - PyTorch| logit difference relative to the PyTorch logit range."""
 REPORT_FILENAME = "parity_report.json"
+FP16_REPORT_FILENAME = "fp16_parity_report.json"
 OPSET = 17
 LIVER_NAMES = ("liver",)
 TUMOUR_NAMES = ("tumour", "tumor", "lesion", "cancer", "hcc", "neoplasm", "mass")
@@ -408,6 +421,8 @@ def export_nnunet(
     postprocessing: str | Path | None = None,
     training_orientation: str | None = None,
     raw_dataset: str | Path | None = None,
+    precision: Precision = "fp32",
+    fp16_volumes: Mapping[str, Volume] | None = None,
 ) -> NnunetExportResult:
     """Export an nnU-Net v2 model folder; see the module docstring. Raises ExportError.
 
@@ -418,7 +433,12 @@ def export_nnunet(
     ``training_orientation`` / ``raw_dataset``: the orientation the model was trained on, given
     or inferred from the raw training images' headers (``raw_dataset``, else
     ``$nnUNet_raw/<dataset>`` when present); None when neither is available.
+    ``precision`` ``"fp16"``/``"both"``: also write ``fold_N.fp16.onnx`` per fold (fp32 IO),
+    kept only if whole segmentations of ``fp16_volumes`` (default: a small synthetic
+    two-phase study) pass the fp16 gate (:mod:`hccatom.export.fp16`); else
+    :class:`~hccatom.export.fp16.Fp16ParityError` after writing the fp32 export.
     """
+    fp16 = wants_fp16(precision)
     folder = Path(model_folder)
     out = Path(out_dir)
     _check_folder(folder, checkpoint)
@@ -543,5 +563,33 @@ def export_nnunet(
             f"max logit difference {worst:.2e} > {PARITY_TOLERANCE:.0e} (report: "
             f"{out / REPORT_FILENAME})"
         )
+    if fp16:
+        spec = _add_fp16_folds(spec, out, fp16_volumes)
     log.info("wrote %s and %d fold model(s) to %s", SPEC_FILENAME, len(fold_models), out)
     return NnunetExportResult(out_dir=out, spec=spec, report=report)
+
+
+def _add_fp16_folds(
+    spec: SegmentationSpec, out: Path, volumes: Mapping[str, Volume] | None
+) -> SegmentationSpec:
+    """Convert every fold to fp16, gate the set on whole segmentations, record it in the spec."""
+    pairs = {}
+    for f in spec.folds:
+        src = out / f.onnx
+        pairs[f.fold] = (src, convert_graph_fp16(src, fp16_path(src)))
+    report = segmentation_fp16_parity(
+        spec, pairs, volumes if volumes is not None else default_parity_volumes()
+    )
+    report["versions"] = _versions()
+    report_path = out / FP16_REPORT_FILENAME
+    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if not report["passed"]:
+        refuse([p[1] for p in pairs.values()], report, report_path, "segmentation")
+    folds = [
+        f.model_copy(update={"onnx_fp16": pairs[f.fold][1].name,
+                             "sha256_fp16": file_sha256(pairs[f.fold][1])})
+        for f in spec.folds
+    ]
+    spec = spec.model_copy(update={"folds": folds})
+    spec.save(out)
+    return spec

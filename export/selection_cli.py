@@ -48,6 +48,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="max |score difference| ONNX Runtime vs PyTorch (default 1e-5)")
     parser.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo",
                         help="PyTorch ONNX exporter (default: dynamo, torch.export based)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "both"), default="fp32",
+                        help="fp16/both: also write an fp16 graph (fp32 inputs/outputs) beside "
+                             "the fp32 one, kept only if its scores are within 1e-3 of fp32's "
+                             "(default: fp32 only)")
 
 
 def _parse_fused(items: list[str]) -> dict[str, Path]:
@@ -73,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     common = {"size": args.size, "fusion": args.fusion, "opset": args.opset,
-              "tolerance": args.tolerance, "exporter": args.exporter}
+              "tolerance": args.tolerance, "exporter": args.exporter,
+              "precision": args.precision}
     try:
         if args.fused:
             result = export_fused_checkpoints(_parse_fused(args.fused), args.out, **common)

@@ -32,6 +32,14 @@ from torch import Tensor, nn
 from hccatom.engines.providers import file_sha256
 from hccatom.errors import ExportError
 from hccatom.export.checkpoint import load_selection
+from hccatom.export.fp16 import (
+    Precision,
+    convert_graph_fp16,
+    fp16_path,
+    refuse,
+    selection_fp16_parity,
+    wants_fp16,
+)
 from hccatom.export.parity import (
     check_parity,
     library_versions,
@@ -196,7 +204,9 @@ def _export_and_check(
     exporter: Exporter,
     tolerance: float,
     batches: tuple[int, ...],
+    precision: Precision = "fp32",
 ) -> SelectionExportResult:
+    fp16 = wants_fp16(precision)
     if opset < 17:
         raise ExportError(f"opset {opset} is too old; SELECTION exports need opset >= 17")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +251,29 @@ def _export_and_check(
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
     raise_if_failed(report, report_path)
+    if fp16:
+        _add_fp16(path, size, compare, batches)
     return SelectionExportResult(path, report_path, report)
+
+
+def _add_fp16(path: Path, size: SelectionSize, compare: str, batches: tuple[int, ...]) -> Path:
+    """The fp16 twin of ``path`` beside it, kept only if its scores are within 1e-3."""
+    half = convert_graph_fp16(path, fp16_path(path))
+
+    def inputs(b: int, seed: int) -> dict[str, Any]:
+        return {k: v.numpy() for k, v in example_inputs(size, b, seed).items()}
+
+    gate = selection_fp16_parity(path, half, inputs, output=compare, batches=batches)
+    report = {"model": half.name, "model_sha256": file_sha256(half),
+              "reference_model": path.name, "dtype": "float16 inside, float32 inputs/outputs",
+              "converter": "onnxruntime.transformers.float16(keep_io_types=True)",
+              "versions": library_versions(), "parity": gate}
+    report_path = write_report(report, path.with_name(path.stem + ".fp16.parity.json"))
+    if not gate["passed"]:
+        report_path.rename(report_path.with_name(path.stem + ".fp16.refused.json"))
+        refuse([half], report, report_path.with_name(path.stem + ".fp16.refused.json"),
+               "SELECTION")
+    return half
 
 
 def export_selection(
@@ -254,8 +286,12 @@ def export_selection(
     tolerance: float = 1e-5,
     batches: tuple[int, ...] = (1, 4),
     checkpoint_sha256: str | None = None,
+    precision: Precision = "fp32",
 ) -> SelectionExportResult:
-    """Export one cohort model to ``out_dir/selection_<cohort>.onnx`` and check parity."""
+    """Export one cohort model to ``out_dir/selection_<cohort>.onnx`` and check parity.
+
+    ``precision`` ``fp16``/``both`` adds ``selection_<cohort>.fp16.onnx`` (fp32 IO) when its
+    scores are within 1e-3 of the fp32 graph's (else ``Fp16ParityError``)."""
     cohort = _cohort(cohort)
     base: dict[str, Any] = {
         "kind": "selection", "cohorts": [cohort], "fusion": model.fusion,
@@ -265,6 +301,7 @@ def export_selection(
     return _export_and_check(
         SelectionScoreModule(model), model.size, path, SINGLE_OUTPUTS, "score", base,
         opset=opset, exporter=exporter, tolerance=tolerance, batches=batches,
+        precision=precision,
     )
 
 
@@ -277,6 +314,7 @@ def export_fused(
     tolerance: float = 1e-5,
     batches: tuple[int, ...] = (1, 4),
     checkpoints_sha256: Mapping[str, str] | None = None,
+    precision: Precision = "fp32",
 ) -> SelectionExportResult:
     """Export the four cohort models as one graph ``out_dir/selection_fused.onnx``."""
     models = {_cohort(c): m for c, m in models.items()}
@@ -292,6 +330,7 @@ def export_fused(
     return _export_and_check(
         fused, size, Path(out_dir) / "selection_fused.onnx", FUSED_OUTPUTS, "scores", base,
         opset=opset, exporter=exporter, tolerance=tolerance, batches=batches,
+        precision=precision,
     )
 
 

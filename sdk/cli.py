@@ -13,6 +13,7 @@ Subcommands::
     hccatom bundle sign PATH --key PRIVATE.pem
     hccatom demo ...                  (hccatom.demo; ``demo build``: hccatom.export.demo_cli)
     hccatom export selection|nnunet   (build time, needs the export extra; imported lazily)
+    hccatom bench [--bundle B] [--device ...] [--json OUT] ...   (hccatom.bench: latency)
 
 Every command takes ``-q/--quiet`` (no progress) and ``-v/--verbose`` (every stage, INFO
 logs); progress goes to stderr, results to stdout. Exit codes: 0 success, 1 failure (export,
@@ -493,6 +494,14 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         _configure_lazy(_import_command(module, command), p, command)
 
 
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from hccatom import bench
+
+    p = sub.add_parser("bench", help="per-stage latency of the whole chain on this machine")
+    bench.configure_parser(p)
+    p.set_defaults(func=bench.run)
+
+
 # --- main -----------------------------------------------------------------------------
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; ``argv`` selects which lazy subcommand gets configured."""
@@ -507,6 +516,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub.required = True
     _add_recommend(sub)
     _add_bundle(sub)
+    _add_bench(sub)
     _add_lazy(sub, argv)
     return parser
 

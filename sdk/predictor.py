@@ -41,7 +41,9 @@ from hccatom.chain import (
 )
 from hccatom.clinical import ClinicalVariables
 from hccatom.engines import Engine, OnnxRuntimeEngine
+from hccatom.engines.providers import ort_available_providers
 from hccatom.errors import HccatomError, InputError
+from hccatom.precision import check_precision, choose_graph, default_precision
 from hccatom.recommendation import (
     BundleRef,
     EngineInfo,
@@ -204,6 +206,8 @@ class Predictor:
         self.segmenter = segmenter
         self.scorer = scorer
         self.device = device
+        #: graph precision per model ("segmentation fold 0", "selection.fused", ...)
+        self.precisions: dict[str, str] = {}
         m = bundle.manifest
         #: Limits behind the safety errors and flags: ``safety`` if given, else the bundle's.
         self.safety = safety or m.safety or DEFAULT_SAFETY_LIMITS
@@ -232,6 +236,7 @@ class Predictor:
         trusted_keys: Iterable[str | Path | bytes] | None = None,
         require_signature: bool | None = None,
         expect_sha256: str | None = None,
+        precision: str | None = None,
     ) -> Predictor:
         """Open and verify a bundle (schema, signature, checksums) and create every engine
         once.
@@ -256,25 +261,43 @@ class Predictor:
         for CUDA/TensorRT, off on the CPU; see :class:`~hccatom.segmentation.Segmenter`).
         ``safety``: limits to use instead of the bundle's ``safety`` section
         (docs/safety.md).
+        ``precision``: None runs a graph's fp16 twin on CUDA when the bundle has one (fp32
+        elsewhere); "fp16" or "fp32" forces it (see :mod:`hccatom.precision`).
         """
         phase_workers = _phase_workers(phase_workers)
         if threads is None and phase_workers == 2:
             threads = max(1, (os.cpu_count() or 2) // 2)  # half the cores per phase
+        requested = check_precision(precision)
+        preferred = default_precision(device, ort_available_providers())
         bundle = load_bundle(path, trusted_keys=trusted_keys,
                              require_signature=require_signature, expect_sha256=expect_sha256)
         m = bundle.manifest
         memory_plan.check_bundle(m)  # patch size, slice thickness: before any engine exists
+        used: dict[str, str] = {}
 
         def make(p: Path) -> Engine:
             if engine_factory is not None:
                 return engine_factory(p)
-            return OnnxRuntimeEngine(p, device=device, threads=threads)
+            return OnnxRuntimeEngine(p, device=device, threads=threads,
+                                     fp16=device == "tensorrt" and requested == "fp16")
+
+        def pick(fp32: str, fp16: str | None, what: str) -> str:
+            rel, used[what] = choose_graph(fp32, fp16, requested=requested,
+                                           preferred=preferred, what=what)
+            return rel
 
         seg_spec = m.segmentation.spec
         sel = m.selection
-        seg_paths = [bundle.segmentation_dir / f.onnx for f in seg_spec.folds]
-        sel_paths = ({"fused": bundle.path(sel.fused.path)} if sel.fused is not None else
-                     {k: bundle.path(v.path) for k, v in sel.models.items()})
+        seg_paths = [
+            bundle.segmentation_dir / pick(f.onnx, f.onnx_fp16, f"segmentation fold {f.fold}")
+            for f in seg_spec.folds
+        ]
+        if sel.fused is not None:
+            sel_paths = {"fused": bundle.path(
+                pick(sel.fused.path, sel.fused.path_fp16, "selection.fused"))}
+        else:
+            sel_paths = {k: bundle.path(pick(v.path, v.path_fp16, f"selection.{k}"))
+                         for k, v in sel.models.items()}
         made = make_engines(make, [*seg_paths, *sel_paths.values()])
         seg_engines = made[: len(seg_paths)]
         segmenter = Segmenter(
@@ -284,8 +307,10 @@ class Predictor:
         )
         engines = dict(zip(sel_paths, made[len(seg_paths):], strict=True))
         scorer = SelectionScorer(sel, engines)
-        return cls(bundle, segmenter, scorer, device=device, safety=safety,
-                   phase_workers=phase_workers)
+        predictor = cls(bundle, segmenter, scorer, device=device, safety=safety,
+                        phase_workers=phase_workers)
+        predictor.precisions = used
+        return predictor
 
     # --- partial chain ----------------------------------------------------------------
     def segment(self, phase: Any, *, progress: Callable[[int, int], None] | None = None

@@ -19,7 +19,15 @@ from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from hccatom.atom import MODELS, AtomPolicy
 from hccatom.bundle.specs import (
@@ -120,8 +128,22 @@ class SelectionModel(_Model):
 
     path: str = Field(description="Bundle-relative path of the ONNX file.")
     parity: str | None = Field(default=None, description="Path of its parity report, if any.")
+    path_fp16: str | None = Field(
+        default=None, description="Optional fp16 twin (fp32 inputs/outputs), kept only after "
+        "its parity gate against the fp32 graph passed."
+    )
+    parity_fp16: str | None = Field(default=None, description="The fp16 gate's report.")
 
-    @field_validator("path", "parity")
+    @model_serializer(mode="wrap")
+    def _omit_absent_fp16(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # fp32-only entries serialise exactly as before
+        data: dict[str, Any] = handler(self)
+        for key in ("path_fp16", "parity_fp16"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+    @field_validator("path", "parity", "path_fp16", "parity_fp16")
     @classmethod
     def _path(cls, v: str | None) -> str | None:
         return None if v is None else safe_relative_path(v)
@@ -225,12 +247,10 @@ class Manifest(_Model):
         if dupes:
             raise ValueError(f"files listed twice: {dupes}")
         listed = set(paths)
-        refs = [m.path for m in self.selection.models.values()]
-        refs += [m.parity for m in self.selection.models.values() if m.parity]
-        if self.selection.fused is not None:
-            refs.append(self.selection.fused.path)
-            if self.selection.fused.parity:
-                refs.append(self.selection.fused.parity)
+        sel_models = [*self.selection.models.values(),
+                      *([self.selection.fused] if self.selection.fused is not None else [])]
+        refs = [p for m in sel_models for p in (m.path, m.parity, m.path_fp16, m.parity_fp16)
+                if p]
         missing = sorted(set(refs) - listed)
         if missing:
             raise ValueError(f"SELECTION files not listed in 'files': {missing}")
@@ -247,6 +267,14 @@ class Manifest(_Model):
                 raise ValueError(
                     f"segmentation fold {fold.fold}: the spec's sha256 differs from {rel!r}'s"
                 )
+            if fold.onnx_fp16 is not None:
+                rel16 = f"{self.segmentation.directory}/{fold.onnx_fp16}"
+                entry16 = by_path.get(rel16)
+                if entry16 is None or entry16.sha256 != fold.sha256_fp16:
+                    raise ValueError(
+                        f"segmentation fold {fold.fold}: fp16 file {rel16!r} is not listed "
+                        "or its sha256 differs from the spec's"
+                    )
         for name in ("image_size_px", "norm_mean", "norm_std"):
             pre = getattr(self.preprocessing, name, None)
             if pre is not None and pre != getattr(self.selection, name):

@@ -87,17 +87,23 @@ def _parity_failed(report: Any) -> bool:
     return any(sec.get(key) is False for sec in sections for key in ("passed", "ok"))
 
 
+def _is_fp16(path: Path) -> bool:
+    """An fp16 twin graph or its gate report (``*.fp16.onnx``, ``*.fp16.parity.json``)."""
+    return ".fp16." in path.name.lower()
+
+
 def find_selection_export(folder: Path) -> tuple[Path, Path | None]:
     """The one ``.onnx`` file of a SELECTION export folder and its parity report (if any)."""
     if not folder.is_dir():
         raise ExportError(f"{folder}: not a folder; give an `hccatom export selection` output.")
-    onnx = sorted(folder.glob("*.onnx"))
+    onnx = sorted(p for p in folder.glob("*.onnx") if not _is_fp16(p))
     if len(onnx) != 1:
         raise ExportError(
             f"{folder}: expected exactly one .onnx file, found {[p.name for p in onnx]}; give "
             "one `hccatom export selection` output folder per model."
         )
-    parity = sorted(p for p in folder.glob("*.json") if "parity" in p.name.lower())
+    parity = sorted(p for p in folder.glob("*.json")
+                    if "parity" in p.name.lower() and not _is_fp16(p))
     if len(parity) > 1:
         raise ExportError(f"{folder}: several parity reports {[p.name for p in parity]}.")
     return onnx[0], (parity[0] if parity else None)
@@ -150,7 +156,7 @@ def _stage_segmentation(stage: _Staging, folder: Path, parity: dict[str, Any]) -
         spec = SegmentationSpec.load(folder)
     except BundleError as exc:
         raise ExportError(str(exc)) from exc
-    fold_files = {f.onnx for f in spec.folds}
+    fold_files = {f.onnx for f in spec.folds} | {f.onnx_fp16 for f in spec.folds if f.onnx_fp16}
     for src in _files(folder):
         rel = src.relative_to(folder).as_posix()
         if rel in fold_files:
@@ -183,11 +189,19 @@ def _stage_selection(
     """Copy one SELECTION export folder (model, external data, parity report) into place."""
     onnx, report_path = find_selection_export(folder)
     base = f"{SELECTION_DIR}/{key}"
-    rel = parity_rel = None
+    rel = parity_rel = rel16 = parity16 = None
     for src in _files(folder):
         name = src.relative_to(folder).as_posix()
         if src == onnx:
             rel = stage.add(src, f"{base}/{name}", f"selection.{key}")
+        elif _is_fp16(src) and src.suffix == ".onnx":
+            rel16 = stage.add(src, f"{base}/{name}", f"selection.{key}.fp16")
+        elif _is_fp16(src) and src.suffix == ".json":
+            report = _load_json(src)
+            if _parity_failed(report):
+                raise ParityError(f"{src}: the {key} fp16 graph failed its parity gate.")
+            parity[f"selection.{key}.fp16"] = report
+            parity16 = stage.add(src, f"{base}/{name}", f"parity.{key}.fp16")
         elif src == report_path:
             report = _load_json(src)
             if _parity_failed(report):
@@ -199,7 +213,9 @@ def _stage_selection(
     if report_path is None:
         log.warning("%s: no parity report found; the bundle records none for %s", folder, key)
     assert rel is not None
-    return SelectionModel(path=rel, parity=parity_rel)
+    if rel16 is not None and parity16 is None:
+        raise ParityError(f"{folder}: an fp16 graph without its parity gate report; re-export.")
+    return SelectionModel(path=rel, parity=parity_rel, path_fp16=rel16, parity_fp16=parity16)
 
 
 def _check_image_size(model: Path, size_px: int) -> None:

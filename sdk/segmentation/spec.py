@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from hccatom.errors import BundleFormatError
 from hccatom.segmentation.orientation import is_code
@@ -69,6 +77,26 @@ class FoldModel(_Model):
     fold: int | Literal["all"]
     onnx: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    onnx_fp16: str | None = Field(
+        default=None, description="Optional fp16 twin of the graph (fp32 inputs/outputs), "
+        "kept only after its parity gate against this fp32 graph passed."
+    )
+    sha256_fp16: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _fp16_pair(self) -> FoldModel:
+        if (self.onnx_fp16 is None) != (self.sha256_fp16 is None):
+            raise ValueError("onnx_fp16 and sha256_fp16 go together")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_fp16(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # fp32-only specs serialise exactly as before, so older readers still load them
+        data: dict[str, Any] = handler(self)
+        for key in ("onnx_fp16", "sha256_fp16"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class LabelMeaning(_Model):

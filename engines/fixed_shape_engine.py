@@ -1,0 +1,165 @@
+"""An engine for one fixed set of input shapes, with CUDA graph capture on the CUDA EP.
+
+ONNX Runtime's CUDA graphs capture a whole run once and replay it; the replay reads and
+writes the same device buffers every time, so inputs and outputs must be bound through IO
+binding to buffers that never move. :class:`FixedShapeEngine` owns those buffers: ``run``
+copies the feeds into the input buffers, replays, and copies the outputs back. One session
+and one set of buffers per engine; a lock serialises runs (a replay owns the buffers), so
+one engine is still safe to share across threads.
+
+On the CPU provider the same buffers and binding run without capture, which is how the
+tests exercise this code on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hccatom.engines.base import TensorSpec, check_feeds
+from hccatom.engines.onnxruntime_engine import _spec
+from hccatom.engines.providers import (
+    CPU,
+    CUDA,
+    CudaOptions,
+    check_cuda_graph,
+    cuda_provider_options,
+    preload_cuda_libraries,
+)
+from hccatom.errors import EngineError, EngineInputError, EngineUnavailableError
+
+
+class FixedShapeEngine:
+    """Run an ONNX model on one fixed set of input shapes; CUDA graphs on ``device="cuda"``.
+
+    Args:
+        path: the ``.onnx`` file.
+        device: ``"cuda"`` (CUDA EP, graph captured on the first run) or ``"cpu"``.
+        fixed: sizes of the model's symbolic dimensions, e.g. ``{"batch": 4}``.
+        cuda_options: CUDA EP options; ``enable_cuda_graph`` is forced on for ``cuda``.
+        threads: CPU intra-op threads.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "cuda",
+        *,
+        fixed: Mapping[str, int] | None = None,
+        cuda_options: CudaOptions | None = None,
+        threads: int | None = None,
+    ) -> None:
+        import dataclasses
+
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EngineError(f"model file not found: {self.path}")
+        if device not in ("cuda", "cpu"):
+            raise EngineUnavailableError(
+                f"FixedShapeEngine runs on 'cuda' or 'cpu', not {device!r}"
+            )
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        providers: list[Any]
+        if device == "cuda":
+            if CUDA not in ort.get_available_providers():
+                raise EngineUnavailableError(
+                    "device='cuda' needs onnxruntime-gpu (pip install 'hccatom[gpu]')"
+                )
+            opts = dataclasses.replace(cuda_options or CudaOptions(), enable_cuda_graph=True)
+            self.device_id = opts.device_id
+            providers = [(CUDA, cuda_provider_options(opts))]
+            self.preload = preload_cuda_libraries()
+        else:
+            self.device_id = 0
+            providers = [CPU]
+            self.preload = "not needed"
+        try:
+            self._session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:
+            raise EngineUnavailableError(
+                f"onnxruntime could not load {self.path.name} on {device}: {exc}"
+            ) from exc
+        self._providers = list(self._session.get_providers())
+        if device == "cuda" and self._providers[:1] != [CUDA]:
+            raise EngineUnavailableError(
+                f"CUDA graphs need every node on the CUDA EP; onnxruntime runs {self._providers}"
+            )
+        self._inputs = tuple(_spec(n, "input") for n in self._session.get_inputs())
+        self._outputs = tuple(_spec(n, "output") for n in self._session.get_outputs())
+        self.input_shapes = check_cuda_graph(self._inputs, fixed)
+        self._lock = threading.Lock()
+        where = "cuda" if device == "cuda" else "cpu"
+        self._in = {
+            s.name: ort.OrtValue.ortvalue_from_shape_and_type(
+                list(self.input_shapes[s.name]), np.dtype(s.dtype).type, where, self.device_id)
+            for s in self._inputs
+        }
+        self._binding = self._session.io_binding()
+        for name, value in self._in.items():
+            self._binding.bind_ortvalue_input(name, value)
+        self._out_shapes: dict[str, tuple[int, ...]] = {}
+        self._out: dict[str, Any] = {}
+        self._bound_outputs = False
+        self._where = where
+        self.runs = 0
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """Model inputs, with their fixed shapes."""
+        return tuple(TensorSpec(s.name, s.dtype, self.input_shapes[s.name])
+                     for s in self._inputs)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        """Model outputs in graph order."""
+        return self._outputs
+
+    @property
+    def providers(self) -> list[str]:
+        """Providers onnxruntime actually runs this session with."""
+        return list(self._providers)
+
+    def _bind_outputs(self) -> None:
+        # the first run sizes the outputs; then they are bound to fixed buffers
+        import onnxruntime as ort
+
+        for spec in self._outputs:
+            self._binding.bind_output(spec.name, self._where, self.device_id)
+        self._session.run_with_iobinding(self._binding)
+        first = self._binding.get_outputs()
+        self._binding.clear_binding_outputs()
+        for spec, value in zip(self._outputs, first, strict=True):
+            buf = ort.OrtValue.ortvalue_from_shape_and_type(
+                value.shape(), np.dtype(spec.dtype).type, self._where, self.device_id)
+            self._out[spec.name] = buf
+            self._binding.bind_ortvalue_output(spec.name, buf)
+        self._bound_outputs = True
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Copy feeds in, run (replay), copy outputs out. Shapes must be the fixed ones."""
+        arrays = check_feeds(self.inputs, feeds)
+        with self._lock:
+            try:
+                for name, arr in arrays.items():
+                    self._in[name].update_inplace(arr)
+                if not self._bound_outputs:
+                    self._bind_outputs()
+                self._session.run_with_iobinding(self._binding)
+                self.runs += 1
+                return {name: np.array(v.numpy(), copy=True) for name, v in self._out.items()}
+            except EngineInputError:
+                raise
+            except Exception as exc:
+                raise EngineError(f"onnxruntime failed running {self.path.name}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"FixedShapeEngine({self.path.name!r}, shapes={self.input_shapes})"
