@@ -98,6 +98,8 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+LabelsCallback = Callable[[Phase, Volume, Volume], None]
+"""Called per phase with the z-resampled CT and its labels (same internal grid)."""
 
 
 @dataclass(frozen=True)
@@ -240,8 +242,8 @@ class Predictor:
         return self.segmenter.segment(segmentation_input(ct, self.preprocessing),
                                       progress=progress)
 
-    def _phase(self, source: Any, name: Phase, timer: _Timer
-               ) -> tuple[PhaseImage, PhaseReport]:
+    def _phase(self, source: Any, name: Phase, timer: _Timer,
+               on_labels: LabelsCallback | None = None) -> tuple[PhaseImage, PhaseReport]:
         spec = self.preprocessing
         try:
             with timer.stage(f"read_{name}"):
@@ -251,12 +253,15 @@ class Predictor:
             with timer.stage(f"crop_{name}"):
                 img = phase_image(ct, labels, spec)
                 report = phase_report(img, labels, spec)
+            if on_labels is not None:  # e.g. DICOM output keeps the labels
+                on_labels(name, ct, labels)
         except HccatomError as exc:
             exc.in_phase(name)
             raise
         return img, report
 
-    def _score(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer
+    def _score(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer,
+               on_labels: LabelsCallback | None = None,
                ) -> tuple[dict[str, float], dict[Phase, PhaseImage], dict[Phase, PhaseReport]]:
         study = CTStudy.coerce(ct)
         with timer.stage("clinical"):
@@ -267,10 +272,12 @@ class Predictor:
         reports: dict[Phase, PhaseReport] = {}
         if self.phase_workers == 1:
             for name in PHASES:
-                images[name], reports[name] = self._phase(study.phase(name), name, timer)
+                images[name], reports[name] = self._phase(study.phase(name), name, timer,
+                                                          on_labels)
         else:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hccatom-phase") as pool:
-                running = {n: pool.submit(self._phase, study.phase(n), n, timer) for n in PHASES}
+                running = {n: pool.submit(self._phase, study.phase(n), n, timer, on_labels)
+                           for n in PHASES}
                 for name in PHASES:  # the arterial phase's error first, as when sequential
                     images[name], reports[name] = running[name].result()
         with timer.stage("selection"):
@@ -285,15 +292,44 @@ class Predictor:
     # --- full chain -------------------------------------------------------------------
     def recommend(
         self,
-        ct: CTStudy | Mapping[str, Any],
-        clinical: ClinicalVariables | Mapping[str, Any] | str | Path,
+        ct: CTStudy | Mapping[str, Any] | None = None,
+        clinical: ClinicalVariables | Mapping[str, Any] | str | Path | None = None,
         *,
+        study: str | Path | None = None,
+        arterial: str | None = None,
+        portal: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> Recommendation:
-        """Run the whole chain for one patient. Raises typed :class:`HccatomError`s."""
+        """Run the whole chain for one patient. Raises typed :class:`HccatomError`s.
+
+        ``study``: a DICOM study folder instead of ``ct`` (needs the dicom extra): the
+        arterial and portal series are found by :func:`hccatom.dicom.find_phases`;
+        ``arterial``/``portal`` (Series Instance UIDs) override that choice. The result
+        names slices by the source images and can be written as DICOM
+        (``rec.to_dicom(out_dir)``).
+        """
+        if clinical is None:
+            raise InputError("recommend needs the clinical variables (clinical=...).")
+        if study is not None:
+            if ct is not None:
+                raise InputError("Pass either ct=... or study=..., not both.")
+            from hccatom.dicom import require_extra
+
+            require_extra()  # a typed error naming the extra where pydicom is absent
+            from hccatom.dicom.study_run import recommend_study
+
+            return recommend_study(self, study, clinical, arterial=arterial, portal=portal,
+                                   progress=progress)
+        if ct is None or arterial is not None or portal is not None:
+            raise InputError("recommend needs ct={'arterial': ..., 'portal': ...} or "
+                             "study='DICOM folder' (arterial=/portal= choose series in it).")
+        return self._recommend(ct, clinical, _Timer(progress))
+
+    def _recommend(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer,
+                   on_labels: LabelsCallback | None = None) -> Recommendation:
+        """The whole chain; ``on_labels(phase, ct, labels)`` sees each phase's labels."""
         t0 = time.perf_counter()
-        timer = _Timer(progress)
-        scores, images, reports = self._score(ct, clinical, timer)
+        scores, images, reports = self._score(ct, clinical, timer, on_labels)
         m = self.bundle.manifest
         with timer.stage("atom"):
             decision = decide(scores, m.thresholds, m.policy)

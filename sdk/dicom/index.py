@@ -4,7 +4,8 @@
 (``stop_before_pixels``; only the tags below), skips what is not DICOM (counted), ignores
 ``DICOMDIR`` files (the walk finds every file they would list) and groups the images by
 Series Instance UID. Each :class:`SeriesInfo` carries the tags that phase selection needs
-and its instances sorted along the slice normal (inferior to superior for axial series).
+and its instances sorted along the slice normal (row x column direction; inferior to
+superior for the usual axial orientation).
 
 Time-of-day tags (TM) are kept as seconds after midnight; dates are not read.
 """
@@ -322,5 +323,5 @@ def index_study(root: str | Path, *, progress: bool = False) -> StudyIndex:
 
 
 def files_of(series: SeriesInfo) -> Sequence[str]:
-    """The series' file paths in slice order (inferior to superior along the normal)."""
+    """The series' file paths in slice order (ascending along the slice normal)."""
     return [str(i.path) for i in series.instances]

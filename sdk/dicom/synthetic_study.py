@@ -60,6 +60,8 @@ class SeriesPlan:
     kernel: str = "B30f"
     series_number: int | None = None
     image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL")
+    flip_x: bool = False
+    """Store columns running towards the patient's right (Image Orientation -1, 0, 0, ...)."""
 
 
 _USUAL_DELAY_S = {"noncontrast": -120.0, "arterial": 35.0, "portal": 70.0,
@@ -230,15 +232,17 @@ def write_study(
             ds.InstanceNumber = arr.shape[0] - z  # scanners often number head to foot
             ds.SliceThickness = f"{vol.spacing[0]:g}"
             zpos = vol.origin[0] + z * vol.spacing[0]
-            ds.ImagePositionPatient = [f"{vol.origin[2]:.4f}", f"{vol.origin[1]:.4f}",
-                                       f"{zpos:.4f}"]
-            ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+            x0 = vol.origin[2] + (arr.shape[2] - 1) * vol.spacing[2] if plan.flip_x else (
+                vol.origin[2])
+            ds.ImagePositionPatient = [f"{x0:.4f}", f"{vol.origin[1]:.4f}", f"{zpos:.4f}"]
+            ds.ImageOrientationPatient = ["-1" if plan.flip_x else "1", "0", "0", "0", "1",
+                                          "0"]
             ds.PixelSpacing = [f"{vol.spacing[1]:g}", f"{vol.spacing[2]:g}"]
             ds.SliceLocation = f"{zpos:.4f}"
             ds.ContentTime = _tm(acq + 0.1 * z)
             ds.AcquisitionTime = _tm(acq + 0.05 * z)
             ds.AcquisitionNumber = 1
-            _pixels(ds, arr[z])
+            _pixels(ds, arr[z][:, ::-1] if plan.flip_x else arr[z])
             files.append((ds, series_uid))
     rng.shuffle(files)
     for ds, _ in files:

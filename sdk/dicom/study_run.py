@@ -1,0 +1,158 @@
+"""``Predictor.recommend(study=...)``: a DICOM study through the chain.
+
+find phases -> read both series -> check they differ -> the usual chain (labels kept) ->
+name the chosen slices by their source images, flag phases that may be swapped, record the
+chosen series, keep what :func:`hccatom.dicom.outputs.write_dicom` needs.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hccatom.dicom import require_extra
+from hccatom.dicom.errors import PhaseConflictError
+from hccatom.dicom.grid import SourceGrid, internal_point, read_series
+from hccatom.dicom.index import StudyIndex
+from hccatom.dicom.phases import PhaseSelection, find_phases
+from hccatom.recommendation import (
+    InputSeries,
+    Phase,
+    QualityFlag,
+    Recommendation,
+    SourceImage,
+)
+from hccatom.volume import Volume
+
+if TYPE_CHECKING:
+    from hccatom.predictor import Predictor, ProgressCallback
+
+__all__ = ["DicomContext", "PhaseData", "liver_mean_hu", "recommend_study", "swap_flag"]
+
+PHASES: tuple[Phase, Phase] = ("arterial", "portal")
+
+
+@dataclass
+class PhaseData:
+    """One phase of a DICOM-study recommendation: source grid and our labels."""
+
+    grid: SourceGrid
+    labels: Volume | None = None
+    """Labels on the internal grid (z resampled, LPS)."""
+    liver_mean_hu: float | None = None
+
+
+@dataclass
+class DicomContext:
+    """What the DICOM writers need beyond the Recommendation (kept in memory only)."""
+
+    selection: PhaseSelection
+    phases: dict[Phase, PhaseData]
+    liver_label: int
+    tumour_label: int
+    bundle_name: str
+    bundle_version: str
+    synthetic: bool
+
+
+def liver_mean_hu(ct: Volume, labels: Volume, liver_label: int) -> float | None:
+    """Mean HU of liver parenchyma (the liver label, tumour excluded); None if no liver."""
+    mask = np.asarray(labels.array) == liver_label
+    if not mask.any():
+        return None
+    return float(np.asarray(ct.array)[mask].mean(dtype=np.float64))
+
+
+def swap_flag(arterial_hu: float | None, portal_hu: float | None) -> QualityFlag | None:
+    """The "phases may be swapped" flag: portal liver parenchyma should enhance more."""
+    if arterial_hu is None or portal_hu is None or portal_hu > arterial_hu:
+        return None
+    return QualityFlag(
+        code="phases_may_be_swapped",
+        message=f"phases may be swapped: liver parenchyma is {arterial_hu:.0f} HU in the "
+        f"arterial and {portal_hu:.0f} HU in the portal series (portal-venous liver should "
+        "enhance more). Check the series choice (input_series) and pass arterial=/portal= "
+        "explicitly if needed.",
+    )
+
+
+def _read_pair(selection: PhaseSelection, workers: int) -> dict[Phase, Volume]:
+    series = {p: selection.choice(p).series for p in PHASES}
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hccatom-dicom") as pool:
+            futures = {p: pool.submit(read_series, s) for p, s in series.items()}
+            return {p: f.result() for p, f in futures.items()}
+    return {p: read_series(s) for p, s in series.items()}
+
+
+def _check_different(volumes: dict[Phase, Volume], selection: PhaseSelection) -> None:
+    a, p = volumes["arterial"], volumes["portal"]
+    if a.shape == p.shape and np.array_equal(np.asarray(a.array), np.asarray(p.array)):
+        raise PhaseConflictError(
+            f"The arterial ({selection.arterial.series.brief()}) and portal "
+            f"({selection.portal.series.brief()}) series hold identical pixel data; the two "
+            "phases must be different acquisitions. Choose with arterial=/portal=.",
+            [selection.arterial.series, selection.portal.series])
+
+
+def recommend_study(
+    predictor: Predictor,
+    study: str | Path | StudyIndex,
+    clinical: Any,
+    *,
+    arterial: str | None = None,
+    portal: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> Recommendation:
+    """:meth:`Predictor.recommend` for a DICOM study folder (see the module doc)."""
+    from hccatom.predictor import _Timer
+
+    require_extra()
+    t0 = time.perf_counter()
+    timer = _Timer(progress)
+    with timer.stage("find_phases"):
+        selection = find_phases(study, arterial=arterial, portal=portal)
+    with timer.stage("read_dicom"):
+        volumes = _read_pair(selection, predictor.phase_workers)
+        _check_different(volumes, selection)
+    spec = predictor.preprocessing
+    data = {p: PhaseData(grid=SourceGrid.of(selection.choice(p).series)) for p in PHASES}
+
+    def keep(name: Phase, ct: Volume, labels: Volume) -> None:
+        data[name].labels = labels
+        data[name].liver_mean_hu = liver_mean_hu(ct, labels, spec.liver_label)
+
+    rec = predictor._recommend({"arterial": volumes["arterial"], "portal": volumes["portal"]},
+                               clinical, timer, keep)
+    del volumes
+    phases = dict(rec.phases)
+    for name in PHASES:
+        labels = data[name].labels
+        assert labels is not None
+        grid = data[name].grid
+        point = internal_point(labels, (float(phases[name].slice_index), 0.0, 0.0))
+        src = grid.nearest_slice(point)
+        phases[name] = phases[name].model_copy(update={"source_image": SourceImage(
+            series_instance_uid=grid.series.series_instance_uid,
+            sop_instance_uid=src.sop_instance_uid, instance_number=src.instance_number,
+            distance_mm=round(src.distance_mm, 3))})
+    flags = list(rec.quality_flags)
+    swapped = swap_flag(data["arterial"].liver_mean_hu, data["portal"].liver_mean_hu)
+    if swapped is not None:
+        flags.append(swapped)
+    timings = dict(rec.timings_ms)
+    timings["total"] = (time.perf_counter() - t0) * 1000.0
+    out = rec.model_copy(update={
+        "phases": phases, "quality_flags": flags, "timings_ms": timings,
+        "input_series": {p: InputSeries(**selection.choice(p).record()) for p in PHASES},
+    })
+    out._dicom = DicomContext(
+        selection=selection, phases=data, liver_label=spec.liver_label,
+        tumour_label=spec.tumour_label, bundle_name=rec.bundle.name,
+        bundle_version=rec.bundle.version, synthetic=rec.bundle.synthetic)
+    return out
