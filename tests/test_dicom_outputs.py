@@ -259,3 +259,21 @@ def test_cli_study_and_dicom_out(tmp_path: Path, case: dict,
                  str(case["root"]), "--portal", str(case["root"]), "--clinical", str(clinical),
                  "--dicom-out", str(out)]) == 2
     assert "--dicom-out needs --study" in capsys.readouterr().err
+
+
+def test_axis_runs_match_fancy_indexing() -> None:
+    from hccatom.dicom.grid import _axis_run
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        size, n = int(rng.integers(1, 12)), int(rng.integers(1, 12))
+        step, start = int(rng.choice([-1, 1])), int(rng.integers(-15, 25))
+        idx = start + step * np.arange(n)
+        ok = (idx >= 0) & (idx < size)
+        expected = np.full(n, -1)
+        expected[ok] = idx[ok]
+        got = np.full(n, -1)
+        run = _axis_run(start, step, n, size)
+        if run is not None:
+            got[run[0]] = np.arange(size)[run[1]]
+        np.testing.assert_array_equal(got, expected)

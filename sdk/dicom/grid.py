@@ -146,6 +146,21 @@ def labels_to_source(labels: Volume, grid: SourceGrid) -> np.ndarray:
     return out
 
 
+def _axis_run(start: int, step: int, n: int, size: int) -> tuple[slice, slice] | None:
+    """(output slice, source slice) of indices ``start + step * arange(n)`` (step +-1)
+    clipped to 0..size-1, as basic slices (views, no fancy indexing)."""
+    if step > 0:
+        lo, hi = max(0, -start), min(n, size - start)
+    else:
+        lo, hi = max(0, start - size + 1), min(n, start + 1)
+    if hi <= lo:
+        return None
+    if step > 0:
+        return slice(lo, hi), slice(start + lo, start + hi)
+    stop = start - hi
+    return slice(lo, hi), slice(start - lo, stop if stop >= 0 else None, -1)
+
+
 def _aligned_slice(src: np.ndarray, shape: np.ndarray, i0: np.ndarray, ar: np.ndarray,
                    ac: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """One source image when its rows/columns run along internal y/x axes (unit steps)."""
@@ -153,14 +168,13 @@ def _aligned_slice(src: np.ndarray, shape: np.ndarray, i0: np.ndarray, ar: np.nd
     iz = int(np.rint(i0[0]))
     if not 0 <= iz < shape[0]:
         return out
-    plane = src[iz]  # (y, x)
     r_axis = 1 if ar[1] != 0 else 2
-    start = np.rint(i0).astype(int)
-    r_idx = start[r_axis] + int(ar[r_axis]) * np.arange(rows)
     c_axis = 1 if ac[1] != 0 else 2
-    c_idx = start[c_axis] + int(ac[c_axis]) * np.arange(cols)
-    r_ok = (r_idx >= 0) & (r_idx < shape[r_axis])
-    c_ok = (c_idx >= 0) & (c_idx < shape[c_axis])
-    sub = plane if r_axis == 1 else plane.T  # index as [row axis, column axis]
-    out[np.ix_(r_ok, c_ok)] = sub[np.ix_(r_idx[r_ok], c_idx[c_ok])]
+    start = np.rint(i0).astype(int)
+    r_run = _axis_run(int(start[r_axis]), int(ar[r_axis]), rows, int(shape[r_axis]))
+    c_run = _axis_run(int(start[c_axis]), int(ac[c_axis]), cols, int(shape[c_axis]))
+    if r_run is None or c_run is None:
+        return out
+    plane = src[iz] if r_axis == 1 else src[iz].T  # index as [row axis, column axis]
+    out[r_run[0], c_run[0]] = plane[r_run[1], c_run[1]]
     return out

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import highdicom as hd
 import numpy as np
 import pydicom
+from pydicom.tag import Tag
 
 from hccatom.dicom.errors import DicomStudyError
 from hccatom.dicom.grid import labels_to_source
@@ -40,19 +41,35 @@ _PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
                   "ReferringPhysicianName")
 
 
+_SOURCE_TAGS = [Tag(k) for k in (
+    # what the writers read from the source images; an explicit list, so that nothing else
+    # of the patient (age, weight, addresses, private tags) can reach an output
+    "SpecificCharacterSet", "ImageType", "SOPClassUID", "SOPInstanceUID", "StudyDate",
+    "ContentDate", "StudyTime", "ContentTime", "AccessionNumber", "Modality", "Manufacturer",
+    "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "SliceThickness", "SpacingBetweenSlices", "StudyInstanceUID", "SeriesInstanceUID",
+    "StudyID", "SeriesNumber", "AcquisitionNumber", "InstanceNumber", "PatientOrientation",
+    "ImagePositionPatient", "ImageOrientationPatient", "FrameOfReferenceUID",
+    "PositionReferenceIndicator", "SamplesPerPixel", "PhotometricInterpretation",
+    "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "BitsAllocated", "BitsStored",
+    "HighBit", "PixelRepresentation", "RescaleIntercept", "RescaleSlope",
+)]
+
+
 def segments_on_source(data: PhaseData, liver_label: int, tumour_label: int) -> np.ndarray:
     """Segment numbers (0, LIVER, TUMOUR) per source pixel, images in series order."""
     if data.labels is None:
         raise DicomStudyError("No labels kept for this phase; run recommend(study=...) again.")
     raw = labels_to_source(data.labels, data.grid)
-    out = np.zeros(raw.shape, dtype=np.uint8)
-    out[raw == liver_label] = LIVER
-    out[raw == tumour_label] = TUMOUR
-    return out
+    lut = np.zeros(max(256, int(raw.max()) + 1), dtype=np.uint8)
+    lut[liver_label] = LIVER
+    lut[tumour_label] = TUMOUR
+    return lut[raw]
 
 
 def _headers(data: PhaseData) -> list[pydicom.Dataset]:
-    return [pydicom.dcmread(i.path, stop_before_pixels=True) for i in data.grid.series.instances]
+    return [pydicom.dcmread(i.path, stop_before_pixels=True, specific_tags=_SOURCE_TAGS)
+            for i in data.grid.series.instances]
 
 
 def _key_index(data: PhaseData, report: PhaseReport) -> int:
