@@ -11,7 +11,9 @@ exception object (``exc.candidates``) for a caller's own user interface.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from hccatom.errors import InputError
@@ -48,10 +50,21 @@ class DicomExtraMissingError(InputError):
     """pydicom/highdicom are not installed: ``pip install 'hccatom[dicom]'``."""
 
 
+@contextmanager
+def no_phi_warnings() -> Iterator[None]:
+    """Silence library warnings that quote patient attributes (highdicom's person-name
+    check prints the name itself), so nothing of the patient reaches logs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*person name.*")
+        warnings.filterwarnings("ignore", message=r".*PersonName.*")
+        yield
+
+
 __all__ = [
     "DicomExtraMissingError",
     "DicomStudyError",
     "PhaseAmbiguityError",
     "PhaseConflictError",
     "PhaseSelectionError",
+    "no_phi_warnings",
 ]

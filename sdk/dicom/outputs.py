@@ -24,8 +24,9 @@ import numpy as np
 import pydicom
 from pydicom.tag import Tag
 
-from hccatom.dicom.errors import DicomStudyError
+from hccatom.dicom.errors import DicomStudyError, no_phi_warnings
 from hccatom.dicom.grid import labels_to_source
+from hccatom.dicom.index import SeriesInfo
 from hccatom.dicom.report_image import PhasePanel, render_report
 from hccatom.dicom.seg import LIVER, TUMOUR, algorithm_identification, build_seg
 from hccatom.dicom.sr import PhaseMeasurements, build_sr, largest_diameter
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from hccatom.dicom.study_run import DicomContext, PhaseData
     from hccatom.recommendation import Phase, PhaseReport, Recommendation
 
-__all__ = ["segments_on_source", "write_dicom"]
+__all__ = ["segments_on_source", "source_headers", "write_dicom"]
 
 _PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
                   "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
@@ -67,9 +68,23 @@ def segments_on_source(data: PhaseData, liver_label: int, tumour_label: int) -> 
     return lut[raw]
 
 
+def source_headers(series: SeriesInfo) -> list[pydicom.Dataset]:
+    """The source images' headers (the tags the writers use only), in series order.
+
+    An empty Specific Character Set (seen in real exports) means the default repertoire and
+    is dropped, as highdicom refuses the empty value.
+    """
+    out = []
+    for inst in series.instances:
+        ds = pydicom.dcmread(inst.path, stop_before_pixels=True, specific_tags=_SOURCE_TAGS)
+        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+            del ds.SpecificCharacterSet
+        out.append(ds)
+    return out
+
+
 def _headers(data: PhaseData) -> list[pydicom.Dataset]:
-    return [pydicom.dcmread(i.path, stop_before_pixels=True, specific_tags=_SOURCE_TAGS)
-            for i in data.grid.series.instances]
+    return source_headers(data.grid.series)
 
 
 def _key_index(data: PhaseData, report: PhaseReport) -> int:
@@ -108,7 +123,7 @@ def _join_study(ds: pydicom.Dataset, source: pydicom.Dataset) -> None:
     for kw in _PATIENT_STUDY:
         if kw in source:
             setattr(ds, kw, source.data_element(kw).value)  # type: ignore[union-attr]
-    if "SpecificCharacterSet" in source:
+    if source.get("SpecificCharacterSet"):
         ds.SpecificCharacterSet = source.SpecificCharacterSet
 
 
@@ -119,6 +134,11 @@ def write_dicom(rec: Recommendation, out_dir: str | Path, *, first_series_number
     ``rec`` must come from ``Predictor.recommend(study=...)`` in this process (the labels
     live in memory, not in the JSON).
     """
+    with no_phi_warnings():
+        return _write(rec, Path(out_dir), first_series_number)
+
+
+def _write(rec: Recommendation, out_dir: Path, first_series_number: int) -> list[Path]:
     from hccatom import __version__
 
     ctx: DicomContext | None = rec._dicom

@@ -18,6 +18,8 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from hccatom.dicom.errors import no_phi_warnings
+
 __all__ = ["LIVER", "TUMOUR", "algorithm_identification", "build_seg"]
 
 LIVER = 1
@@ -71,7 +73,17 @@ def build_seg(
     labels = np.ascontiguousarray(segments_zyx, dtype=np.uint8)
     if labels.shape[0] != len(source_images):
         raise ValueError(f"{labels.shape[0]} label images for {len(source_images)} sources")
-    seg = hd.seg.Segmentation(
+    with no_phi_warnings():
+        seg = _segmentation(source_images, labels, algorithm, series_number,
+                            software_version)
+    seg.SeriesDescription = series_description
+    return seg
+
+
+def _segmentation(source_images: Sequence[pydicom.Dataset], labels: np.ndarray,
+                  algorithm: hd.AlgorithmIdentificationSequence, series_number: int,
+                  software_version: str) -> hd.seg.Segmentation:
+    return hd.seg.Segmentation(
         source_images=list(source_images),
         pixel_array=labels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -88,5 +100,3 @@ def build_seg(
         content_label="HCCATOM",
         omit_empty_frames=True,
     )
-    seg.SeriesDescription = series_description
-    return seg
