@@ -74,7 +74,7 @@ def source_headers(series: SeriesInfo) -> list[pydicom.Dataset]:
     An empty Specific Character Set (seen in real exports) means the default repertoire and
     is dropped, as highdicom refuses the empty value.
     """
-    out = []
+    out: list[pydicom.Dataset] = []
     for inst in series.instances:
         ds = pydicom.dcmread(inst.path, stop_before_pixels=True, specific_tags=_SOURCE_TAGS)
         if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
