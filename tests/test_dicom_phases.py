@@ -150,6 +150,8 @@ def test_explicit_localiser_is_refused(tmp_path: Path, patient: SyntheticPatient
     root, uids = _study(tmp_path, patient, plans)
     sel = find_phases(root)
     assert sel.excluded[uids["portal_2"]].startswith("E4-derived")
+    derived = find_phases(root, portal=uids["portal_2"])  # explicit: accepted, with a note
+    assert any("E4-derived" in r for r in derived.portal.reasons)
     idx = index_study(root)
     idx.by_uid(uids["portal"]).problems.append("two images share one slice position")
     with pytest.raises(DicomStudyError, match="E7-geometry"):
@@ -188,3 +190,19 @@ def test_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("hello")
     with pytest.raises(DicomStudyError, match="No DICOM image"):
         index_study(tmp_path)
+
+
+def test_explicit_localiser_and_three_unlabelled_acquisitions(
+        tmp_path: Path, patient: SyntheticPatient) -> None:
+    plans = [SeriesPlan("localizer", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER")),
+             SeriesPlan("arterial", contrast_tags=False), SeriesPlan("portal", contrast_tags=False),
+             SeriesPlan("delayed", contrast_tags=False)]
+    root, uids = _study(tmp_path, patient, plans)
+    with pytest.raises(PhaseAmbiguityError, match="No series of the study looks like the "
+                       "arterial phase") as info:
+        find_phases(root)  # three unlabelled acquisitions: order alone does not decide
+    assert len(info.value.candidates) == 3
+    with pytest.raises(DicomStudyError, match="E3-localizer"):
+        find_phases(root, arterial=uids["localizer"], portal=uids["portal"])
+    sel = find_phases(root, arterial=uids["arterial"])  # one phase known: order finds portal
+    assert sel.portal.series.series_instance_uid == uids["portal"]

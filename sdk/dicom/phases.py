@@ -46,8 +46,10 @@ sharp/lung/bone one; then the thinner; then the lower series number.
 
 Confidence of a choice = 1 - prod(1 - w) over its agreeing evidence (R5 alone: 0.35).
 
-Explicit choices (``arterial=SeriesInstanceUID``, ``portal=...``) win over every rule;
-they still must be CT image series with a readable geometry, and the two must differ.
+Explicit choices (``arterial=SeriesInstanceUID``, ``portal=...``) win over every rule
+except that they must be CT image volumes: derived (E4) and non-axial (E5) series are
+accepted with a note, any other exclusion (localiser, too few images, ...) is an error;
+the two must differ.
 """
 
 from __future__ import annotations
@@ -371,7 +373,7 @@ def _choose_recon(phase: PhaseName, acq: _Acquisition) -> PhaseChoice:
 def _explicit(phase: PhaseName, index: StudyIndex, uid: str) -> PhaseChoice:
     s = index.by_uid(uid)
     why = eligibility(s)
-    if why is not None and not why.startswith(("E3", "E4", "E5", "E8")):
+    if why is not None and not why.startswith(("E4", "E5")):
         raise PhaseSelectionError(
             f"--{phase} {s.brief()} cannot be used as a phase volume: {why}.", [s])
     reasons = ["chosen by the caller"] + ([f"note: would be excluded by {why}"] if why else [])
