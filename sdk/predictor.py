@@ -15,6 +15,7 @@ with results identical to serial calls.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -155,6 +156,14 @@ def _phase_workers(requested: int | None) -> int:
     if requested not in (1, 2):
         raise ValueError(f"phase_workers must be 1 or 2, got {requested}")
     return requested
+
+
+def _dicom_folders(study: CTStudy) -> bool:
+    """Both phases are folders and the dicom extra is installed."""
+    if not all(isinstance(s, str | Path) and Path(s).is_dir()
+               for s in (study.arterial, study.portal)):
+        return False
+    return all(importlib.util.find_spec(m) is not None for m in ("pydicom", "highdicom"))
 
 
 class Predictor:
@@ -323,7 +332,15 @@ class Predictor:
         if ct is None or arterial is not None or portal is not None:
             raise InputError("recommend needs ct={'arterial': ..., 'portal': ...} or "
                              "study='DICOM folder' (arterial=/portal= choose series in it).")
-        return self._recommend(ct, clinical, _Timer(progress))
+        phases = CTStudy.coerce(ct)
+        if _dicom_folders(phases):  # slices named by source images, DICOM output possible
+            from hccatom.dicom.study_run import recommend_folders
+
+            rec = recommend_folders(self, {n: Path(phases.phase(n)) for n in PHASES},
+                                    clinical, progress=progress)
+            if rec is not None:
+                return rec
+        return self._recommend(phases, clinical, _Timer(progress))
 
     def _recommend(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer,
                    on_labels: LabelsCallback | None = None) -> Recommendation:

@@ -321,3 +321,26 @@ def test_real_series_seg_round_trip_and_dciodvfy(real_data: Path, tmp_path: Path
         run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True,
                              check=False)
         assert not [ln for ln in run.stderr.splitlines() if ln.startswith("Error")]
+
+
+def test_one_folder_per_phase_names_source_images_too(tmp_path: Path, case: dict) -> None:
+    from hccatom.errors import CTInputError
+
+    study = tmp_path / "all"
+    uids = write_study(case["patient"], study, [SeriesPlan("arterial", "AP"),
+                                                SeriesPlan("portal", "PV")],
+                       nested=False, extras=False)
+    with pytest.raises(CTInputError, match="holds 2 DICOM series"):  # the usual read_ct error
+        case["predictor"].recommend({"arterial": study, "portal": study},
+                                    case["member"].clinical)
+    for phase in ("arterial", "portal"):
+        (tmp_path / phase).mkdir()
+        for inst in index_study(study).by_uid(uids[phase]).instances:
+            inst.path.rename(tmp_path / phase / inst.path.name)
+    rec = case["predictor"].recommend({"arterial": str(tmp_path / "arterial"),
+                                       "portal": tmp_path / "portal"}, case["member"].clinical)
+    assert rec.input_series is not None and rec.input_series["portal"].rules == ["explicit"]
+    src = rec.phases["arterial"].source_image
+    assert src is not None and src.series_instance_uid == uids["arterial"]
+    files = rec.to_dicom(tmp_path / "out")
+    assert len(files) == 4

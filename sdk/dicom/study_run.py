@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hccatom.dicom import require_extra
-from hccatom.dicom.errors import PhaseConflictError
+from hccatom.dicom.errors import DicomStudyError, PhaseConflictError
 from hccatom.dicom.grid import SourceGrid, internal_point, read_series
-from hccatom.dicom.index import StudyIndex
-from hccatom.dicom.phases import PhaseSelection, find_phases
+from hccatom.dicom.index import StudyIndex, index_study
+from hccatom.dicom.phases import PhaseChoice, PhaseSelection, eligibility, find_phases
 from hccatom.recommendation import (
     InputSeries,
     Phase,
@@ -32,7 +32,8 @@ from hccatom.volume import Volume
 if TYPE_CHECKING:
     from hccatom.predictor import Predictor, ProgressCallback
 
-__all__ = ["DicomContext", "PhaseData", "liver_mean_hu", "recommend_study", "swap_flag"]
+__all__ = ["DicomContext", "PhaseData", "liver_mean_hu", "recommend_folders", "recommend_study",
+           "swap_flag"]
 
 PHASES: tuple[Phase, Phase] = ("arterial", "portal")
 
@@ -117,6 +118,62 @@ def recommend_study(
     timer = _Timer(progress)
     with timer.stage("find_phases"):
         selection = find_phases(study, arterial=arterial, portal=portal)
+    return _run(predictor, selection, clinical, timer, t0)
+
+
+def _single_series(folder: Path) -> PhaseChoice | None:
+    """The explicit choice of a folder's only series, or None when it is not exactly one
+    usable CT series (the ordinary chain then reads it and reports what is wrong)."""
+    try:
+        index = index_study(folder)
+    except DicomStudyError:
+        return None
+    if len(index.series) != 1:
+        return None
+    series = index.series[0]
+    why = eligibility(series)
+    if why is not None and not why.startswith(("E4", "E5")):
+        return None
+    return PhaseChoice(phase="arterial", series=series, confidence=1.0, rules=("explicit",),
+                       reasons=("the folder given for this phase",))
+
+
+def recommend_folders(
+    predictor: Predictor,
+    folders: dict[Phase, Path],
+    clinical: Any,
+    *,
+    progress: ProgressCallback | None = None,
+) -> Recommendation | None:
+    """``recommend`` for one DICOM series folder per phase, with slices named by their
+    source images and DICOM output available; None when a folder is not exactly one CT
+    series (the caller then runs the ordinary chain)."""
+    from dataclasses import replace
+
+    from hccatom.predictor import _Timer
+
+    t0 = time.perf_counter()
+    timer = _Timer(progress)
+    with timer.stage("find_phases"):
+        choices = {p: _single_series(folders[p]) for p in PHASES}
+    art, por = choices["arterial"], choices["portal"]
+    if art is None or por is None:
+        return None
+    selection = PhaseSelection(
+        arterial=art, portal=replace(por, phase="portal"),
+        index=StudyIndex(root=folders["arterial"], series=[art.series, por.series], n_files=0,
+                         skipped_non_dicom=0, skipped_dicomdir=0, unreadable=0),
+        excluded={})
+    if art.series.series_instance_uid == por.series.series_instance_uid:
+        raise PhaseConflictError(
+            f"The arterial and portal folders hold the same series ({art.series.brief()}).",
+            [art.series])
+    return _run(predictor, selection, clinical, timer, t0)
+
+
+def _run(predictor: Predictor, selection: PhaseSelection, clinical: Any, timer: Any,
+         t0: float) -> Recommendation:
+    """Read the chosen series, run the chain, name slices, flag, keep DICOM context."""
     with timer.stage("read_dicom"):
         volumes = _read_pair(selection, predictor.phase_workers)
         _check_different(volumes, selection)
