@@ -126,7 +126,8 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="a whole DICOM study folder: the arterial and portal series are found "
                    "by documented rules (dicom extra)")
     p.add_argument("--dicom-out", type=Path, metavar="DIR",
-                   help="with --study: write DICOM SEG, SR and a report image into DIR")
+                   help="with DICOM input: write DICOM SEG, SR and a report image into DIR "
+                   "(dicom extra)")
     p.add_argument("--clinical", required=True, type=Path,
                    help="clinical variables JSON (see examples/clinical_example.json)")
     p.add_argument("--json", type=Path, metavar="OUT",
@@ -150,8 +151,10 @@ def _run_recommend(args: argparse.Namespace) -> int:
                 raise InputError(f"--{name} is required (or pass a whole DICOM --study DIR).")
             if not Path(getattr(args, name)).exists():
                 raise InputError(f"--{name} {getattr(args, name)}: no such file or folder.")
-        if args.dicom_out is not None:
-            raise InputError("--dicom-out needs --study DIR (DICOM objects join that study).")
+        if args.dicom_out is not None and not (Path(args.arterial).is_dir()
+                                               and Path(args.portal).is_dir()):
+            raise InputError("--dicom-out needs DICOM input: --study DIR, or a DICOM series "
+                             "folder for each of --arterial and --portal.")
     elif not args.study.is_dir():
         raise InputError(f"--study {args.study}: no such folder.")
     try:

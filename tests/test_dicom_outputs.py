@@ -255,10 +255,11 @@ def test_cli_study_and_dicom_out(tmp_path: Path, case: dict,
         "REPORT_SC.dcm", "SEG_arterial.dcm", "SEG_portal.dcm", "SR.dcm"]
     rec = Recommendation.from_json(tmp_path / "rec.json")
     assert rec.input_series is not None and rec.input_series["portal"].rules == ["explicit"]
-    assert main(["recommend", "--bundle", str(demo_bundle_path()), "--arterial",
-                 str(case["root"]), "--portal", str(case["root"]), "--clinical", str(clinical),
+    nifti = Path(__file__).parent / "data" / "real" / "totalseg_example" / "example_ct_sm.nii.gz"
+    assert main(["recommend", "--bundle", str(demo_bundle_path()), "--arterial", str(nifti),
+                 "--portal", str(nifti), "--clinical", str(clinical),
                  "--dicom-out", str(out)]) == 2
-    assert "--dicom-out needs --study" in capsys.readouterr().err
+    assert "--dicom-out needs DICOM input" in capsys.readouterr().err
 
 
 def test_axis_runs_match_fancy_indexing() -> None:
