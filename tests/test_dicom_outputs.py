@@ -95,6 +95,17 @@ def test_identical_pixel_data_is_refused(tmp_path: Path, case: dict) -> None:
         case["predictor"].recommend(study=tmp_path, clinical=case["member"].clinical)
 
 
+def test_kept_labels_are_cropped_without_moving(case: dict) -> None:
+    from hccatom.dicom.study_run import crop_to_labels
+
+    labels = resample_z(case["patient"].arterial_labels, 1.0, order=0)
+    small = crop_to_labels(labels)
+    assert small.array.size < labels.array.size / 2
+    series = index_study(case["root"]).by_uid(case["uids"]["arterial"])
+    grid = SourceGrid.of(series)
+    np.testing.assert_array_equal(labels_to_source(small, grid), labels_to_source(labels, grid))
+
+
 def test_swap_flag_rule() -> None:
     assert swap_flag(90.0, 120.0) is None
     flag = swap_flag(120.0, 90.0)

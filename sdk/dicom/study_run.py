@@ -32,8 +32,8 @@ from hccatom.volume import Volume
 if TYPE_CHECKING:
     from hccatom.predictor import Predictor, ProgressCallback
 
-__all__ = ["DicomContext", "PhaseData", "liver_mean_hu", "recommend_folders", "recommend_study",
-           "swap_flag"]
+__all__ = ["DicomContext", "PhaseData", "crop_to_labels", "liver_mean_hu", "recommend_folders",
+           "recommend_study", "swap_flag"]
 
 PHASES: tuple[Phase, Phase] = ("arterial", "portal")
 
@@ -44,7 +44,9 @@ class PhaseData:
 
     grid: SourceGrid
     labels: Volume | None = None
-    """Labels on the internal grid (z resampled, LPS)."""
+    """Labels on the internal grid (z resampled, LPS), cropped to their non-zero box."""
+    internal_grid: Volume | None = None
+    """The whole internal grid's geometry (a 1-voxel array): slice indices refer to it."""
     liver_mean_hu: float | None = None
 
 
@@ -67,6 +69,24 @@ def liver_mean_hu(ct: Volume, labels: Volume, liver_label: int) -> float | None:
     if not mask.any():
         return None
     return float(np.asarray(ct.array)[mask].mean(dtype=np.float64))
+
+
+def crop_to_labels(labels: Volume) -> Volume:
+    """The label volume cropped to the bounding box of its non-zero voxels (same physical
+    placement). A recommendation keeps these for DICOM output: a few MB, not the whole grid."""
+    array = np.asarray(labels.array)
+    starts, stops = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        (hit,) = np.nonzero(array.any(axis=other))
+        if hit.size == 0:
+            return labels
+        starts.append(int(hit[0]))
+        stops.append(int(hit[-1]) + 1)
+    box = array[starts[0]:stops[0], starts[1]:stops[1], starts[2]:stops[2]].copy()
+    step = np.asarray(labels.direction, dtype=float) * np.asarray(labels.spacing)[None, :]
+    origin = np.asarray(labels.origin, dtype=float) + step @ np.asarray(starts, dtype=float)
+    return labels.with_array(box, origin=tuple(float(v) for v in origin))
 
 
 def swap_flag(arterial_hu: float | None, portal_hu: float | None) -> QualityFlag | None:
@@ -181,7 +201,10 @@ def _run(predictor: Predictor, selection: PhaseSelection, clinical: Any, timer: 
     data = {p: PhaseData(grid=SourceGrid.of(selection.choice(p).series)) for p in PHASES}
 
     def keep(name: Phase, ct: Volume, labels: Volume) -> None:
-        data[name].labels = labels
+        data[name].labels = crop_to_labels(labels)
+        data[name].internal_grid = Volume.from_array(  # geometry only (for slice indices)
+            np.zeros((1, 1, 1), np.uint8), labels.spacing, origin=labels.origin,
+            direction=labels.direction)
         data[name].liver_mean_hu = liver_mean_hu(ct, labels, spec.liver_label)
 
     rec = predictor._recommend({"arterial": volumes["arterial"], "portal": volumes["portal"]},
@@ -189,10 +212,10 @@ def _run(predictor: Predictor, selection: PhaseSelection, clinical: Any, timer: 
     del volumes
     phases = dict(rec.phases)
     for name in PHASES:
-        labels = data[name].labels
-        assert labels is not None
+        internal = data[name].internal_grid
+        assert internal is not None
         grid = data[name].grid
-        point = internal_point(labels, (float(phases[name].slice_index), 0.0, 0.0))
+        point = internal_point(internal, (float(phases[name].slice_index), 0.0, 0.0))
         src = grid.nearest_slice(point)
         phases[name] = phases[name].model_copy(update={"source_image": SourceImage(
             series_instance_uid=grid.series.series_instance_uid,
