@@ -356,3 +356,15 @@ def test_one_folder_per_phase_names_source_images_too(tmp_path: Path, case: dict
     assert src is not None and src.series_instance_uid == uids["arterial"]
     files = rec.to_dicom(tmp_path / "out")
     assert len(files) == 4
+
+
+def test_recommend_argument_errors(case: dict) -> None:
+    from hccatom.errors import InputError
+
+    pred, clinical = case["predictor"], case["member"].clinical
+    with pytest.raises(InputError, match=r"either ct=\.\.\. or study="):
+        pred.recommend({"arterial": 1, "portal": 2}, clinical, study=case["root"])
+    with pytest.raises(InputError, match="clinical variables"):
+        pred.recommend(study=case["root"])
+    with pytest.raises(InputError, match="arterial=/portal= choose series"):
+        pred.recommend({"arterial": 1, "portal": 2}, clinical, arterial="1.2.3")
