@@ -138,9 +138,17 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="Two CT phases + clinical variables -> ATOM recommendation.",
     )
     p.add_argument("--bundle", required=True, type=Path, help="bundle directory or .zip")
-    p.add_argument("--arterial", required=True,
-                   help="arterial phase: DICOM folder or NIfTI/NRRD/MHA file")
-    p.add_argument("--portal", required=True, help="portal phase: DICOM folder or file")
+    p.add_argument("--arterial",
+                   help="arterial phase: DICOM folder or NIfTI/NRRD/MHA file; with --study, "
+                   "the Series Instance UID of the arterial series (overrides the rules)")
+    p.add_argument("--portal", help="portal phase: DICOM folder or file; with --study, a "
+                   "Series Instance UID")
+    p.add_argument("--study", type=Path, metavar="DIR",
+                   help="a whole DICOM study folder: the arterial and portal series are found "
+                   "by documented rules (dicom extra)")
+    p.add_argument("--dicom-out", type=Path, metavar="DIR",
+                   help="with DICOM input: write DICOM SEG, SR and a report image into DIR "
+                   "(dicom extra)")
     p.add_argument("--clinical", required=True, type=Path,
                    help="clinical variables JSON (see examples/clinical_example.json)")
     p.add_argument("--json", type=Path, metavar="OUT",
@@ -158,9 +166,18 @@ def _run_recommend(args: argparse.Namespace) -> int:
     from hccatom.clinical import ClinicalVariables
     from hccatom.predictor import CTStudy, Predictor
 
-    for name in ("arterial", "portal"):
-        if not Path(getattr(args, name)).exists():
-            raise InputError(f"--{name} {getattr(args, name)}: no such file or folder.")
+    if args.study is None:
+        for name in ("arterial", "portal"):
+            if getattr(args, name) is None:
+                raise InputError(f"--{name} is required (or pass a whole DICOM --study DIR).")
+            if not Path(getattr(args, name)).exists():
+                raise InputError(f"--{name} {getattr(args, name)}: no such file or folder.")
+        if args.dicom_out is not None and not (Path(args.arterial).is_dir()
+                                               and Path(args.portal).is_dir()):
+            raise InputError("--dicom-out needs DICOM input: --study DIR, or a DICOM series "
+                             "folder for each of --arterial and --portal.")
+    elif not args.study.is_dir():
+        raise InputError(f"--study {args.study}: no such folder.")
     try:
         clinical = ClinicalVariables.from_json(args.clinical)
     except ClinicalInputError as exc:
@@ -175,8 +192,14 @@ def _run_recommend(args: argparse.Namespace) -> int:
         )
     load_ms = (time.perf_counter() - t0) * 1000
     with predictor:
-        rec = predictor.recommend(CTStudy(arterial=args.arterial, portal=args.portal),
-                                  clinical, progress=progress)
+        if args.study is not None:
+            rec = predictor.recommend(study=args.study, clinical=clinical,
+                                      arterial=args.arterial, portal=args.portal,
+                                      progress=progress)
+        else:
+            rec = predictor.recommend(CTStudy(arterial=args.arterial, portal=args.portal),
+                                      clinical, progress=progress)
+        written = rec.to_dicom(args.dicom_out) if args.dicom_out is not None else []
     progress.close()
     if args.json is not None and str(args.json) == "-":
         sys.stdout.write(rec.to_json() + "\n")
@@ -186,6 +209,8 @@ def _run_recommend(args: argparse.Namespace) -> int:
     if args.json is not None:
         rec.to_json(args.json)
         print(f"JSON written to {args.json}")
+    if written:
+        print(f"DICOM written to {args.dicom_out}: " + ", ".join(p.name for p in written))
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ with results identical to serial calls.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -115,6 +116,8 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+LabelsCallback = Callable[[Phase, Volume, Volume], None]
+"""Called per phase with the z-resampled CT and its labels (same internal grid)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,14 @@ def make_engines(make: Callable[[Path], Engine], paths: list[Path]) -> list[Engi
         return [make(p) for p in paths]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hccatom-engine") as pool:
         return list(pool.map(make, paths))
+
+
+def _dicom_folders(study: CTStudy) -> bool:
+    """Both phases are folders and the dicom extra is installed."""
+    if not all(isinstance(s, str | Path) and Path(s).is_dir()
+               for s in (study.arterial, study.portal)):
+        return False
+    return all(importlib.util.find_spec(m) is not None for m in ("pydicom", "highdicom"))
 
 
 class Predictor:
@@ -320,7 +331,8 @@ class Predictor:
         return self.segmenter.segment(segmentation_input(ct, self.preprocessing),
                                       progress=progress)
 
-    def _phase(self, source: Any, name: Phase, timer: _Timer
+    def _phase(self, source: Any, name: Phase, timer: _Timer,
+               on_labels: LabelsCallback | None = None,
                ) -> tuple[PhaseImage, PhaseReport, PhaseMeasures]:
         spec = self.preprocessing
         try:
@@ -340,12 +352,15 @@ class Predictor:
                 report = phase_report(img, labels, spec, measures.voxels).model_copy(
                     update={**measures.report_fields(),
                             "segmentation_transfer_bytes": moved})
+            if on_labels is not None:  # e.g. DICOM output keeps the labels
+                on_labels(name, ct, labels)
         except HccatomError as exc:
             exc.in_phase(name)
             raise
         return img, report, measures
 
-    def _score(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer
+    def _score(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer,
+               on_labels: LabelsCallback | None = None,
                ) -> tuple[dict[str, float], dict[Phase, PhaseImage], dict[Phase, PhaseReport],
                           dict[Phase, PhaseMeasures], ClinicalVariables]:
         study = CTStudy.coerce(ct)
@@ -360,10 +375,11 @@ class Predictor:
         if self.phase_workers == 1:
             for name in PHASES:
                 images[name], reports[name], measures[name] = self._phase(
-                    study.phase(name), name, timer)
+                    study.phase(name), name, timer, on_labels)
         else:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hccatom-phase") as pool:
-                running = {n: pool.submit(self._phase, study.phase(n), n, timer) for n in PHASES}
+                running = {n: pool.submit(self._phase, study.phase(n), n, timer, on_labels)
+                           for n in PHASES}
                 for name in PHASES:  # the arterial phase's error first, as when sequential
                     images[name], reports[name], measures[name] = running[name].result()
         check_distinct_pixels({n: m.fingerprint for n, m in measures.items()})
@@ -379,15 +395,52 @@ class Predictor:
     # --- full chain -------------------------------------------------------------------
     def recommend(
         self,
-        ct: CTStudy | Mapping[str, Any],
-        clinical: ClinicalVariables | Mapping[str, Any] | str | Path,
+        ct: CTStudy | Mapping[str, Any] | None = None,
+        clinical: ClinicalVariables | Mapping[str, Any] | str | Path | None = None,
         *,
+        study: str | Path | None = None,
+        arterial: str | None = None,
+        portal: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> Recommendation:
-        """Run the whole chain for one patient. Raises typed :class:`HccatomError`s."""
+        """Run the whole chain for one patient. Raises typed :class:`HccatomError`s.
+
+        ``study``: a DICOM study folder instead of ``ct`` (needs the dicom extra): the
+        arterial and portal series are found by :func:`hccatom.dicom.find_phases`;
+        ``arterial``/``portal`` (Series Instance UIDs) override that choice. The result
+        names slices by the source images and can be written as DICOM
+        (``rec.to_dicom(out_dir)``).
+        """
+        if clinical is None:
+            raise InputError("recommend needs the clinical variables (clinical=...).")
+        if study is not None:
+            if ct is not None:
+                raise InputError("Pass either ct=... or study=..., not both.")
+            from hccatom.dicom import require_extra
+
+            require_extra()  # a typed error naming the extra where pydicom is absent
+            from hccatom.dicom.study_run import recommend_study
+
+            return recommend_study(self, study, clinical, arterial=arterial, portal=portal,
+                                   progress=progress)
+        if ct is None or arterial is not None or portal is not None:
+            raise InputError("recommend needs ct={'arterial': ..., 'portal': ...} or "
+                             "study='DICOM folder' (arterial=/portal= choose series in it).")
+        phases = CTStudy.coerce(ct)
+        if _dicom_folders(phases):  # slices named by source images, DICOM output possible
+            from hccatom.dicom.study_run import recommend_folders
+
+            rec = recommend_folders(self, {n: Path(phases.phase(n)) for n in PHASES},
+                                    clinical, progress=progress)
+            if rec is not None:
+                return rec
+        return self._recommend(phases, clinical, _Timer(progress))
+
+    def _recommend(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer,
+                   on_labels: LabelsCallback | None = None) -> Recommendation:
+        """The whole chain; ``on_labels(phase, ct, labels)`` sees each phase's labels."""
         t0 = time.perf_counter()
-        timer = _Timer(progress)
-        scores, images, reports, measures, cv = self._score(ct, clinical, timer)
+        scores, images, reports, measures, cv = self._score(ct, clinical, timer, on_labels)
         m = self.bundle.manifest
         lim = self.safety
         with timer.stage("atom"):

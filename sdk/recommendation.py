@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from hccatom.atom import MODELS, Decision, ModelAssessment
 from hccatom.atom.policy import Plan
@@ -29,6 +29,27 @@ Phase = Literal["arterial", "portal"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceImage(_Model):
+    """The source DICOM image nearest to the chosen slice (DICOM input only)."""
+
+    series_instance_uid: str
+    sop_instance_uid: str
+    instance_number: int | None = None
+    distance_mm: float = Field(description="From the chosen slice centre to this image, mm.")
+
+
+class InputSeries(_Model):
+    """Which series of a DICOM study was used for one phase, and why (no free text)."""
+
+    series_instance_uid: str
+    series_number: int | None = None
+    n_slices: int
+    slice_thickness_mm: float | None = None
+    confidence: float = Field(description="0..1; 1 for an explicit choice.")
+    rules: list[str] = Field(description="Rule ids of hccatom.dicom.phases that decided.")
+    reasons: list[str]
 
 
 class PhaseReport(_Model):
@@ -62,6 +83,10 @@ class PhaseReport(_Model):
         default=None, description="Mean max-probability inside the tumour (network grid).")
     synthetic_phantom: bool | None = Field(
         default=None, description="The input carries hccatom's synthetic-phantom marker.")
+    source_image: SourceImage | None = Field(
+        default=None, description="DICOM input: the source image of the chosen slice (the slice "
+        "index above counts on the internal resampled grid)."
+    )
 
 
 Severity = Literal["info", "warning", "critical"]
@@ -132,6 +157,24 @@ class Recommendation(_Model):
     notice: str = RESEARCH_USE_NOTICE
     hccatom_version: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    input_series: dict[Phase, InputSeries] | None = Field(
+        default=None, description="DICOM study input: the series chosen per phase and why."
+    )
+    _dicom: Any = PrivateAttr(default=None)
+    """DICOM study input: labels and source geometry for :meth:`to_dicom` (not serialised)."""
+
+    def to_dicom(self, out_dir: str | Path) -> list[Path]:
+        """Write DICOM SEG (per phase), SR (TID 1500) and a report image into ``out_dir``.
+
+        Only for a recommendation made from a DICOM study (``recommend(study=...)``) in
+        this process; needs the dicom extra. Returns the files written.
+        """
+        from hccatom.dicom import require_extra
+
+        require_extra()
+        from hccatom.dicom.outputs import write_dicom
+
+        return write_dicom(self, out_dir)
 
     # --- serialisation ---------------------------------------------------------------
     def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
@@ -173,8 +216,12 @@ class Recommendation(_Model):
         lines += [f"  - [{r.rule_id}] {r.text}" for r in d.rationale if
                   not r.rule_id.startswith("risk.")]
         for name, ph in self.phases.items():
+            src = ph.source_image
+            where = (f"image {src.instance_number if src.instance_number is not None else '?'}"
+                     f" (SOP {src.sop_instance_uid})" if src is not None
+                     else f"slice {ph.slice_index}")
             lines.append(
-                f"{name.capitalize()} slice {ph.slice_index} (z {ph.slice_position_mm:.1f} mm): "
+                f"{name.capitalize()} {where} (z {ph.slice_position_mm:.1f} mm): "
                 f"tumour {ph.tumour_area_mm2:.0f} mm^2, liver {ph.liver_area_mm2:.0f} mm^2"
             )
         others = [f for f in self.quality_flags if f.severity != "critical"]
@@ -207,8 +254,10 @@ __all__ = [
     "RESEARCH_USE_NOTICE",
     "BundleRef",
     "EngineInfo",
+    "InputSeries",
     "PhaseReport",
     "QualityFlag",
     "Recommendation",
     "Severity",
+    "SourceImage",
 ]

@@ -1,0 +1,327 @@
+"""Index a DICOM study folder into series, reading headers only.
+
+:func:`index_study` walks a folder recursively, reads every file's header with pydicom
+(``stop_before_pixels``; only the tags below), skips what is not DICOM (counted), ignores
+``DICOMDIR`` files (the walk finds every file they would list) and groups the images by
+Series Instance UID. Each :class:`SeriesInfo` carries the tags that phase selection needs
+and its instances sorted along the slice normal (row x column direction; inferior to
+superior for the usual axial orientation).
+
+Time-of-day tags (TM) are kept as seconds after midnight; dates are not read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+
+from hccatom.dicom.errors import DicomStudyError
+
+__all__ = ["InstanceInfo", "SeriesInfo", "StudyIndex", "index_study", "parse_time"]
+
+_TAGS = [Tag(k) for k in (
+    "SpecificCharacterSet", "ImageType", "SOPClassUID", "SOPInstanceUID", "AcquisitionTime",
+    "ContentTime", "SeriesTime", "Modality", "SeriesDescription", "ProtocolName",
+    "ContrastBolusAgent", "ContrastBolusRoute", "ContrastBolusStartTime", "SliceThickness",
+    "ConvolutionKernel", "StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber",
+    "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient",
+    "FrameOfReferenceUID", "Rows", "Columns", "PixelSpacing", "NumberOfFrames",
+)]
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def parse_time(value: object) -> float | None:
+    """DICOM TM (``HHMMSS.ffffff`` or ``HH:MM:SS``) -> seconds after midnight, or None."""
+    text = str(value or "").strip().replace(":", "")
+    if len(text) < 2 or not text[:2].isdigit():
+        return None
+    try:
+        hh = int(text[0:2])
+        mm = int(text[2:4]) if len(text) >= 4 else 0
+        ss = float(text[4:]) if len(text) > 4 else 0.0
+    except ValueError:
+        return None
+    return hh * 3600.0 + mm * 60.0 + ss
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, pydicom.multival.MultiValue | list | tuple):
+        return "\\".join(str(v) for v in value).strip()
+    return str(value).strip()
+
+
+def _floats(ds: pydicom.Dataset, keyword: str, n: int) -> tuple[float, ...] | None:
+    value = ds.get(keyword)
+    try:
+        out = tuple(float(v) for v in value) if value is not None else ()
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(math.isfinite(v) for v in out) else None
+
+
+def _float(ds: pydicom.Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    try:
+        out = float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+    return out if out is not None and math.isfinite(out) else None
+
+
+def _int(ds: pydicom.Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """One image file of a series (header values only)."""
+
+    path: Path
+    sop_instance_uid: str
+    sop_class_uid: str
+    instance_number: int | None
+    position: tuple[float, float, float] | None
+    """Image Position (Patient), LPS mm, (x, y, z) as DICOM lists it."""
+    acquisition_time_s: float | None
+    content_time_s: float | None
+
+
+@dataclass
+class SeriesInfo:
+    """One series of a study: the tags that matter for phase selection, and its files."""
+
+    series_instance_uid: str
+    study_instance_uid: str
+    series_number: int | None
+    modality: str
+    image_type: tuple[str, ...]
+    sop_class_uid: str
+    description: str
+    """Series Description, free text (may hold PHI: never put it in messages or logs)."""
+    protocol: str
+    """Protocol Name, free text (same caution)."""
+    contrast_agent: str
+    contrast_route: str
+    contrast_start_s: float | None
+    series_time_s: float | None
+    slice_thickness_mm: float | None
+    pixel_spacing_mm: tuple[float, float] | None
+    """(row spacing, column spacing) = (y, x) for an axial series."""
+    rows: int | None
+    columns: int | None
+    orientation: tuple[float, ...] | None
+    """Image Orientation (Patient): row direction cosines then column direction cosines."""
+    kernel: str
+    frame_of_reference_uid: str
+    multi_frame: bool = False
+    character_set: str = ""
+    instances: list[InstanceInfo] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    """Why the series cannot be read as one volume (mixed orientation, duplicates, ...)."""
+
+    # --- derived -----------------------------------------------------------------------
+    @property
+    def n_slices(self) -> int:
+        """Number of image files."""
+        return len(self.instances)
+
+    @property
+    def normal(self) -> np.ndarray | None:
+        """Unit slice normal (row x column direction), LPS; None without orientation."""
+        if self.orientation is None:
+            return None
+        n = np.cross(self.orientation[:3], self.orientation[3:6])
+        norm = float(np.linalg.norm(n))
+        return n / norm if norm > 0 else None
+
+    @property
+    def is_axial(self) -> bool:
+        """Slices within ~25 degrees of the axial plane."""
+        n = self.normal
+        return n is not None and abs(float(n[2])) >= 0.9
+
+    @property
+    def slice_spacing_mm(self) -> float | None:
+        """Median distance between sorted slice positions along the normal."""
+        z = self.slice_positions_mm()
+        if z is None or len(z) < 2:
+            return None
+        return float(np.median(np.diff(z)))
+
+    @property
+    def acquisition_time_s(self) -> float | None:
+        """Earliest Acquisition Time of its images (else Content Time, else Series Time)."""
+        for attr in ("acquisition_time_s", "content_time_s"):
+            times = [t for t in (getattr(i, attr) for i in self.instances) if t is not None]
+            if times:
+                return min(times)
+        return self.series_time_s
+
+    def slice_positions_mm(self) -> np.ndarray | None:
+        """Instance positions along the normal (mm), in instance list order."""
+        n = self.normal
+        if n is None or any(i.position is None for i in self.instances):
+            return None
+        return np.array([float(np.dot(i.position, n)) for i in self.instances])  # type: ignore[arg-type]
+
+    def brief(self) -> str:
+        """A one-line description safe for messages: no free text, no patient data."""
+        num = f"#{self.series_number}" if self.series_number is not None else "#?"
+        thick = (f"{self.slice_thickness_mm:g} mm" if self.slice_thickness_mm is not None
+                 else "? mm")
+        return (f"series {num} UID {self.series_instance_uid or '<none>'} ({self.modality or '?'}"
+                f", {self.n_slices} slices, {thick})")
+
+
+@dataclass(frozen=True)
+class StudyIndex:
+    """All series found under a folder, and what was skipped."""
+
+    root: Path
+    series: list[SeriesInfo]
+    n_files: int
+    skipped_non_dicom: int
+    skipped_dicomdir: int
+    unreadable: int
+    """DICOM files whose header could not be parsed (truncated, corrupt)."""
+
+    def by_uid(self, uid: str) -> SeriesInfo:
+        """The series with this Series Instance UID; DicomStudyError if absent."""
+        for s in self.series:
+            if s.series_instance_uid == uid:
+                return s
+        raise DicomStudyError(
+            f"Series Instance UID {uid!r} is not in the study under {self.root}; it holds "
+            f"{len(self.series)} series: " + "; ".join(s.brief() for s in self.series) + "."
+        )
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
+
+
+def _new_series(ds: pydicom.Dataset, uid: str, media_class: str) -> SeriesInfo:
+    spacing = _floats(ds, "PixelSpacing", 2)
+    image_type = tuple(v.strip().upper() for v in _text(ds, "ImageType").split("\\") if v)
+    return SeriesInfo(
+        series_instance_uid=uid,
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        series_number=_int(ds, "SeriesNumber"),
+        modality=_text(ds, "Modality").upper(),
+        image_type=image_type,
+        sop_class_uid=_text(ds, "SOPClassUID") or media_class,
+        description=_text(ds, "SeriesDescription"),
+        protocol=_text(ds, "ProtocolName"),
+        contrast_agent=_text(ds, "ContrastBolusAgent"),
+        contrast_route=_text(ds, "ContrastBolusRoute"),
+        contrast_start_s=parse_time(ds.get("ContrastBolusStartTime")),
+        series_time_s=parse_time(ds.get("SeriesTime")),
+        slice_thickness_mm=_float(ds, "SliceThickness"),
+        pixel_spacing_mm=(spacing[0], spacing[1]) if spacing else None,
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        orientation=_floats(ds, "ImageOrientationPatient", 6),
+        kernel=_text(ds, "ConvolutionKernel"),
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
+        multi_frame=(_int(ds, "NumberOfFrames") or 1) > 1,
+        character_set=_text(ds, "SpecificCharacterSet"),
+    )
+
+
+def _finish(series: SeriesInfo) -> None:
+    """Sort instances along the normal and record what prevents reading one volume."""
+    z = series.slice_positions_mm()
+    if z is None:
+        series.instances.sort(key=lambda i: (i.instance_number or 0, str(i.path)))
+        if series.n_slices > 1:
+            series.problems.append("image position or orientation missing")
+        return
+    order = np.argsort(z, kind="stable")
+    series.instances[:] = [series.instances[i] for i in order]
+    zs = z[order]
+    if len(zs) > 1 and float(np.min(np.diff(zs))) <= 1e-3:
+        series.problems.append("two images share one slice position (several acquisitions?)")
+
+
+def index_study(root: str | Path, *, progress: bool = False) -> StudyIndex:
+    """Index every DICOM image under ``root`` (recursively) by series; headers only.
+
+    Files that are not DICOM (no ``DICM`` preamble) are skipped and counted; ``DICOMDIR``
+    files are ignored (counted). Raises :class:`DicomStudyError` when ``root`` is missing
+    or holds no DICOM image.
+    """
+    base = Path(root)
+    if not base.exists():
+        raise DicomStudyError(f"Study folder not found: {base}. Pass an existing folder.")
+    if not base.is_dir():
+        raise DicomStudyError(f"{base} is a file; pass the study folder that holds the series.")
+    series: dict[str, SeriesInfo] = {}
+    n_files = non_dicom = dicomdir = unreadable = 0
+    for path in _walk(base):
+        n_files += 1
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
+        except InvalidDicomError:
+            non_dicom += 1
+            continue
+        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
+            unreadable += 1
+            continue
+        media_class = str(getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", ""))
+        if path.name.upper() == "DICOMDIR" or media_class == "1.2.840.10008.1.3.10":
+            dicomdir += 1
+            continue
+        uid = _text(ds, "SeriesInstanceUID") or f"<no series UID in {path.parent}>"
+        info = series.get(uid)
+        if info is None:
+            info = series[uid] = _new_series(ds, uid, media_class)
+        elif _floats(ds, "ImageOrientationPatient", 6) not in (None, info.orientation) and (
+            "mixed image orientations" not in info.problems
+        ):
+            info.problems.append("mixed image orientations")
+        pos = _floats(ds, "ImagePositionPatient", 3)
+        info.instances.append(InstanceInfo(
+            path=path,
+            sop_instance_uid=_text(ds, "SOPInstanceUID"),
+            sop_class_uid=_text(ds, "SOPClassUID") or media_class,
+            instance_number=_int(ds, "InstanceNumber"),
+            position=(pos[0], pos[1], pos[2]) if pos else None,
+            acquisition_time_s=parse_time(ds.get("AcquisitionTime")),
+            content_time_s=parse_time(ds.get("ContentTime")),
+        ))
+    for info in series.values():
+        _finish(info)
+    if not series:
+        raise DicomStudyError(
+            f"No DICOM image found under {base} ({n_files} files, {non_dicom} not DICOM, "
+            f"{unreadable} unreadable). Pass the folder of a DICOM study."
+        )
+    ordered = sorted(series.values(), key=lambda s: (
+        s.series_number if s.series_number is not None else 1 << 30, s.series_instance_uid))
+    return StudyIndex(root=base, series=ordered, n_files=n_files, skipped_non_dicom=non_dicom,
+                      skipped_dicomdir=dicomdir, unreadable=unreadable)
+
+
+def files_of(series: SeriesInfo) -> Sequence[str]:
+    """The series' file paths in slice order (ascending along the slice normal)."""
+    return [str(i.path) for i in series.instances]
