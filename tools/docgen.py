@@ -114,7 +114,8 @@ def command_paths() -> list[tuple[str, ...]]:
     found: list[tuple[str, ...]] = []
 
     def walk(path: tuple[str, ...]) -> None:
-        # configure the lazy module of exactly this path, as the CLI does for a real call
+        if path in LAZY_COMMANDS:  # a leaf; configuring it would import its module
+            return
         for name in _subparsers(_find(build_parser(path), path)):
             child = (*path, name)
             found.append(child)
