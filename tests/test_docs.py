@@ -119,4 +119,4 @@ def test_pages_use_only_known_placeholders_and_the_nav_lists_every_page() -> Non
         used |= set(re.findall(r"<!-- hccatom:([a-z-]+) -->", (DOCS / name).read_text("utf-8")))
     assert used == set(docgen.GENERATORS)
     nav = re.findall(r"^  - [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text("utf-8"), re.M)
-    assert sorted(nav) == pages
+    assert sorted(nav) == pages, "every docs/*.md page belongs in mkdocs.yml's nav (and back)"

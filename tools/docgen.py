@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import os
 import re
 import sys
@@ -101,6 +100,16 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
+def _summary(parser: argparse.ArgumentParser, name: str) -> str:
+    """The one-line help the parent parser lists for subcommand ``name``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                if choice.dest == name:
+                    return str(choice.help or "")
+    return ""
+
+
 def _find(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> argparse.ArgumentParser:
     for name in path:
         parser = _subparsers(parser)[name]
@@ -145,8 +154,11 @@ def cli_reference() -> str:
     parts = ["## `hccatom`\n", "```text", top.rstrip(), "```\n"]
     for path in command_paths():
         level = "#" * min(2 + len(path) - 1, 4)
-        parts += [f"#{level} `hccatom {' '.join(path)}`\n", "```text",
-                  command_help(path).rstrip(), "```\n"]
+        parts.append(f"#{level} `hccatom {' '.join(path)}`\n")
+        summary = _summary(_find(build_parser(path[:-1]), path[:-1]), path[-1])
+        if summary:
+            parts.append(summary[0].upper() + summary[1:] + ".\n")
+        parts += ["```text", command_help(path).rstrip(), "```\n"]
     return "\n".join(parts)
 
 
@@ -181,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or args[0] not in GENERATORS:
         print(f"usage: python tools/docgen.py {{{','.join(GENERATORS)}}}", file=sys.stderr)
         return 2
-    out = io.StringIO()
-    out.write(GENERATORS[args[0]]())
-    sys.stdout.write(out.getvalue())
+    sys.stdout.write(GENERATORS[args[0]]())
     return 0
 
 
