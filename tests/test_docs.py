@@ -120,3 +120,69 @@ def test_pages_use_only_known_placeholders_and_the_nav_lists_every_page() -> Non
     assert used == set(docgen.GENERATORS)
     nav = re.findall(r"^  - [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text("utf-8"), re.M)
     assert sorted(nav) == pages, "every docs/*.md page belongs in mkdocs.yml's nav (and back)"
+
+
+def _prose(page: Path) -> str:
+    """A page without its HTML comments (the notes for maintainers)."""
+    return re.sub(r"<!--.*?-->", "", page.read_text("utf-8"), flags=re.S)
+
+
+def _resolve(dotted: str) -> object:
+    """Import the longest module prefix of ``dotted`` and get the rest as attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+def _has(cls: type, attr: str) -> bool:
+    return hasattr(cls, attr) or attr in getattr(cls, "model_fields", {})
+
+
+def test_every_python_name_the_pages_mention_exists() -> None:
+    """Renames in the code must reach the prose: `hccatom.x.y` and `Class.member` resolve."""
+    import hccatom
+    from hccatom import bundle, chain, clinical_encoding, errors, predictor, recommendation
+    from hccatom.atom import decision, policy
+
+    classes = {
+        name: obj
+        for module in (hccatom, bundle, chain, clinical_encoding, errors, predictor,
+                       recommendation, decision, policy)
+        for name in dir(module)
+        if isinstance(obj := getattr(module, name), type) and name[0].isupper()
+    }
+    checked = 0
+    for page in sorted(DOCS.glob("*.md")):
+        text = _prose(page)
+        for dotted in re.findall(r"`(hccatom(?:\.[A-Za-z_][A-Za-z0-9_]*)+)", text):
+            _resolve(dotted)  # raises with the missing name
+            checked += 1
+        for cls, attr in re.findall(r"`([A-Z][A-Za-z]+)\.([a-z_][a-z0-9_]*)", text):
+            if cls in classes:
+                assert _has(classes[cls], attr), f"{page.name}: {cls}.{attr} does not exist"
+                checked += 1
+        for name in re.findall(r"`([A-Z][A-Za-z]+(?:Error|Spec|Variables|Encoding|Policy))`",
+                               text):
+            assert name in classes, f"{page.name}: {name} is not a hccatom class"
+            checked += 1
+    assert checked > 20
+
+
+@pytest.mark.export
+def test_every_cli_option_the_pages_mention_exists() -> None:
+    pytest.importorskip("torch", reason="`export` subcommand help needs the export extra")
+    reference = docgen.cli_reference()
+    not_hccatom = {"--strict", "--8"}  # mkdocs build --strict; the snippet marker --8<--
+    for page in sorted(DOCS.glob("*.md")):
+        for option in set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", _prose(page))):
+            if option not in not_hccatom:
+                assert option in reference, f"{page.name}: {option} is no hccatom option"
