@@ -35,7 +35,7 @@ docgen = _load_docgen()
 
 def _rows(table: str) -> list[list[str]]:
     lines = [ln for ln in table.strip().splitlines() if ln.startswith("|")]
-    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", ln.strip("|"))] for ln in lines[2:]]
 
 
 def test_clinical_table_has_every_variable_in_model_order_with_unit_and_range() -> None:

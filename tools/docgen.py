@@ -72,7 +72,7 @@ def manifest_fields() -> str:
         inner = getattr(info.annotation, "__args__", (info.annotation,))[0]
         if not description and isinstance(inner, type) and issubclass(inner, BaseModel):
             description = (inner.__doc__ or "").strip().splitlines()[0]
-        type_name = _type_name(info.annotation).replace("|", "\\|")
+        type_name = _type_name(info.annotation).replace(" | ", " or ")  # no pipes in tables
         rows.append(
             f"| `{name}` | `{type_name}` | {'yes' if info.is_required() else 'no'} | "
             f"{description.replace('|', chr(92) + '|')} |"
