@@ -1,5 +1,4 @@
-"""SELECTION in PyTorch (build time only), as specified in
-``shared/reference/selection-architecture-facts.md``.
+"""SELECTION in PyTorch (build time only): the paper's network, laid out as below.
 
 Two CT phases (arterial, portal) become 197 tokens each (shared class token + 196 patches,
 each phase with its own position embedding); three clinical groups (lab 8, demo 6, IV 6)

@@ -1,8 +1,8 @@
 """``ClinicalVariables``: the 20 clinical inputs of SELECTION, with units and plausible ranges.
 
-The variables and their grouping follow the paper (see
-``shared/reference/selection-architecture-facts.md``): ``lab`` (8), ``demo`` (6) and
-``iv`` (6). Units are part of every field name. Ranges are *plausibility* limits that catch
+The variables and their grouping follow the SELECTION paper and the authors' public code:
+``lab`` (8), ``demo`` (6) and ``iv`` (6); ``docs/inputs.md`` tabulates them with units and
+ranges. Units are part of every field name. Ranges are *plausibility* limits that catch
 typing and unit errors, not clinical reference ranges.
 
 Conventions worth knowing:

@@ -1,6 +1,6 @@
 """``Volume``: a 3-D image on a physical grid, in hccatom's one axis order.
 
-Conventions (see ``design.md``):
+Conventions (the same everywhere in hccatom):
 
 * ``array`` is indexed ``(z, y, x)``; ``spacing`` is ``(z, y, x)`` in millimetres.
 * Canonical orientation is DICOM LPS with identity direction: array index ``x`` grows
