@@ -122,6 +122,15 @@ class Volume:
         s = self.array.shape
         return (int(s[0]), int(s[1]), int(s[2]))
 
+    @property
+    def extent_mm(self) -> Triple:
+        """Physical extent ``(z, y, x)`` in mm covered by the voxels (shape x spacing)."""
+        return (
+            self.shape[0] * self.spacing[0],
+            self.shape[1] * self.spacing[1],
+            self.shape[2] * self.spacing[2],
+        )
+
     def with_array(
         self,
         array: np.ndarray,

@@ -117,7 +117,7 @@ def test_hccatom_demo_json_on_stdout(capsys: pytest.CaptureFixture[str]) -> None
         assert ph.synthetic_phantom is True
         assert ph.tumour_confidence is not None and ph.tumour_confidence > 0.85
     assert not [f for f in rec.quality_flags if f.severity == "critical"]
-    assert "WARNING" not in text
+    assert "WARNING" not in rec.summary()
 
 
 def test_missing_bundle_is_a_bundle_error(tmp_path: Path) -> None:
