@@ -38,7 +38,7 @@ from hccatom.bundle.specs import (
 )
 
 #: The schema version this runtime writes.
-SCHEMA_VERSION: Final[str] = "1.0"
+SCHEMA_VERSION: Final[str] = "1.1"
 #: The schema major versions this runtime reads.
 SUPPORTED_MAJOR: Final[tuple[int, ...]] = (1,)
 
