@@ -102,7 +102,8 @@ def test_bench_compare_nnunet_needs_export_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.delitem(sys.modules, "hccatom.export.nnunet_reference", raising=False)
-    monkeypatch.setitem(sys.modules, "nnunetv2", None)  # import nnunetv2 now fails
+    for name in [m for m in sys.modules if m.split(".")[0] == "nnunetv2"] + ["nnunetv2"]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing any of nnunetv2 now fails
     code = main(["bench", "--small", "--device", "cpu", "--repeats", "1", "--warmup", "0",
                  "--no-mirroring", "--no-flops", "--compare-nnunet", str(tmp_path)])
     assert code == EXIT_FAILED

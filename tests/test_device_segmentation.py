@@ -91,6 +91,26 @@ def test_device_path_equals_host_path(case: str) -> None:
         assert np.mean(labels_dev == labels_host) >= 0.9999, case
 
 
+@pytest.mark.parametrize("case", sorted(SEGMENT_TOO))
+def test_device_confidence_equals_host_confidence(case: str) -> None:
+    """The tumour's mean max-probability, computed on the device (a reduction graph, two
+    scalars down) and on the host (numpy on the downloaded logits), agree to 1e-4."""
+    make, folds, mirroring, accumulate = CASES[case]
+    vol = make()
+    host, device = pair(folds, mirroring, accumulate)
+    moved: dict[str, int] = {}
+    lab_dev, c_dev = device.segment_with_confidence(vol, transfers=moved)
+    lab_host, c_host = host.segment_with_confidence(vol)
+    assert np.mean(lab_dev.array == lab_host.array) >= 0.9999
+    assert (c_dev is None) == (c_host is None), case
+    if c_host is not None:
+        assert c_dev is not None and 0.0 < c_dev <= 1.0
+        print(f"{case}: confidence device {c_dev:.6f} host {c_host:.6f}")
+        assert abs(c_dev - c_host) <= 1e-4, (case, c_dev, c_host)
+    # the label map and the two float32 scalars, nothing else
+    assert moved["device_to_host"] <= lab_dev.array.size + 8
+
+
 def test_transfer_bound_per_phase() -> None:
     """Up: <= 1.1 x the preprocessed volume + constant graph inputs; down: the label map
     (+ the probabilities only when asked). The host path moves far more (every tile)."""

@@ -342,8 +342,10 @@ def test_one_folder_per_phase_names_source_images_too(tmp_path: Path, case: dict
     uids = write_study(case["patient"], study, [SeriesPlan("arterial", "AP"),
                                                 SeriesPlan("portal", "PV")],
                        nested=False, extras=False)
+    other = tmp_path / "copy"  # a second path: the same path twice is a SamePhaseError
+    shutil.copytree(study, other)
     with pytest.raises(CTInputError, match="holds 2 DICOM series"):  # the usual read_ct error
-        case["predictor"].recommend({"arterial": study, "portal": study},
+        case["predictor"].recommend({"arterial": study, "portal": other},
                                     case["member"].clinical)
     for phase in ("arterial", "portal"):
         (tmp_path / phase).mkdir()

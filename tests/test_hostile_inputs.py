@@ -535,6 +535,7 @@ def test_corrupt_model_with_matching_checksum_is_a_bad_bundle(tmp_path: Path) ->
         if f["path"] == rel:
             f["sha256"], f["size_bytes"] = hashlib.sha256(junk).hexdigest(), len(junk)
     (root / "manifest.json").write_text(json.dumps(manifest))
+    (root / "manifest.sig.json").unlink()  # an unsigned bundle: loads without a trusted key
     with pytest.raises(ModelLoadError, match=r"selection_tace\.onnx") as err:
         Predictor.from_bundle(root, device="cpu")
     assert exit_code_for(err.value) == 3 and "rebuild" in str(err.value)
@@ -548,12 +549,13 @@ def test_cli_hostile_inputs_exit_2_not_internal_error(
 
     srow = ((1.0, 0.0, 0.0, 0.0), (1.0, -1.5, float("inf"), -5.0), (0.0, 0.0, 2.0, 0.0))
     ct = write(tmp_path / "inf.nii.gz", nifti1_bytes(srow=srow))
+    ct2 = write(tmp_path / "inf2.nii.gz", nifti1_bytes(srow=srow))  # two paths, two phases
     good = tmp_path / "clinical.json"
     good.write_text(json.dumps(clinical_values()))
     nested = tmp_path / "nested.json"
     nested.write_text(nested_json(100_000))
     base = ["recommend", "--bundle", str(demo_bundle_path()), "--arterial", str(ct),
-            "--portal", str(ct), "--device", "cpu"]
+            "--portal", str(ct2), "--device", "cpu"]
     assert main([*base, "--clinical", str(nested)]) == 2
     err = capsys.readouterr().err
     assert "nested 100001 levels" in err and "internal error" not in err

@@ -52,7 +52,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     thresholds = tmp / "thresholds.json"
     thresholds.write_text(json.dumps({"TACE": 0.45, "HAIC": 0.5, "TC": 0.55, "HC": 0.5}))
     bundle = tmp / "bundle.zip"
-    code = main(["bundle", "build", "--no-window-before-segmentation",
+    safety = tmp / "safety.json"  # the fixture phantoms are small: a liver of ~150 mL
+    safety.write_text(json.dumps({"liver_volume_min_ml": 50.0}))
+    code = main(["bundle", "build", "--no-window-before-segmentation", "--safety", str(safety),
                  "--segmentation", str(seg), "--fused", str(tmp / "fused"),
                  "--thresholds", str(thresholds), "--out", str(bundle), "--synthetic",
                  "--name", "export-e2e", "--version", "0.0.1"])
@@ -83,14 +85,16 @@ def test_predictor_scores_match_pytorch_on_the_chain_images(
     exported: dict[str, object]
 ) -> None:
     ct = read_ct(VOLUME)
+    # the two phases must differ (identical pixels are refused): portal 20 HU brighter
+    phases = {"arterial": ct, "portal": ct.with_array(ct.array + 20.0)}
     with Predictor.from_bundle(exported["bundle"], device="cpu",  # type: ignore[arg-type]
                                mirroring=False) as p:
-        rec = p.recommend({"arterial": ct, "portal": VOLUME}, clinical_example())
+        rec = p.recommend(phases, clinical_example())
         spec = p.preprocessing
         images = {}
-        for name in ("arterial", "portal"):
-            vol = prepare_phase(ct, spec)
-            labels = p.segment(ct)
+        for name, phase in phases.items():
+            vol = prepare_phase(phase, spec)
+            labels = p.segment(phase)
             images[name] = phase_image(vol, labels, spec).image
         sel = p.bundle.manifest.selection
         clin = encode_clinical(ClinicalVariables.from_mapping(clinical_example()),
@@ -110,7 +114,8 @@ def test_predictor_scores_match_pytorch_on_the_chain_images(
 def test_cli_recommend_on_the_export_bundle(exported: dict[str, object]) -> None:
     tmp = exported["tmp"]
     assert isinstance(tmp, Path)
-    portal = write_volume(read_ct(VOLUME), tmp / "portal.nrrd")
+    ct = read_ct(VOLUME)  # the portal phase 20 HU brighter: identical phases are refused
+    portal = write_volume(ct.with_array(ct.array + 20.0), tmp / "portal.nrrd")
     out = tmp / "rec.json"
     code = main(["recommend", "--bundle", str(exported["bundle"]), "--arterial", str(VOLUME),
                  "--portal", str(portal), "--clinical", str(ROOT.parent / "examples" /

@@ -421,7 +421,8 @@ def test_cli_bundle_build_records_limits_and_training_ranges(
     limits = tmp_path / "safety.json"
     limits.write_text(json.dumps({"liver_volume_min_ml": 100.0}))
     out = tmp_path / "b"
-    code = main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
+    code = main(["bundle", "build", "--no-window-before-segmentation",
+                 "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
                  "--paper-thresholds", "--out", str(out), "--no-verify", "--safety", str(limits),
                  "--training-clinical", str(cohort)])
     assert code == 0, capsys.readouterr().err
@@ -432,7 +433,8 @@ def test_cli_bundle_build_records_limits_and_training_ranges(
     assert safety.training_population.variables["sex"].categories == ["female", "male"]
     # a bad record is named by its index
     cohort.write_text(json.dumps([CONSISTENT, dict(CONSISTENT, inr="high")]))
-    code = main(["bundle", "build", "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
+    code = main(["bundle", "build", "--no-window-before-segmentation",
+                 "--segmentation", str(SEGMENTATION), "--fused", str(FUSED),
                  "--paper-thresholds", "--out", str(tmp_path / "c"), "--no-verify",
                  "--training-clinical", str(cohort)])
     assert code == 2 and "record 1" in capsys.readouterr().err

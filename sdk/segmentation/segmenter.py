@@ -318,9 +318,7 @@ class Segmenter:
         full-size probability array (see ``logits_to_labels``). ``timings`` and
         ``transfers`` as in :meth:`probabilities`.
         """
-        return self.segment_with_confidence(
-            ct, progress=progress, timings=timings, transfers=transfers
-        )[0]
+        return self._segment(ct, False, progress, timings, transfers)[0]
 
     def segment_with_confidence(
         self,
@@ -333,10 +331,16 @@ class Segmenter:
         """:meth:`segment`, plus the tumour's mean max-probability on the network grid
         (None when no voxel is tumour there); see :mod:`.confidence`. On the
         device-resident path it is computed on the device (two scalars come down)."""
+        return self._segment(ct, True, progress, timings, transfers)
+
+    def _segment(
+        self, ct: Any, with_confidence: bool, progress: Progress | None,
+        timings: dict[str, float] | None, transfers: dict[str, int] | None,
+    ) -> tuple[Volume, float | None]:
         pre, vol, ro = self._prepare(ct, timings)
         meter = TransferMeter()
-        tumour = self.spec.labels.tumour_channel
-        confidence: float | None
+        tumour = self.spec.labels.tumour_channel if with_confidence else None
+        confidence: float | None = None
         if self._device_window is not None:
             result = self._device_window.run(
                 pre, confidence_channel=tumour, progress=progress, timings=timings,
@@ -346,7 +350,8 @@ class Segmenter:
             confidence = result.confidence
         else:
             logits = self._logits(pre, progress, timings, meter)
-            confidence = mean_max_probability(logits, tumour)
+            if tumour is not None:
+                confidence = mean_max_probability(logits, tumour)
             labels = logits_to_labels(logits, pre, self.spec, timings)
         if ro is not None:  # back from the training orientation to the input's
             labels = ro.backward(labels)
