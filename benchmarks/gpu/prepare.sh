@@ -43,6 +43,9 @@ python3 -m pip wheel -q --no-deps -w "$work/wheels" "nnunetv2==2.8.1" "acvl-util
 echo "== install into the prefix (pip --target, device platform, no dependencies resolved)" >&2
 python3 -m pip install -q --no-deps --no-compile --target "$work/prefix" "${plat[@]}" \
   "$work"/wheels/*.whl
+echo "== slim the prefix: drop what the device run never loads" >&2
+du -sh "$work/prefix" >&2
+bash benchmarks/gpu/slim_prefix.sh "$work/prefix"
 du -sh "$work/prefix" >&2
 
 echo "== pack (tar | xz -${XZ_LEVEL:-9e}) and split" >&2
