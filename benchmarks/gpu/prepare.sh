@@ -47,6 +47,9 @@ echo "== slim the prefix: drop what the device run never loads" >&2
 du -sh "$work/prefix" >&2
 bash benchmarks/gpu/slim_prefix.sh "$work/prefix"
 du -sh "$work/prefix" >&2
+echo "largest files after slimming (MiB):" >&2
+find "$work/prefix" -type f -size +1M -printf '%s %P\n' | sort -nr | head -8 \
+  | awk '{printf "  %7.1f %s\n", $1 / 1048576, $2}' >&2
 
 echo "== pack (tar | xz -${XZ_LEVEL:-9e}) and split" >&2
 rm -rf .gpu && mkdir -p .gpu
