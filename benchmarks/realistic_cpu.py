@@ -6,9 +6,10 @@ features up to 320, 128^3 patch; built by ``gpu_benchmark.make_model_folder``), 
 ``--size`` (default 128 x 256 x 256, z y x) at the plan's spacing, so nothing is resampled.
 Step 0.5, one fold, no mirroring, float16 accumulation (nnU-Net's), CPU only.
 
-One timed run per side, interleaved in one process: ours host path, ``nnUNetPredictor``
-(float32 on the CPU, its probabilities returned), ours device-resident path (ONNX Runtime
-graphs on the CPU execution provider). Then, untimed unless ``--no-probabilities``: our
+One timed run per side, in one process, in ``--order`` (default: ours host path,
+``nnUNetPredictor`` (float32 on the CPU, its probabilities returned), ours device-resident
+path (ONNX Runtime graphs on the CPU execution provider)); a second run in the reverse order
+evens out load drift. Then, untimed unless ``--no-probabilities``: our
 probabilities (device-resident path) for the mean |dp| against nnU-Net's. Reported: seconds
 per side, ratios, label agreement, mean and max |dp|, and the host <-> device bytes each of
 our paths moved (on the CPU EP "device" memory is host memory; the bytes are what would cross
@@ -70,9 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="CPU threads per side")
     p.add_argument("--no-probabilities", action="store_true",
                    help="skip the untimed probability pass (no mean |dp|)")
+    p.add_argument("--order", default="host,nnunet,device",
+                   help="order of the timed sides (a second run reversed evens out drift)")
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = p.parse_args(argv)
     size = parse_size(args.size)
+    order = args.order.split(",")
+    if sorted(order) != ["device", "host", "nnunet"]:
+        raise SystemExit(f"--order wants a permutation of host,nnunet,device; got {args.order!r}")
 
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -138,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         loads[name] = load_average()
         log(f"{name}: {seconds[name]:.1f} s")
 
-    ours("ours_host_path", host)
-    reference()
-    ours("ours_device_resident", resident)
+    sides = {"host": lambda: ours("ours_host_path", host), "nnunet": reference,
+             "device": lambda: ours("ours_device_resident", resident)}
+    for side in order:
+        sides[side]()
 
     ref = labels["nnunet_predictor"]
     agreement = {
@@ -163,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "volume_zyx": list(size), "spacing_zyx_mm": list(SPACING_ZYX),
         "plan": "PlainConvUNet 6 stages, features 32-320, 128^3 patch, random weights",
         "step_size": 0.5, "mirroring": False, "folds": 1, "threads": args.threads,
+        "order": order,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "ratio_nnunet_over": {
             "ours_host_path": round(seconds["nnunet_predictor"] / seconds["ours_host_path"], 3),

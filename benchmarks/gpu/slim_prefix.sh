@@ -12,7 +12,7 @@
 #   (onnxruntime_pybind11_state) has the runtime linked in and never loads it;
 # - in libonnxruntime_providers_cuda.so, the cubins of other GPUs (strip_fatbin.py; the
 #   cuBLAS/cuDNN it needs come from the device's torch nvidia-* wheels, never carried);
-# - debug info of the other shared objects (cc3d ships 17 MiB of it), bytecode caches,
+# - debug info of the other shared objects (cc3d ships 16 MiB of it), bytecode caches,
 #   and the packages' own test suites.
 set -euo pipefail
 prefix=${1:?usage: slim_prefix.sh PREFIX}
