@@ -24,6 +24,7 @@ from hccatom.explain.result import (
     ClinicalTokenRelevance,
     Explanation,
     ModelExplanation,
+    PhaseName,
     PhaseRelevance,
 )
 from hccatom.explain.rollout import ExplainLayout, token_relevance
@@ -73,8 +74,8 @@ class Explainer:
                     self._engines[m] = (engine, layout)
         return self._engines
 
-    def relevance(self, feeds: Mapping[str, np.ndarray], images: Mapping[str, PhaseImage],
-                  geometry: Mapping[str, CropGeometry | None]) -> dict[str, ModelExplanation]:
+    def relevance(self, feeds: Mapping[str, np.ndarray], images: Mapping[PhaseName, PhaseImage],
+                  geometry: Mapping[PhaseName, CropGeometry | None]) -> dict[str, ModelExplanation]:
         """Rollout relevance per model for one case (batch of one)."""
         out: dict[str, ModelExplanation] = {}
         for m, (engine, layout) in self._loaded().items():
@@ -88,7 +89,7 @@ class Explainer:
                                         rel, layout, images, geometry)
         return out
 
-    def attributions(self, scorer: SelectionScorer, images: Mapping[str, PhaseImage],
+    def attributions(self, scorer: SelectionScorer, images: Mapping[PhaseName, PhaseImage],
                      clinical: ClinicalVariables) -> tuple[dict[str, list] | None, str]:
         """Ranked attributions per model (one batched fast-graph call) and a status line."""
         if self.reference is None:
@@ -122,8 +123,8 @@ def _parse_layout(raw: str | None, where: str) -> ExplainLayout:
 
 
 def _model_explanation(score: float, rel: np.ndarray, layout: ExplainLayout,
-                       images: Mapping[str, PhaseImage],
-                       geometry: Mapping[str, CropGeometry | None]) -> ModelExplanation:
+                       images: Mapping[PhaseName, PhaseImage],
+                       geometry: Mapping[PhaseName, CropGeometry | None]) -> ModelExplanation:
     t = layout.tokens_per_phase
     gy, gx = layout.patch_grid
     phases = {}
@@ -149,8 +150,8 @@ def _model_explanation(score: float, rel: np.ndarray, layout: ExplainLayout,
 
 
 def explain_case(explainer: Explainer, scorer: SelectionScorer,
-                 feeds: Mapping[str, np.ndarray], images: Mapping[str, PhaseImage],
-                 geometry: Mapping[str, CropGeometry | None],
+                 feeds: Mapping[str, np.ndarray], images: Mapping[PhaseName, PhaseImage],
+                 geometry: Mapping[PhaseName, CropGeometry | None],
                  clinical: ClinicalVariables) -> Explanation:
     """Rollout relevance and attributions for one case."""
     models = explainer.relevance(feeds, images, geometry)

@@ -16,7 +16,7 @@ import numpy as np
 from hccatom.chain import PhaseImage
 from hccatom.clinical import ClinicalVariables
 from hccatom.explain.geometry import CropGeometry
-from hccatom.explain.result import Explanation
+from hccatom.explain.result import Explanation, PhaseName
 from hccatom.explain.runner import explain_case
 from hccatom.preprocess import PreprocessSpec
 
@@ -52,7 +52,7 @@ def geometry_of(img: PhaseImage, spec: PreprocessSpec) -> CropGeometry | None:
         model_px=spec.image_size_px)
 
 
-def explain_recommendation(predictor: Predictor, images: Mapping[str, PhaseImage],
+def explain_recommendation(predictor: Predictor, images: Mapping[PhaseName, PhaseImage],
                            clinical: ClinicalVariables) -> Explanation:
     """Rollout relevance and attributions for the case the predictor just scored."""
     from hccatom.chain import encode_clinical
@@ -60,12 +60,13 @@ def explain_recommendation(predictor: Predictor, images: Mapping[str, PhaseImage
     sel = predictor.bundle.manifest.selection
     clin = encode_clinical(clinical, sel.clinical_encoding, sel)
     feeds = predictor.scorer.feeds(images["arterial"].image, images["portal"].image, clin)
-    geometry = {n: geometry_of(img, predictor.preprocessing) for n, img in images.items()}
+    geometry: dict[PhaseName, CropGeometry | None] = {
+        n: geometry_of(img, predictor.preprocessing) for n, img in images.items()}
     return explain_case(predictor.explainer, predictor.scorer, feeds, images, geometry,
                         clinical)
 
 
-def attach_visual(rec: Recommendation, images: Mapping[str, PhaseImage],
+def attach_visual(rec: Recommendation, images: Mapping[PhaseName, PhaseImage],
                   spec: PreprocessSpec) -> Recommendation:
     """Keep the key slices on ``rec`` (private, not serialised) for :meth:`report`."""
     visual: dict[str, Any] = {}
