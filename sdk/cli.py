@@ -153,6 +153,12 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="clinical variables JSON (see examples/clinical_example.json)")
     p.add_argument("--json", type=Path, metavar="OUT",
                    help="write the full recommendation as JSON ('-' for stdout only)")
+    p.add_argument("--report", type=Path, metavar="OUT",
+                   help="write the one-page visual report (.pdf or .png; report extra), with "
+                   "relevance maps and attributions when the bundle has explain graphs")
+    p.add_argument("--explain", action="store_true",
+                   help="compute attention rollout and clinical attributions (needs a bundle "
+                   "exported with `hccatom export selection ... --explain`)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
     p.add_argument("--no-mirroring", action="store_true",
@@ -178,6 +184,8 @@ def _run_recommend(args: argparse.Namespace) -> int:
                              "folder for each of --arterial and --portal.")
     elif not args.study.is_dir():
         raise InputError(f"--study {args.study}: no such folder.")
+    if args.report is not None and args.report.suffix.lower() not in (".pdf", ".png"):
+        raise InputError(f"--report {args.report}: use a .pdf or .png file name.")
     try:
         clinical = ClinicalVariables.from_json(args.clinical)
     except ClinicalInputError as exc:
@@ -191,15 +199,17 @@ def _run_recommend(args: argparse.Namespace) -> int:
             trusted_keys=args.trusted_keys, expect_sha256=args.expect_sha256,
         )
     load_ms = (time.perf_counter() - t0) * 1000
+    explain = args.explain or (args.report is not None and predictor.explainer.available)
     with predictor:
         if args.study is not None:
             rec = predictor.recommend(study=args.study, clinical=clinical,
                                       arterial=args.arterial, portal=args.portal,
-                                      progress=progress)
+                                      progress=progress, explain=explain)
         else:
             rec = predictor.recommend(CTStudy(arterial=args.arterial, portal=args.portal),
-                                      clinical, progress=progress)
+                                      clinical, progress=progress, explain=explain)
         written = rec.to_dicom(args.dicom_out) if args.dicom_out is not None else []
+        report = rec.report(args.report) if args.report is not None else None
     progress.close()
     if args.json is not None and str(args.json) == "-":
         sys.stdout.write(rec.to_json() + "\n")
@@ -211,6 +221,9 @@ def _run_recommend(args: argparse.Namespace) -> int:
         print(f"JSON written to {args.json}")
     if written:
         print(f"DICOM written to {args.dicom_out}: " + ", ".join(p.name for p in written))
+    if report is not None:
+        print(f"report written to {report}"
+              + ("" if explain else " (no relevance maps: bundle has no explain graphs)"))
     return EXIT_OK
 
 
@@ -257,6 +270,10 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     b.add_argument("--training-clinical", type=Path, metavar="JSON",
                    help="the training cohort's clinical records (JSON list): their ranges are "
                    "stored so that results flag patients outside them")
+    b.add_argument("--clinical-reference", type=Path, metavar="JSON",
+                   help="reference values for clinical attributions: an object (variable -> "
+                   "value) or the training cohort's records (JSON list: medians / most "
+                   "frequent values are stored)")
     b.add_argument("--intended-use", help="intended-use statement")
     b.add_argument("--synthetic", action="store_true",
                    help="mark the models as trained on synthetic data")
@@ -377,8 +394,19 @@ def _build_bundle(args: argparse.Namespace) -> Path:
         overwrite=args.overwrite,
         verify=not args.no_verify,
         safety=_bundle_safety(args),
+        **_clinical_reference(args.clinical_reference),
     )
     return Path(out)
+
+
+def _clinical_reference(path: Path | None) -> dict[str, Any]:
+    """build_bundle's reference arguments from --clinical-reference (none when absent)."""
+    if path is None:
+        return {}
+    from hccatom.bundle.explain_spec import reference_from_json
+
+    values, source = reference_from_json(path)
+    return {"clinical_reference": values, "reference_source": source}
 
 
 def _run_bundle_verify(args: argparse.Namespace) -> int:

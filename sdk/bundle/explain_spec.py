@@ -10,14 +10,17 @@ this section loads as before.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import Counter
 from collections.abc import Sequence
 from enum import Enum
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hccatom.clinical import ClinicalVariables
+from hccatom.errors import ClinicalInputError
 
 ReferenceValue = float | int | bool | str
 
@@ -73,6 +76,36 @@ def reference_values(cohort: Sequence[ClinicalVariables]) -> dict[str, Reference
 
 
 
+def reference_from_json(path: str | Path) -> tuple[dict[str, ReferenceValue], str]:
+    """Reference values from a JSON file: an object (variable -> value) as it is, or a list
+    of clinical records (the training cohort) -> :func:`reference_values`. Returns the
+    values and a description of their source."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ClinicalInputError(f"clinical reference file {p}: cannot read it as JSON "
+                                 f"({type(exc).__name__}).") from None
+    if isinstance(data, dict):
+        try:
+            spec = ExplainSpec(clinical_reference=data)
+        except ValueError as exc:
+            raise ClinicalInputError(f"clinical reference file {p}: {exc}") from None
+        return dict(spec.clinical_reference or {}), f"values given in {p.name}"
+    if not isinstance(data, list) or not data:
+        raise ClinicalInputError(f"clinical reference file {p} must hold an object (variable "
+                                 "-> value) or a non-empty list of clinical records.")
+    records = []
+    for i, rec in enumerate(data):
+        try:
+            records.append(ClinicalVariables.from_mapping(rec))
+        except ClinicalInputError as exc:
+            raise ClinicalInputError(f"clinical reference file {p}, record {i}: {exc}",
+                                     exc.problems) from None
+    return reference_values(records), (f"medians / most frequent values of {len(records)} "
+                                       f"training records ({p.name})")
+
+
 EXPLAIN_MARK = ".explain."
 
 
@@ -85,4 +118,5 @@ def explain_cohort(filename: str) -> str | None:
     return stem.removeprefix("selection_").upper()
 
 
-__all__ = ["EXPLAIN_MARK", "ExplainSpec", "ReferenceValue", "explain_cohort", "reference_values"]
+__all__ = ["EXPLAIN_MARK", "ExplainSpec", "ReferenceValue", "explain_cohort",
+           "reference_from_json", "reference_values"]
