@@ -75,8 +75,9 @@ def add_explain_to_bundle(source: str | Path, out: str | Path, *,
                           clinical_reference: Mapping[str, ReferenceValue] | None = None,
                           reference_source: str = "", version_suffix: str = "+explain",
                           sign_key: str | Path | bytes | None = None,
-                          overwrite: bool = False) -> Path:
-    """Write ``out``: ``source`` plus explain graphs (per-model bundles only)."""
+                          overwrite: bool = False, verify: bool = True) -> Path:
+    """Write ``out``: ``source`` plus explain graphs (per-model bundles only); ``verify``
+    runs every model of the result once (:func:`hccatom.bundle.verify_bundle`)."""
     from hccatom.bundle.writer import build_bundle
 
     with load_bundle(source) as bundle:
@@ -108,7 +109,8 @@ def add_explain_to_bundle(source: str | Path, out: str | Path, *,
                 policy=m.policy, preprocessing=m.preprocessing,
                 clinical_encoding=m.selection.clinical_encoding, provenance=m.provenance,
                 intended_use=m.intended_use, synthetic=m.synthetic, safety=m.safety,
-                sign_key=sign_key, overwrite=overwrite, clinical_reference=clinical_reference,
+                sign_key=sign_key, overwrite=overwrite, verify=verify,
+                clinical_reference=clinical_reference,
                 reference_source=reference_source)
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -63,7 +63,8 @@ def layout_metadata(size: SelectionSize, fusion: Fusion) -> dict[str, Any]:
         "patch_grid": [size.image_size // size.patch] * 2,
         "patch_px": size.patch,
         "image_size_px": size.image_size,
-        "clinical_groups": {"lab": size.n_lab, "demo": size.n_demo, "iv": size.n_iv},
+        # a list, in token order (a JSON object would be re-ordered by sort_keys)
+        "clinical_groups": [["lab", size.n_lab], ["demo", size.n_demo], ["iv", size.n_iv]],
         "maps": [f"attn.{i}.{m}" for i, m in attention_layout(size, fusion)],
     }
 

@@ -76,9 +76,9 @@ class ExplainLayout:
     def from_metadata(cls, meta: Mapping[str, object], where: str) -> ExplainLayout:
         """Parse the JSON object the exporter stored; :class:`BundleError` if malformed."""
         try:
-            groups = meta["clinical_groups"]
+            groups = meta["clinical_groups"]  # [[name, n], ...] in token order
             grid = meta["patch_grid"]
-            assert isinstance(groups, dict) and isinstance(grid, list)
+            assert isinstance(groups, list) and isinstance(grid, list)
             return cls(
                 layers=int(meta["layers"]),  # type: ignore[call-overload]
                 multimodal_layers=int(meta["multimodal_layers"]),  # type: ignore[call-overload]
@@ -86,7 +86,7 @@ class ExplainLayout:
                 patch_grid=(int(grid[0]), int(grid[1])),
                 patch_px=int(meta["patch_px"]),  # type: ignore[call-overload]
                 image_size_px=int(meta["image_size_px"]),  # type: ignore[call-overload]
-                clinical_groups=tuple((str(k), int(v)) for k, v in groups.items()),
+                clinical_groups=tuple((str(k), int(v)) for k, v in groups),
             )
         except (KeyError, TypeError, ValueError, AssertionError, IndexError) as exc:
             raise BundleError(

@@ -16,6 +16,7 @@ from hccatom.atom import MODELS
 from hccatom.bundle import Bundle
 from hccatom.chain import PhaseImage, SelectionScorer
 from hccatom.clinical import ClinicalVariables
+from hccatom.clinical_encoding import ClinicalEncoding
 from hccatom.engines import Engine
 from hccatom.errors import BundleError, ExplainUnavailableError
 from hccatom.explain.attributions import batch_feeds, rank, variants
@@ -86,7 +87,7 @@ class Explainer:
                                   f"{EXPORT_HINT}.")
             rel = token_relevance(got, layout)[0]
             out[m] = _model_explanation(float(np.asarray(got[self.spec.io.score]).ravel()[0]),
-                                        rel, layout, images, geometry)
+                                        rel, layout, geometry, self.spec.clinical_encoding)
         return out
 
     def attributions(self, scorer: SelectionScorer, images: Mapping[PhaseName, PhaseImage],
@@ -123,8 +124,10 @@ def _parse_layout(raw: str | None, where: str) -> ExplainLayout:
 
 
 def _model_explanation(score: float, rel: np.ndarray, layout: ExplainLayout,
-                       images: Mapping[PhaseName, PhaseImage],
-                       geometry: Mapping[PhaseName, CropGeometry | None]) -> ModelExplanation:
+                       geometry: Mapping[PhaseName, CropGeometry | None],
+                       encoding: ClinicalEncoding) -> ModelExplanation:
+    """Split the token relevance into phases (patch grids) and clinical tokens; clinical
+    tokens are named by the bundle's encoding (which variable feeds each position)."""
     t = layout.tokens_per_phase
     gy, gx = layout.patch_grid
     phases = {}
@@ -135,11 +138,9 @@ def _model_explanation(score: float, rel: np.ndarray, layout: ExplainLayout,
             model_px=layout.image_size_px, geometry=geometry.get(name))
     clinical: list[ClinicalTokenRelevance] = []
     if layout.n_txt:
-        from hccatom.clinical import GROUPS
-
         pos = layout.n_img
         for group, n in layout.clinical_groups:
-            fields = GROUPS.get(group, ())
+            fields = [slot.source for slot in encoding.ordered(group)]
             for i in range(n):
                 clinical.append(ClinicalTokenRelevance(
                     group=group, position=i,
