@@ -122,9 +122,18 @@ def rollout(joint: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def token_relevance(maps: Mapping[str, np.ndarray], layout: ExplainLayout) -> np.ndarray:
-    """Relevance of every input token (B, N): mean row of the rollout; sums to 1."""
+    """Relevance of every input token (B, N): mean row of the rollout; sums to 1.
+
+    Computed as ``(1/N) 1^T Â_{L-1} ... Â_0``, vector times matrix from the last layer down:
+    the same numbers as ``rollout(...).mean(axis=1)`` without the N x N x N products."""
     joint = [joint_attention(maps, i, layout) for i in range(layout.layers)]
-    return rollout(joint).mean(axis=1)
+    b, n, _ = joint[0].shape
+    eye = np.eye(n)
+    v = np.full((b, 1, n), 1.0 / n)
+    for j in reversed(joint):
+        a = j + eye
+        v = v @ (a / a.sum(axis=-1, keepdims=True))
+    return v[:, 0, :]
 
 
 __all__ = ["ExplainLayout", "joint_attention", "rollout", "token_relevance"]
