@@ -170,3 +170,13 @@ def test_manifest_explain_section_is_optional_and_round_trips() -> None:
         ExplainSpec(clinical_reference={"afp": 1.0})
     assert explain_cohort("selection_hc.explain.parity.json") == "HC"
     assert explain_cohort("selection_hc.onnx") is None
+
+
+def test_manifest_refuses_an_unlisted_explain_graph() -> None:
+    from hccatom.bundle import Manifest, load_bundle
+
+    with load_bundle(demo_bundle_path()) as b:
+        data = b.manifest.model_dump(mode="json", by_alias=True)
+    data["selection"]["explain"] = {"graphs": {"TACE": "selection/TACE/evil.explain.onnx"}}
+    with pytest.raises(ValueError, match="not listed"):
+        Manifest.model_validate(data)

@@ -262,6 +262,8 @@ class Manifest(_Model):
                       *([self.selection.fused] if self.selection.fused is not None else [])]
         refs = [p for m in sel_models for p in (m.path, m.parity, m.path_fp16, m.parity_fp16)
                 if p]
+        if self.selection.explain is not None:  # explain graphs are checksummed files too
+            refs += list(self.selection.explain.graphs.values())
         missing = sorted(set(refs) - listed)
         if missing:
             raise ValueError(f"SELECTION files not listed in 'files': {missing}")
