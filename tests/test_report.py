@@ -85,3 +85,27 @@ def test_report_refuses_other_formats(explained: Any, tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match=r"\.pdf or \.png"):
         explained.report(tmp_path / "report.jpg")
+
+
+def test_cli_recommend_writes_the_report(explain_bundle: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from hccatom.cli import main
+    from hccatom.ct_io import write_volume
+    from hccatom.demo import demo_case
+
+    ct, clinical, _ = demo_case(0)
+    art = write_volume(ct["arterial"], tmp_path / "art.nii.gz")
+    por = write_volume(ct["portal"], tmp_path / "por.nii.gz")
+    cj = tmp_path / "clinical.json"
+    cj.write_text(json.dumps(clinical.model_dump(mode="json")))
+    base = ["recommend", "--bundle", str(explain_bundle), "--arterial", str(art),
+            "--portal", str(por), "--clinical", str(cj), "--device", "cpu"]
+    assert main([*base, "--report", str(tmp_path / "r.jpg")]) == 2  # refused before running
+    out = tmp_path / "r.png"
+    assert main([*base, "--report", str(out), "--json", str(tmp_path / "r.json")]) == 0
+    assert out.stat().st_size > 10_000
+    assert f"report written to {out}" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["explanation"]["attributions"] is not None  # explain ran for the report

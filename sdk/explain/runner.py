@@ -130,8 +130,9 @@ def _model_explanation(score: float, rel: np.ndarray, layout: ExplainLayout,
     tokens are named by the bundle's encoding (which variable feeds each position)."""
     t = layout.tokens_per_phase
     gy, gx = layout.patch_grid
-    phases = {}
-    for k, name in enumerate(("arterial", "portal")):
+    phases: dict[PhaseName, PhaseRelevance] = {}
+    order: tuple[PhaseName, PhaseName] = ("arterial", "portal")
+    for k, name in enumerate(order):
         tokens = rel[k * t:(k + 1) * t]
         phases[name] = PhaseRelevance(
             grid=tokens[1:].reshape(gy, gx).tolist(), class_token=float(tokens[0]),
@@ -147,7 +148,7 @@ def _model_explanation(score: float, rel: np.ndarray, layout: ExplainLayout,
                     variable=fields[i] if i < len(fields) else f"{group}[{i}]",
                     relevance=float(rel[pos])))
                 pos += 1
-    return ModelExplanation(score=score, phases=phases, clinical=clinical)  # type: ignore[arg-type]
+    return ModelExplanation(score=score, phases=phases, clinical=clinical)
 
 
 def explain_case(explainer: Explainer, scorer: SelectionScorer,
