@@ -164,8 +164,6 @@ class Recommendation(_Model):
     explanation: Explanation | None = Field(
         default=None, description="recommend(..., explain=True): attention rollout and "
         "clinical attributions per model (hccatom.explain).")
-    _visual: Any = PrivateAttr(default=None)
-    """Key slices per phase for :meth:`report` (hccatom.explain.visual; not serialised)."""
     _dicom: Any = PrivateAttr(default=None)
     """DICOM study input: labels and source geometry for :meth:`to_dicom` (not serialised)."""
 

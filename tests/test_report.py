@@ -67,10 +67,15 @@ def test_report_of_a_flagged_case(explained: Any, tmp_path: Path) -> None:
 def test_report_without_tumour_or_images(explained: Any, tmp_path: Path) -> None:
     from dataclasses import replace
 
+    from hccatom.explain import visual
+
     rec = explained.model_copy()
-    rec._visual = {name: replace(ks, labels=np.where(ks.labels == ks.tumour_label,
-                                                     ks.liver_label, ks.labels))
-                   for name, ks in explained._visual.items()}
+    assert visual.key_slices(rec) == {}  # kept beside the object, not copied with it
+    no_tumour = {name: replace(ks, labels=np.where(ks.labels == ks.tumour_label,
+                                                   ks.liver_label, ks.labels))
+                 for name, ks in visual.key_slices(explained).items()}
+    assert len(no_tumour) == 2
+    visual._keep(rec, no_tumour)
     assert rec.report(tmp_path / "no_tumour.png").is_file()
     bare = Recommendation.from_json(explained.to_json())  # no images, explanation kept
     from hccatom.report import render_figure

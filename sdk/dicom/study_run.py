@@ -237,4 +237,6 @@ def _run(predictor: Predictor, selection: PhaseSelection, clinical: Any, timer: 
         selection=selection, phases=data, liver_label=spec.liver_label,
         tumour_label=spec.tumour_label, bundle_name=rec.bundle.name,
         bundle_version=rec.bundle.version, synthetic=rec.bundle.synthetic)
-    return out
+    from hccatom.explain.visual import copy_key_slices
+
+    return copy_key_slices(rec, out)  # the report draws the key slices

@@ -1,15 +1,18 @@
 """Glue between the Predictor's per-phase images and explanations / reports.
 
-Keeps, on each :class:`~hccatom.Recommendation` made in this process, the key slice of each
-phase (HU, labels, the model image and the crop geometry) so that ``rec.report(...)`` can
-draw it; these arrays are not serialised (a recommendation read back from JSON has none).
+Keeps, for each :class:`~hccatom.Recommendation` made in this process, the key slice of
+each phase (HU, labels, the model image and the crop geometry) so that ``rec.report(...)``
+can draw it. They live beside the object (a registry keyed by identity, dropped when the
+recommendation is garbage-collected), not in it: they are not serialised, do not take part
+in equality, and a recommendation read back from JSON or copied has none.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -66,10 +69,31 @@ def explain_recommendation(predictor: Predictor, images: Mapping[PhaseName, Phas
                         clinical)
 
 
+_VISUAL: dict[int, dict[str, KeySlice]] = {}
+
+
+def key_slices(rec: Recommendation) -> dict[str, KeySlice]:
+    """The key slices kept for ``rec`` (empty when it was not made in this process)."""
+    return _VISUAL.get(id(rec), {})
+
+
+def _keep(rec: Recommendation, visual: dict[str, KeySlice]) -> None:
+    key = id(rec)
+    _VISUAL[key] = visual
+    weakref.finalize(rec, _VISUAL.pop, key, None)
+
+
+def copy_key_slices(source: Recommendation, dest: Recommendation) -> Recommendation:
+    """Let ``dest`` (e.g. ``source.model_copy(update=...)``) share ``source``'s key slices."""
+    if id(source) in _VISUAL:
+        _keep(dest, _VISUAL[id(source)])
+    return dest
+
+
 def attach_visual(rec: Recommendation, images: Mapping[PhaseName, PhaseImage],
                   spec: PreprocessSpec) -> Recommendation:
-    """Keep the key slices on ``rec`` (private, not serialised) for :meth:`report`."""
-    visual: dict[str, Any] = {}
+    """Keep the key slices for ``rec`` (beside it, see the module doc) for the report."""
+    visual: dict[str, KeySlice] = {}
     for name, img in images.items():
         if img.key_hu is None or img.key_labels is None:
             continue
@@ -77,8 +101,15 @@ def attach_visual(rec: Recommendation, images: Mapping[PhaseName, PhaseImage],
                                 model_image=np.asarray(img.image[0]),
                                 geometry=geometry_of(img, spec),
                                 liver_label=spec.liver_label, tumour_label=spec.tumour_label)
-    rec._visual = visual
+    _keep(rec, visual)
     return rec
 
 
-__all__ = ["KeySlice", "attach_visual", "explain_recommendation", "geometry_of"]
+__all__ = [
+    "KeySlice",
+    "attach_visual",
+    "copy_key_slices",
+    "explain_recommendation",
+    "geometry_of",
+    "key_slices",
+]

@@ -22,6 +22,7 @@ import numpy as np
 
 from hccatom.atom import MODELS
 from hccatom.errors import HccatomError, InputError
+from hccatom.explain.visual import key_slices
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -94,7 +95,7 @@ def _scores_chart(ax: Axes, rec: Recommendation) -> None:
 
 def _relevance_row(fig: Figure, rec: Recommendation, top: float, height: float) -> None:
     """Per model and phase: the model image with the rollout relevance over it."""
-    visual = rec._visual or {}
+    visual = key_slices(rec)
     exp = rec.explanation
     fig.text(0.04, top + 0.005, "Where each model looked (attention rollout, relative within "
              "each image)", fontsize=8, weight="bold")
@@ -140,7 +141,7 @@ def render_figure(rec: Recommendation) -> Figure:
     if rec.bundle.synthetic:
         fig.text(0.5, 0.950, SYNTHETIC_BANNER, ha="center", va="top", fontsize=8.5,
                  color="#e65100", weight="bold")
-    visual = rec._visual or {}
+    visual = key_slices(rec)
     # --- images: key slice + model image per phase ------------------------------------
     for k, phase in enumerate(("arterial", "portal")):
         ks = visual.get(phase)
