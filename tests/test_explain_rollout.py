@@ -114,3 +114,32 @@ def test_rollout_matches_pytorch_small(tmp_path: Path) -> None:
 def test_rollout_matches_pytorch_paper_size(tmp_path: Path) -> None:
     """ViT-B/16 sizes, the default (dynamo) exporter: ~1-2 min on a 2-core machine."""
     _check("paper", tmp_path, "dynamo")
+
+
+@pytest.mark.slow
+def test_fused_export_with_explain_feeds_the_bundle_writer(tmp_path: Path) -> None:
+    """``export_fused(..., explain=True)`` writes one explain twin per cohort beside the
+    fused graph; ``build_bundle`` lists them in ``selection.explain`` (~35 s on a loaded
+    2-core machine: five exports)."""
+    from fixtures.bundle.helpers import SEGMENTATION
+
+    from hccatom.atom import MODELS
+    from hccatom.bundle import load_bundle
+    from hccatom.bundle.writer import build_bundle
+    from hccatom.export.selection_model import SelectionModel, init_random
+    from hccatom.export.selection_onnx import export_fused
+
+    models = {c: init_random(SelectionModel("tiny"), seed=i).eval()
+              for i, c in enumerate(MODELS)}
+    fused_dir = tmp_path / "fused"
+    export_fused(models, fused_dir, batches=(1,), explain=True,
+                 exporter="legacy")  # type: ignore[arg-type]
+    assert sorted(p.name for p in fused_dir.glob("*.explain.onnx")) == sorted(
+        f"selection_{c.lower()}.explain.onnx" for c in MODELS)
+    out = build_bundle(tmp_path / "bundle", segmentation=SEGMENTATION, fused=fused_dir,
+                       name="t", version="1", thresholds=dict.fromkeys(MODELS, 0.5),
+                       verify=False)
+    with load_bundle(out) as b:
+        spec = b.manifest.selection.explain
+        assert spec is not None and sorted(spec.graphs) == sorted(MODELS)
+        assert spec.clinical_reference is None
