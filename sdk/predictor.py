@@ -44,6 +44,7 @@ from hccatom.clinical import ClinicalVariables
 from hccatom.engines import Engine, OnnxRuntimeEngine
 from hccatom.engines.providers import ort_available_providers
 from hccatom.errors import HccatomError, InputError
+from hccatom.explain.result import Explanation
 from hccatom.explain.runner import Explainer
 from hccatom.explain.visual import attach_visual, explain_recommendation
 from hccatom.precision import check_precision, choose_graph, default_precision
@@ -447,8 +448,9 @@ class Predictor:
         return self._recommend(phases, clinical, _Timer(progress), explain=explain)
 
     def explain(self, ct: CTStudy | Mapping[str, Any],
-                clinical: ClinicalVariables | Mapping[str, Any] | str | Path) -> Any:
-        """The :class:`~hccatom.explain.Explanation` of one case (runs the whole chain)."""
+                clinical: ClinicalVariables | Mapping[str, Any] | str | Path) -> Explanation:
+        """The :class:`~hccatom.explain.Explanation` of one case (runs the whole chain;
+        :class:`~hccatom.errors.ExplainUnavailableError` without explain graphs)."""
         rec = self.recommend(ct, clinical, explain=True)
         assert rec.explanation is not None
         return rec.explanation
