@@ -9,11 +9,19 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="$(mkdir -p "${1:-$ROOT/build/docs-examples}" && cd "${1:-$ROOT/build/docs-examples}" && pwd)"
 cd "$OUT"
-run() {  # run NAME CMD...: stdout+stderr to NAME.txt, exit code appended
-  local name=$1; shift
+FAILED=()
+run() {  # run NAME CMD...: stdout+stderr to NAME.txt, exit code appended; expects exit code 0
+  expect_code 0 "$@"
+}
+expect_code() {  # expect_code CODE NAME CMD...: as run, for a command that must exit with CODE
+  local want=$1 name=$2; shift 2
   echo "== $name: $*"
   set +e; "$@" >"$name.txt" 2>&1; local rc=$?; set -e
   echo "[exit code $rc]" >>"$name.txt"
+  if [ "$rc" != "$want" ]; then
+    echo "   !! $name exited with $rc, expected $want (see $OUT/$name.txt)"
+    FAILED+=("$name")
+  fi
 }
 { date -u; uname -m; nproc; python -c 'import hccatom; print("hccatom", hccatom.__version__)'; } > machine.txt
 DEMO="$(python -c 'from hccatom.demo import demo_bundle_path; print(demo_bundle_path())')"
@@ -66,7 +74,7 @@ values.update(albumin_g_per_l=3.85, total_bilirubin_umol_per_l=1.0, max_tumour_d
 del values["ecog"]
 json.dump(values, open("bad_clinical.json", "w", encoding="utf-8"), indent=2)
 PY
-run bad_clinical hccatom recommend --bundle "$DEMO" --arterial arterial.nii.gz \
+expect_code 2 bad_clinical hccatom recommend --bundle "$DEMO" --arterial arterial.nii.gz \
   --portal portal.nii.gz --clinical bad_clinical.json
 
 # export walk-through
@@ -98,9 +106,11 @@ run bundle_build /usr/bin/time -f "%e s wall" hccatom bundle build \
 run bundle_verify hccatom bundle verify site-hcc-1.0.0.zip
 run bundle_verify_trusted hccatom bundle verify --trusted-key keys/site-public.pem site-hcc-1.0.0.zip
 run bundle_info hccatom bundle info site-hcc-1.0.0.zip
-# a bundle signed by another key is refused (exit code 3)
+# a bundle signed by another key is refused (exit code 3); so is a pinned digest that differs
+expect_code 3 bundle_verify_wrong_pin hccatom bundle verify --no-run \
+  --expect-sha256 0000000000000000000000000000000000000000000000000000000000000000 site-hcc-1.0.0.zip
 run keygen_other hccatom bundle keygen --private keys/other-private.pem --public keys/other-public.pem
-run bundle_verify_wrong_key hccatom bundle verify --no-run --trusted-key keys/other-public.pem site-hcc-1.0.0.zip
+expect_code 3 bundle_verify_wrong_key hccatom bundle verify --no-run --trusted-key keys/other-public.pem site-hcc-1.0.0.zip
 # an unsigned directory bundle, signed afterwards with `bundle sign`
 rm -rf site-hcc-unsigned
 run bundle_build_unsigned hccatom bundle build --segmentation export/segmentation \
@@ -109,6 +119,8 @@ run bundle_build_unsigned hccatom bundle build --segmentation export/segmentatio
   --thresholds TACE=0.41,HAIC=0.35,TC=0.62,HC=0.64 --no-verify \
   --name site-hcc --version 1.0.0 --out site-hcc-unsigned
 run bundle_verify_unsigned hccatom bundle verify --no-run site-hcc-unsigned
+expect_code 3 bundle_verify_unsigned_trusted hccatom bundle verify --no-run \
+  --trusted-key keys/site-public.pem site-hcc-unsigned
 run bundle_sign hccatom bundle sign --key keys/site-private.pem --label "site release key" site-hcc-unsigned
 run bundle_verify_signed_later hccatom bundle verify --no-run --trusted-key keys/site-public.pem site-hcc-unsigned
 # edit the decision in a signed bundle: the signature no longer matches (exit code 3)
@@ -120,11 +132,16 @@ m = json.load(open(p, encoding="utf-8"))
 m["thresholds"]["TACE"] = 0.9
 json.dump(m, open(p, "w", encoding="utf-8"), indent=2)
 PY
-run bundle_verify_edited hccatom bundle verify --no-run site-hcc-edited
+expect_code 3 bundle_verify_edited hccatom bundle verify --no-run site-hcc-edited
 # the window statement is required when exporting an nnU-Net model (exit code 2)
-run export_nnunet_no_window hccatom export nnunet \
+expect_code 2 export_nnunet_no_window hccatom export nnunet \
   --model-folder nnunet_model/nnUNetTrainer__nnUNetPlans__3d_fullres --out export/segmentation_x \
   --training-orientation LPS
 # the demo bundle is signed by the public demo key
 run demo_bundle_verify_norun hccatom bundle verify --no-run "$DEMO"
 echo "outputs in $OUT"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  echo "FAILED (unexpected exit code): ${FAILED[*]}"
+  exit 1
+fi
+echo "every command exited as expected"
