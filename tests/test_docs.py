@@ -201,3 +201,36 @@ def test_every_cli_option_the_pages_mention_exists() -> None:
         for option in set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", _prose(page))):
             if option not in not_hccatom:
                 assert option in reference, f"{page.name}: {option} is no hccatom option"
+
+
+def test_no_page_is_left_with_a_todo_marker_for_the_lead() -> None:
+    """Every ``TODO(lead)`` note of the pre-merge site was replaced by text."""
+    left = [f"{p.name}:{i}" for p in sorted(DOCS.glob("*.md"))
+            for i, line in enumerate(p.read_text("utf-8").splitlines(), 1) if "TODO(lead)" in line]
+    assert not left, f"unfinished docs: {left}"
+
+
+def test_changelog_has_a_dated_entry_for_this_version_and_the_schema() -> None:
+    """The version bumps with the schema or outputs; the changelog says what changed."""
+    import hccatom
+    from hccatom.bundle.manifest import SCHEMA_VERSION
+
+    text = (ROOT / "CHANGELOG.md").read_text("utf-8")
+    version = re.escape(hccatom.__version__)
+    entry = re.search(rf"^## \[{version}\] - \d{{4}}-\d{{2}}-\d{{2}}$(.*?)(?=^## \[|\Z)",
+                      text, re.M | re.S)
+    assert entry, f"CHANGELOG.md has no dated '## [{hccatom.__version__}] - YYYY-MM-DD' entry"
+    assert "### Added" in entry.group(1) or "### Changed" in entry.group(1)
+    assert f"1.0 -> {SCHEMA_VERSION}" in entry.group(1) or SCHEMA_VERSION == "1.0"
+    pyproject = (ROOT / "pyproject.toml").read_text("utf-8")
+    assert re.search(rf'^version = "{version}"$', pyproject, re.M), "pyproject.toml version"
+
+
+def test_docs_examples_script_checks_the_refusals_it_shows() -> None:
+    """The signed-bundle walk-through's refusals are run, and their exit codes checked."""
+    script = (ROOT / "tools" / "docs_examples.sh").read_text("utf-8")
+    for name in ("bundle_verify_wrong_key", "bundle_verify_edited",
+                 "bundle_verify_unsigned_trusted", "export_nnunet_no_window"):
+        assert re.search(rf"^expect_code [23] {name} ", script, re.M), name
+    assert "--sign-key" in script and "--trusted-key" in script
+    assert 'exit 1' in script  # an unexpected exit code fails the script
