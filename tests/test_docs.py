@@ -234,3 +234,27 @@ def test_docs_examples_script_checks_the_refusals_it_shows() -> None:
         assert re.search(rf"^expect_code [23] {name} ", script, re.M), name
     assert "--sign-key" in script and "--trusted-key" in script
     assert 'exit 1' in script  # an unexpected exit code fails the script
+
+
+def _flag_codes_in_code() -> set[str]:
+    """Every quality flag code the package can raise (``QualityFlag(code="...")``)."""
+    codes: set[str] = set()
+    for folder in ("sdk", "atom"):
+        for source in (ROOT / folder).rglob("*.py"):
+            codes |= set(re.findall(r'\bcode="([a-z_]+)"', source.read_text("utf-8")))
+    return codes
+
+
+def test_every_quality_flag_is_documented_and_every_documented_flag_exists() -> None:
+    """safety.md's flag table lists every code the code raises (DICOM's in dicom.md)."""
+    codes = _flag_codes_in_code()
+    assert {"synthetic_models_on_non_phantom", "small_tumour", "phases_far_apart"} <= codes
+    prose = {p.name: _prose(p) for p in DOCS.glob("*.md")}
+    for code in sorted(codes):
+        assert any(f"`{code}`" in text for text in prose.values()), f"flag {code} undocumented"
+    table = re.search(r"^## Flags$(.*?)(?=^## |\Z)", prose["safety.md"], re.M | re.S)
+    assert table, "safety.md has a '## Flags' section"
+    first_cells = re.findall(r"^\| ([^|]+) \|", table.group(1), re.M)
+    documented = {code for cell in first_cells for code in re.findall(r"`([a-z_]+)`", cell)}
+    assert len(documented) >= 15, f"flag rows not found in safety.md: {sorted(documented)}"
+    assert documented <= codes, f"documented but never raised: {sorted(documented - codes)}"
