@@ -65,6 +65,8 @@ LAZY_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("export", "nnunet"): ("hccatom.export.nnunet_cli",
                            "nnU-Net v2 model folder -> ONNX per fold + segmentation spec"),
     ("demo", "build"): ("hccatom.export.demo_cli", "rebuild the synthetic demo bundle"),
+    ("explain",): ("hccatom.export.explain_cli",
+                   "Grad-CAM of a SELECTION checkpoint beside the bundle's rollout"),
 }
 DEMO_MODULE = "hccatom.demo"
 #: What a lazily imported command needs beyond the runtime; checked before any work starts.
@@ -72,6 +74,7 @@ NEEDS_EXTRA: dict[tuple[str, ...], tuple[str, ...]] = {
     ("export", "selection"): ("torch", "onnx", "onnxscript", "safetensors"),
     ("export", "nnunet"): ("torch", "nnunetv2", "onnx", "onnxscript"),
     ("demo", "build"): ("torch", "torchvision", "nnunetv2", "onnx", "onnxscript"),
+    ("explain",): ("torch", "safetensors"),
 }
 #: The install line of the export extra (torch pinned as DEVELOPERS.md says).
 EXPORT_INSTALL = 'pip install "torch==2.14.1" "torchvision==0.29.1" "hccatom[export]"'
@@ -525,6 +528,11 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     demo = sub.add_parser("demo", help="run the synthetic demo (demo build: rebuild it)",
                           add_help=False, parents=[LEAF])
     chosen = tuple(a for a in argv if not a.startswith("-"))[:2]
+    explain = sub.add_parser("explain", help=LAZY_COMMANDS[("explain",)][1],
+                             description=LAZY_COMMANDS[("explain",)][1], parents=[LEAF])
+    if chosen[:1] == ("explain",):
+        _configure_lazy(_import_command(LAZY_COMMANDS[("explain",)][0], "explain"), explain,
+                        "explain")
     for path, (module, help_text) in LAZY_COMMANDS.items():
         if path[0] == "export":
             p = esub.add_parser(path[1], help=help_text, description=help_text,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -51,3 +53,33 @@ def test_grad_cam_matches_a_computation_by_hand() -> None:
     for k in range(2):
         patches = ref[k * n_phase + 1:(k + 1) * n_phase].reshape(14, 14).numpy()
         np.testing.assert_allclose(cam[0, k], patches / patches.max(), atol=1e-6)
+
+
+def test_cli_explain_writes_gradcam_and_rollout(explain_bundle: Path, tmp_path: Path) -> None:
+    """`hccatom explain --checkpoint`: Grad-CAM of a tiny checkpoint on the demo patient,
+    beside the explain bundle's rollout (a different, demo-size model: 7 x 7 patches)."""
+    import json
+
+    from hccatom.cli import main
+    from hccatom.ct_io import write_volume
+    from hccatom.demo import demo_case
+    from hccatom.export.selection_model import SelectionModel, init_random
+
+    ckpt = tmp_path / "tace.pth"
+    torch.save(init_random(SelectionModel("tiny"), seed=3).state_dict(), ckpt)
+    ct, clinical, _ = demo_case(0)
+    art = write_volume(ct["arterial"], tmp_path / "art.nii.gz")
+    por = write_volume(ct["portal"], tmp_path / "por.nii.gz")
+    cj = tmp_path / "clinical.json"
+    cj.write_text(json.dumps(clinical.model_dump(mode="json")))
+    out = tmp_path / "out"
+    code = main(["explain", "--checkpoint", str(ckpt), "--cohort", "TACE", "--size", "tiny",
+                 "--bundle", str(explain_bundle), "--arterial", str(art), "--portal", str(por),
+                 "--clinical", str(cj), "--out", str(out)])
+    assert code == 0
+    record = json.loads((out / "gradcam_tace.json").read_text())
+    assert np.asarray(record["gradcam"]["arterial"]).shape == (14, 14)
+    assert np.asarray(record["rollout"]["portal"]).shape == (7, 7)  # the bundle's model
+    assert 0.0 < record["checkpoint_score"] < 1.0
+    if (out / "gradcam_tace.png").exists():
+        assert (out / "gradcam_tace.png").stat().st_size > 5_000
