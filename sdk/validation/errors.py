@@ -12,14 +12,15 @@ class StatisticsInputError(InputError):
 class CohortInputError(InputError):
     """The cohort table is unreadable or has bad rows.
 
-    ``problems`` lists every problem at once as ``(row, column, message)``; ``row`` is the
-    1-based data row number (the header is row 0), or None for a table-level problem.
+    ``problems`` lists every problem at once as ``(line, column, message)``; ``line`` is the
+    line of the file as a spreadsheet numbers it (header = line 1), or None for a problem of
+    the whole table.
     """
 
     def __init__(self, message: str,
                  problems: list[tuple[int | None, str, str]] | None = None) -> None:
         lines = [message] + [
-            f"  row {r if r is not None else '-'}, {c}: {m}" for r, c, m in (problems or [])
+            f"  line {r if r is not None else '-'}, {c}: {m}" for r, c, m in (problems or [])
         ]
         super().__init__("\n".join(lines))
         self.problems: list[tuple[int | None, str, str]] = list(problems or [])
