@@ -34,6 +34,7 @@ ENDPOINT_OF: dict[str, str] = {
     "TC": "1-year overall survival", "HC": "1-year overall survival",
 }
 SET_ORDER = ("train", "internal", "external", "unlabelled")
+ALL_SETS = "all sets"  # the pooled row, added when the table has more than one set
 
 
 @dataclass
@@ -69,8 +70,9 @@ def _set(s: ScoredCase) -> str:
 
 def _table2(res: ValidationResults, model: str, cases: list[ScoredCase]) -> None:
     thr = res.thresholds[model]
-    for set_name in SET_ORDER:
-        group = [s for s in cases if _set(s) == set_name]
+    n_sets = len({_set(s) for s in cases})
+    for set_name in (*SET_ORDER, ALL_SETS) if n_sets > 1 else SET_ORDER:
+        group = cases if set_name == ALL_SETS else [s for s in cases if _set(s) == set_name]
         if not group:
             continue
         labelled = [(s, v) for s in group if (v := outcome_of(model, s)) is not None]
@@ -149,6 +151,13 @@ def _survival(res: ValidationResults, model: str, cases: list[ScoredCase]) -> No
         "hazard_ratio": c.hazard_ratio, "hr_ci_low": c.hr_ci_low, "hr_ci_high": c.hr_ci_high,
     })
     res.km[model] = {"comparison": c, "time": t, "high": high}
+    if c.warnings:
+        res.survival[-1]["hr_reliable"] = False
+        res.notes.append(f"{model}: the Cox fit did not converge cleanly (e.g. complete "
+                         "separation: no deaths in one group); its hazard ratio is unreliable. "
+                         f"lifelines said: {'; '.join(c.warnings)}")
+    else:
+        res.survival[-1]["hr_reliable"] = True
 
 
 def _concordance(res: ValidationResults, policy: AtomPolicy, model: str,
@@ -204,4 +213,4 @@ def analyse(scored: list[ScoredCase], thresholds: Mapping[str, float],
     return res
 
 
-__all__ = ["ENDPOINT_OF", "ValidationResults", "analyse", "outcome_of"]
+__all__ = ["ALL_SETS", "ENDPOINT_OF", "ValidationResults", "analyse", "outcome_of"]

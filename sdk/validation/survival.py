@@ -6,6 +6,7 @@ the MSS) and 0 for low risk, so the hazard ratio is high vs low risk as the pape
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,7 @@ class SurvivalComparison:
     hr_ci_low: float
     hr_ci_high: float
     cox_p: float
+    warnings: tuple[str, ...] = ()
 
 
 def _check(time: np.ndarray, event: np.ndarray, what: str) -> None:
@@ -101,13 +103,16 @@ def compare_groups(time: ArrayLike, event: ArrayLike, group: ArrayLike) -> Survi
             f"{int(lo.sum())} low-risk, {int(hi.sum())} high-risk, {int(e.sum())} deaths)."
         )
     lr = logrank_test(t[hi], t[lo], event_observed_A=e[hi], event_observed_B=e[lo])
-    cph = CoxPHFitter().fit(pd.DataFrame({"t": t, "e": e, "high": g}), "t", "e")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cph = CoxPHFitter().fit(pd.DataFrame({"t": t, "e": e, "high": g}), "t", "e")
+    notes = tuple(dict.fromkeys(str(w.message).strip().split("\n")[0] for w in caught))
     s = cph.summary.loc["high"]
     return SurvivalComparison(
         low=kaplan_meier(t[lo], e[lo]), high=kaplan_meier(t[hi], e[hi]),
         logrank_chi2=float(lr.test_statistic), logrank_p=float(lr.p_value),
         hazard_ratio=float(s["exp(coef)"]), hr_ci_low=float(s["exp(coef) lower 95%"]),
-        hr_ci_high=float(s["exp(coef) upper 95%"]), cox_p=float(s["p"]),
+        hr_ci_high=float(s["exp(coef) upper 95%"]), cox_p=float(s["p"]), warnings=notes,
     )
 
 
