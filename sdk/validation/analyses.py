@@ -16,6 +16,7 @@ Fisher's exact test compares the consistent group's rate with each other group's
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -130,11 +131,12 @@ def _survival(res: ValidationResults, model: str, cases: list[ScoredCase]) -> No
                          "left out of the Kaplan-Meier analysis.")
     if not with_os:
         return
-    try:
-        from hccatom.validation.survival import compare_groups
-    except ModuleNotFoundError:  # pragma: no cover - the extra is checked by the command
-        res.notes.append("Survival analysis skipped: install the validate extra (lifelines).")
+    if importlib.util.find_spec("lifelines") is None:
+        res.notes.append(f"{model}: survival analysis skipped: it needs the validate extra "
+                         "(pip install \"hccatom[validate]\").")
         return
+    from hccatom.validation.survival import compare_groups
+
     t = np.array([s.case.os_months for s in with_os], float)
     e = np.array([s.case.os_event for s in with_os], int)
     high = np.array([s.scores[model] < res.thresholds[model] for s in with_os], int)
