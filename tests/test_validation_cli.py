@@ -133,5 +133,13 @@ def test_demo_small_and_resumable(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "4 of 4 cases scored (0 from cache), 0 failed" in first
     assert len(list((out / "cases").glob("*.json"))) == 4
     assert (out / "report.html").is_file()
-    assert main(args) == 0  # rerun: every case from the cache
+    from hccatom.demo import demo_bundle_path
+
+    # rerun: every case from the cache; the same bundle as comparison gives the same scores
+    assert main([*args, "--compare-bundle", str(demo_bundle_path())]) == 0
     assert "4 of 4 cases scored (4 from cache)" in capsys.readouterr().out
+    rows = json.loads((out / "tables" / "scores.json").read_text())
+    assert len(rows) == 4
+    for r in rows:
+        assert all(r[f"compare_{m}"] == pytest.approx(r[f"score_{m}"], abs=1e-6)
+                   for m in MODELS)

@@ -34,6 +34,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="bundle directory or .zip (default with --demo: the demo bundle)")
     parser.add_argument("--out", type=Path, default=Path("hccatom-validation"),
                         help="output folder (tables, plots, report.html, per-case cache)")
+    parser.add_argument("--compare-bundle", type=Path, default=None, metavar="B2",
+                        help="also score with a second bundle and DeLong-test each model's "
+                        "AUC against it (cases need CT; cached under OUT/compare/cases)")
     parser.add_argument("--workers", type=int, default=1, help="cases scored in parallel")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"))
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
@@ -56,6 +59,29 @@ def _check_extra() -> None:
             f"`hccatom validate` needs the validate extra ({', '.join(missing)} not installed); "
             f"nothing was done. Install it with: {VALIDATE_INSTALL}"
         )
+
+
+def _with_comparison(scoring: Any, args: argparse.Namespace, out: Path, progress: Any) -> Any:
+    """Scores of a second bundle as each case's ``compare_<MODEL>`` (DeLong test)."""
+    from dataclasses import replace
+
+    from hccatom.predictor import Predictor
+    from hccatom.validation.scoring import score_cohort
+
+    with progress.stage("load_compare_bundle"):
+        other = Predictor.from_bundle(args.compare_bundle, device=args.device,
+                                      threads=args.threads)
+    with other, progress.stage("score_cases_compare_bundle"):
+        cases = [replace(s.case, scores=None) for s in scoring.scored
+                 if s.case.arterial is not None]
+        second = score_cohort(cases, other, out / "compare", workers=args.workers,
+                              note=progress.note)
+    by_line = {s.case.line: s.scores for s in second.scored}
+    scored = [replace(s, case=replace(s.case, compare={**s.case.compare, **by_line[s.case.line]}))
+              if s.case.line in by_line else s for s in scoring.scored]
+    return replace(scoring, scored=scored,
+                   failed=scoring.failed + [replace(f, error_type=f"compare bundle: "
+                                                    f"{f.error_type}") for f in second.failed])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         with progress.stage("score_cases"):
             scoring = score_cohort(cohort.cases, predictor, out, workers=args.workers,
                                    note=progress.note)
+        if args.compare_bundle is not None:
+            scoring = _with_comparison(scoring, args, out, progress)
         thresholds = dict(predictor.bundle.manifest.thresholds)
         with progress.stage("statistics"):
             results = analyse(scoring.scored, thresholds)

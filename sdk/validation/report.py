@@ -185,8 +185,9 @@ def write_outputs(res: ValidationResults, scoring: ScoringResult, out: Path, *, 
     for name, rows in res.tables().items():
         write_table(rows, tables, name)
     write_table([{"line": s.case.line, "case_id": s.case.case_id, "treatment": s.case.treatment,
-                  "set": s.case.set, "source": s.source, **{f"score_{m}": s.scores[m]
-                                                            for m in MODELS}}
+                  "set": s.case.set, "source": s.source,
+                  **{f"score_{m}": s.scores[m] for m in MODELS},
+                  **{f"compare_{m}": v for m, v in s.case.compare.items()}}
                  for s in scoring.scored], tables, "scores")
     failed = [{"line": f.case.line, "case_id": f.case.case_id, "error_type": f.error_type,
                "message": f.message} for f in scoring.failed]
