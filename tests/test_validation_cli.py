@@ -91,6 +91,15 @@ def test_bad_cohort_exit_code_lists_rows(tmp_path: Path, capsys: pytest.CaptureF
     assert "line 2, response" in err and "line 3, treatment" in err
 
 
+def test_missing_cohort_or_bundle_is_bad_input(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--out", str(tmp_path / "o"), "-q"]) == 2
+    assert "give a cohort table" in capsys.readouterr().err
+    table = _scores_table(tmp_path / "c.csv", n_per=2)
+    assert main(["validate", str(table), "--out", str(tmp_path / "o"), "-q"]) == 2
+    assert "--bundle" in capsys.readouterr().err
+
+
 def test_report_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hccatom.errors import HccatomError
+from hccatom.errors import HccatomError, InputError
 
 VALIDATE_INSTALL = 'pip install "hccatom[validate]"'
 NEEDS = ("lifelines", "matplotlib")
@@ -113,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
                     write_demo_cohort(cohort_path.parent, args.demo_per_cohort,
                                       note=progress.note)
     if cohort_path is None:
-        raise HccatomError("give a cohort table (COHORT.csv) or --demo.")
+        raise InputError("give a cohort table (COHORT.csv) or --demo.")
     if bundle_path is None:
-        raise HccatomError("give --bundle B: its models score the cases and its MSS are the "
+        raise InputError("give --bundle B: its models score the cases and its MSS are the "
                            "thresholds.")
     with progress.stage("read_cohort"):
         cohort = read_cohort(cohort_path)
