@@ -142,13 +142,28 @@ def test_demo_small_and_resumable(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "4 of 4 cases scored (0 from cache), 0 failed" in first
     assert len(list((out / "cases").glob("*.json"))) == 4
     assert (out / "report.html").is_file()
-    from hccatom.demo import demo_bundle_path
-
-    # rerun: every case from the cache; the same bundle as comparison gives the same scores
-    assert main([*args, "--compare-bundle", str(demo_bundle_path())]) == 0
+    assert main(args) == 0  # rerun: every case from the cache
     assert "4 of 4 cases scored (4 from cache)" in capsys.readouterr().out
-    rows = json.loads((out / "tables" / "scores.json").read_text())
-    assert len(rows) == 4
-    for r in rows:
-        assert all(r[f"compare_{m}"] == pytest.approx(r[f"score_{m}"], abs=1e-6)
-                   for m in MODELS)
+
+
+@pytest.mark.slow
+def test_compare_bundle_same_bundle_same_scores(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """One synthetic case scored by the bundle and by the "second" bundle (the same one):
+    the comparison columns must equal the scores."""
+    from hccatom.demo import demo_bundle_path
+    from hccatom.validation.demo_cohort import write_demo_cohort
+
+    table = write_demo_cohort(tmp_path / "c", 1)
+    lines = table.read_text().splitlines()
+    one = tmp_path / "c" / "one.csv"
+    one.write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    bundle = str(demo_bundle_path())
+    assert main(["validate", str(one), "--bundle", bundle, "--compare-bundle", bundle,
+                 "--out", str(out), "--no-plots", "-q"]) == 0
+    assert "1 of 1 cases scored (0 from cache), 0 failed" in capsys.readouterr().out
+    (row,) = json.loads((out / "tables" / "scores.json").read_text())
+    for m in MODELS:
+        assert row[f"compare_{m}"] == pytest.approx(row[f"score_{m}"], abs=1e-6)
+    assert len(list((out / "compare" / "cases").glob("*.json"))) == 1
