@@ -197,3 +197,22 @@ def test_cascade_probabilities_match_nnunet_predictor() -> None:
     diff = np.abs(probs - ref)
     assert diff.max() <= 1e-2 and diff.mean() <= 1e-4
     assert (np.argmax(probs, axis=0) == np.argmax(ref, axis=0)).mean() >= 0.999
+
+
+def test_bundle_with_a_cascade_builds_verifies_and_segments(tmp_path: Path) -> None:
+    """Both stages' graphs go into the bundle, verify with their own patch and channels,
+    and the Predictor hands each stage its engines."""
+    from fixtures.bundle.helpers import build_fixture_bundle
+
+    from hccatom import Predictor
+    from hccatom.bundle import verify_bundle
+
+    out = build_fixture_bundle(tmp_path / "bundle", segmentation=EXPORT)
+    report = verify_bundle(out)
+    assert report.ok, report.text()
+    names = [c.name for c in report.checks if c.name.startswith("segmentation")]
+    assert any("previous_stage/fold_all.onnx" in n for n in names) and len(names) == 2
+    predictor = Predictor.from_bundle(out, device="cpu")
+    vol = load("small_ct.nii.gz")
+    labels = predictor.segmenter.segment(vol).array
+    assert (labels == reference("small_cascade")).mean() >= 0.999

@@ -254,10 +254,15 @@ class SegmentationSpec(_Model):
     def all_folds(self) -> list[FoldModel]:
         """Every fold model of every stage and member, in engine order: the previous stage's
         (recursively), this configuration's, then each ensemble member's."""
-        out = [] if self.previous_stage is None else self.previous_stage.all_folds()
-        out.extend(self.folds)
+        return [fold for fold, _ in self.fold_stages()]
+
+    def fold_stages(self) -> list[tuple[FoldModel, SegmentationSpec]]:
+        """:meth:`all_folds`, each with the configuration (stage or member) it belongs to
+        (that one's patch size and input channels describe the fold's graph)."""
+        out = [] if self.previous_stage is None else self.previous_stage.fold_stages()
+        out.extend((fold, self) for fold in self.folds)
         for member in self.ensemble:
-            out.extend(member.all_folds())
+            out.extend(member.fold_stages())
         return out
 
     # --- file I/O ---------------------------------------------------------------------
