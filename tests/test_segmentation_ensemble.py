@@ -4,8 +4,9 @@ Members here: the committed 3d_fullres fixture with fold 0 and with fold 1, as t
 configurations (their softmax probabilities are averaged on the input grid, which differs
 from nnU-Net's logit averaging across folds). The torch-free tests build that ensemble
 spec over the committed fold ONNX files and compare with nnU-Net's own ensemble labels
-(``tests/fixtures/nnunet/make_ensemble_references.py``); the export tests export it with
-``export_nnunet_ensemble`` / the CLI and compare live with nnU-Net's ensembling code.
+(``tests/fixtures/nnunet/make_ensemble_references.py``) and, where torch is installed, live
+with nnU-Net's predictor and ensembling code; the CLI test exports an ensemble
+(``export_nnunet_ensemble``) from the fixture model folder.
 """
 
 from __future__ import annotations
@@ -147,34 +148,20 @@ def test_ensemble_refuses_fold_selection_and_wrong_engine_count() -> None:
 
 # --- export + live parity with nnU-Net's ensembling ---------------------------------------
 @pytest.mark.export
-def test_export_ensemble_matches_nnunet_ensembling(tmp_path: Path) -> None:
-    pytest.importorskip("torch", reason="the export extra (torch) exports the members")
+def test_ensemble_matches_nnunet_ensembling_live(tmp_path: Path) -> None:
+    """Probabilities against nnU-Net's own predictor + ``average_probabilities``, run here."""
+    pytest.importorskip("torch", reason="nnU-Net's predictor (torch) is the reference")
     pytest.importorskip("nnunetv2", reason="nnU-Net's own ensembling is the reference")
     import torch
     from nnunetv2.ensembling.ensemble import average_probabilities as nnunet_average
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from hccatom.export.nnunet_ensemble import EnsembleMember, export_nnunet_ensemble
-
-    out = tmp_path / "ensemble"
-    result = export_nnunet_ensemble(
-        [EnsembleMember(MODEL, folds=[0]), EnsembleMember(MODEL, folds=[1])], out,
-        window_before_segmentation=False, training_orientation="LPS",
-    )
-    assert result.report["passed"]
-    spec = SegmentationSpec.load(out)
-    assert [f.onnx for f in spec.all_folds()] == [
-        "member_0_3d_fullres/fold_0.onnx", "member_1_3d_fullres/fold_1.onnx"]
-    assert sorted(p.name for p in out.rglob("segmentation_spec.json")) == [
-        "segmentation_spec.json"]  # one spec at the top, none in the member folders
-
     vol = load("small_ct.nii.gz")
-    # no mirroring on either side keeps this test short (mirroring: the runtime tests above)
-    probs, _ = Segmenter(out, device="cpu", threads=1, mirroring=False).probabilities(vol)
+    probs, _ = ensemble_segmenter().probabilities(vol)
     torch.set_num_threads(1)
     files = []
     for fold in (0, 1):
-        pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+        pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
                                perform_everything_on_device=False, device=torch.device("cpu"),
                                allow_tqdm=False)
         pred.initialize_from_trained_model_folder(str(MODEL), use_folds=(fold,))
@@ -203,6 +190,12 @@ def test_cli_exports_an_ensemble_of_model_folders(tmp_path: Path,
     assert "ensemble of 2 configurations" in capsys.readouterr().out
     spec = SegmentationSpec.load(out)
     assert len(spec.ensemble) == 1 and spec.ensemble[0].configuration == "3d_fullres"
+    assert [f.onnx for f in spec.all_folds()] == [
+        "member_0_3d_fullres/fold_0.onnx", "member_1_3d_fullres/fold_0.onnx"]
+    assert [p.relative_to(out).as_posix() for p in out.rglob("segmentation_spec.json")] == [
+        "segmentation_spec.json"]  # one spec at the top, none in the member folders
+    report = json.loads((out / "parity_report.json").read_text())
+    assert report["kind"] == "nnunet-ensemble" and report["passed"]
     # two identical members: the ensemble's probabilities are the member's own
     vol = load("small_ct.nii.gz")
     probs, _ = Segmenter(out, device="cpu", threads=1).probabilities(vol)
