@@ -14,6 +14,7 @@ Subcommands::
     hccatom demo ...                  (hccatom.demo; ``demo build``: hccatom.export.demo_cli)
     hccatom export selection|nnunet   (build time, needs the export extra; imported lazily)
     hccatom bench [--bundle B] [--device ...] [--json OUT] ...   (hccatom.bench: latency)
+    hccatom validate COHORT.csv --bundle B --out DIR | --demo   (hccatom.validation.command)
 
 Every command takes ``-q/--quiet`` (no progress) and ``-v/--verbose`` (every stage, INFO
 logs); progress goes to stderr, results to stdout. Exit codes: 0 success, 1 failure (export,
@@ -519,6 +520,18 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         _configure_lazy(_import_command(module, command), p, command)
 
 
+def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                  argv: Sequence[str]) -> None:
+    """``validate`` (hccatom.validation.command; the validate extra is checked when it runs)."""
+    help_text = "evaluate a bundle on a site's cohort as the paper did (validate extra)"
+    p = sub.add_parser("validate", help=help_text, description=help_text, parents=[LEAF])
+    if "validate" in argv:
+        from hccatom.validation import command
+
+        command.configure_parser(p)
+        p.set_defaults(func=command.run)
+
+
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from hccatom import bench
 
@@ -542,6 +555,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_recommend(sub)
     _add_bundle(sub)
     _add_bench(sub)
+    _add_validate(sub, argv)
     _add_lazy(sub, argv)
     return parser
 
