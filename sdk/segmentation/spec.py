@@ -206,10 +206,14 @@ class SegmentationSpec(_Model):
     def _omit_absent_optional(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # fields added in schema 1.1 are left out when unset, so that a spec without them
         # serialises exactly as before and readers of schema 1.0 still load it
+        # (likewise the cascade and ensemble fields: single-configuration specs omit them)
         data: dict[str, Any] = handler(self)
-        for key in ("window_before_segmentation", "training_orientation", "postprocessing"):
+        for key in ("window_before_segmentation", "training_orientation", "postprocessing",
+                    "previous_stage", "resampling_segmentation"):
             if data.get(key) is None:
                 data.pop(key, None)
+        if not data.get("ensemble"):
+            data.pop("ensemble", None)
         return data
 
     @field_validator("transpose_forward", "transpose_backward")
@@ -242,17 +246,6 @@ class SegmentationSpec(_Model):
             check_mappable(self.postprocessing, self.labels.channel_to_label)
         check_stages(self)
         return self
-
-    @model_serializer(mode="wrap")
-    def _omit_absent_stages(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # single-configuration specs serialise exactly as before, so older readers load them
-        data: dict[str, Any] = handler(self)
-        for key in ("previous_stage", "resampling_segmentation"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        if not data.get("ensemble"):
-            data.pop("ensemble", None)
-        return data
 
     @property
     def num_input_channels(self) -> int:
