@@ -138,6 +138,31 @@ def test_ensemble_confidence_and_device_path_members() -> None:
     assert (device.segment(vol).array == labels.array).mean() >= 0.999
 
 
+def test_ensemble_postprocessing_applies_to_the_averaged_labels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnU-Net's postprocessing for an ensemble runs once, on the ensemble's labels."""
+    import hccatom.segmentation.segmenter as segmenter_module
+    from hccatom.segmentation.postprocessing import KeepLargestComponent, Postprocessing
+
+    post = Postprocessing(steps=[KeepLargestComponent(labels=[2])])
+    spec = ensemble_spec().model_copy(update={"postprocessing": post})
+    vol = load("small_ct.nii.gz")
+    plain = ensemble_segmenter().segment(vol).array
+    calls: list[np.ndarray] = []
+
+    def spy(labels: np.ndarray, given: Postprocessing, lut: list[int]) -> np.ndarray:
+        assert given == post and lut == [0, 1, 2]
+        calls.append(labels.copy())
+        return np.where(labels == 2, 0, labels).astype(np.uint8)  # a visible change
+
+    monkeypatch.setattr(segmenter_module, "apply_postprocessing", spy)
+    engines = [*ensemble_segmenter().engines, *ensemble_segmenter()._members[0].engines]
+    labels = Segmenter(None, spec=spec, engines=engines).segment(vol).array
+    assert len(calls) == 1  # once for the ensemble, not per member
+    np.testing.assert_array_equal(calls[0], plain)
+    assert (plain == 2).any() and not (labels == 2).any()
+
+
 def test_ensemble_refuses_fold_selection_and_wrong_engine_count() -> None:
     with pytest.raises(InputError, match="cascade or an ensemble"):
         Segmenter(EXPORT, device="cpu", spec=ensemble_spec(), folds=[0])
