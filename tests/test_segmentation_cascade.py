@@ -212,6 +212,9 @@ def test_bundle_with_a_cascade_builds_verifies_and_segments(tmp_path: Path) -> N
     assert report.ok, report.text()
     names = [c.name for c in report.checks if c.name.startswith("segmentation")]
     assert any("previous_stage/fold_all.onnx" in n for n in names) and len(names) == 2
+    from hccatom.bundle import bundle_summary, load_bundle
+
+    assert "cascade:     after 3d_lowres" in bundle_summary(load_bundle(out))
     predictor = Predictor.from_bundle(out, device="cpu")
     vol = load("small_ct.nii.gz")
     labels = predictor.segmenter.segment(vol).array
