@@ -219,3 +219,34 @@ def test_bundle_with_a_cascade_builds_verifies_and_segments(tmp_path: Path) -> N
     vol = load("small_ct.nii.gz")
     labels = predictor.segmenter.segment(vol).array
     assert (labels == reference("small_cascade")).mean() >= 0.999
+
+
+@pytest.mark.export
+def test_cli_exports_both_stages_of_a_cascade(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch", reason="the export extra (torch) exports the stages")
+    import shutil
+
+    from hccatom.export.nnunet_cli import main
+
+    out = tmp_path / "cascade"
+    rc = main(["--model-folder", str(FULLRES), "--out", str(out),
+               "--no-window-before-segmentation", "--training-orientation", "LPS"])
+    assert rc == 0, capsys.readouterr().err
+    assert "3d_lowres folds ['all'] -> 3d_cascade_fullres (3 input channels)" in \
+        capsys.readouterr().out
+    spec = SegmentationSpec.load(out)
+    assert spec.previous_stage is not None and spec.num_input_channels == 3
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                  if p.is_file()) == [
+        "fold_all.onnx", "parity_report.json", "previous_stage/fold_all.onnx",
+        "previous_stage/parity_report.json", "segmentation_spec.json"]
+    vol = load("small_ct.nii.gz")
+    labels = Segmenter(out, device="cpu", threads=1).segment(vol).array
+    assert (labels == reference("small_cascade")).mean() >= 0.999
+    # without its 3d_lowres sibling the cascade stage cannot be exported
+    alone = tmp_path / "alone" / FULLRES.name
+    shutil.copytree(FULLRES, alone)
+    rc = main(["--model-folder", str(alone), "--out", str(tmp_path / "x"),
+               "--no-window-before-segmentation", "--training-orientation", "LPS"])
+    assert rc == 2 and "--previous-stage-folder" in capsys.readouterr().err
