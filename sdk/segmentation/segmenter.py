@@ -253,11 +253,14 @@ class Segmenter:
         return self._device_window is not None
 
     def transfer_stats(self) -> TransferStats:
-        """Host <-> device bytes of all fold engines so far (cumulative, all calls)."""
+        """Host <-> device bytes of all fold engines so far (cumulative, all calls; every
+        stage and ensemble member)."""
         total = TransferStats()
         for e in self.engines:
             if isinstance(e, OnnxRuntimeEngine):
                 total = total + e.transfer_stats()
+        for stage in [*([self._previous] if self._previous else []), *self._members]:
+            total = total + stage.transfer_stats()
         return total
 
     def _mirror_axes(self, mirroring: bool | Sequence[int] | None) -> tuple[int, ...]:
