@@ -351,7 +351,8 @@ class Segmenter:
         Channel ``c`` is the network's output channel; ``spec.labels`` says what it means.
         ``timings`` (optional dict) receives seconds per stage, ``transfers`` the bytes
         moved host -> device / device -> host (``"host_to_device"``, ``"device_to_host"``,
-        ``"constant_inputs"``). An ensemble returns the mean of its members' probabilities.
+        ``"constant_inputs"``; added to what the dict holds, summed over every stage and
+        member). An ensemble returns the mean of its members' probabilities.
         """
         vol = self._as_volume(ct)
         if not self._members:
