@@ -306,7 +306,7 @@ class Predictor:
         sel = m.selection
         seg_paths = [
             bundle.segmentation_dir / pick(f.onnx, f.onnx_fp16, f"segmentation fold {f.fold}")
-            for f in seg_spec.folds
+            for f in seg_spec.all_folds()  # every stage and ensemble member
         ]
         if sel.fused is not None:
             sel_paths = {"fused": bundle.path(

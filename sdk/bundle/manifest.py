@@ -271,7 +271,7 @@ class Manifest(_Model):
         if not any(p.startswith(seg_dir) for p in listed):
             raise ValueError(f"no files listed under the segmentation folder {seg_dir!r}")
         by_path = {f.path: f for f in self.files}
-        for fold in self.segmentation.spec.folds:
+        for fold in self.segmentation.spec.all_folds():  # every stage and ensemble member
             rel = f"{self.segmentation.directory}/{fold.onnx}"
             entry = by_path.get(rel)
             if entry is None:

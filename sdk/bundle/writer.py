@@ -162,7 +162,8 @@ def _stage_segmentation(stage: _Staging, folder: Path, parity: dict[str, Any]) -
         spec = SegmentationSpec.load(folder)
     except BundleError as exc:
         raise ExportError(str(exc)) from exc
-    fold_files = {f.onnx for f in spec.folds} | {f.onnx_fp16 for f in spec.folds if f.onnx_fp16}
+    folds = spec.all_folds()  # every stage and ensemble member
+    fold_files = {f.onnx for f in folds} | {f.onnx_fp16 for f in folds if f.onnx_fp16}
     for src in _files(folder):
         rel = src.relative_to(folder).as_posix()
         if rel in fold_files:
