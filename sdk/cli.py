@@ -65,6 +65,8 @@ LAZY_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("export", "nnunet"): ("hccatom.export.nnunet_cli",
                            "nnU-Net v2 model folder -> ONNX per fold + segmentation spec"),
     ("demo", "build"): ("hccatom.export.demo_cli", "rebuild the synthetic demo bundle"),
+    ("export", "triton"): ("hccatom.serve.repo_cli",
+                           "bundle -> Triton model repository (needs the serve extra)"),
 }
 DEMO_MODULE = "hccatom.demo"
 #: What a lazily imported command needs beyond the runtime; checked before any work starts.
@@ -492,7 +494,8 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
               argv: Sequence[str]) -> None:
     """Add export/demo; configure (and import) only the command the arguments select."""
     export = sub.add_parser("export", help="build time: export models (needs the export extra)")
-    esub = export.add_subparsers(dest="export_command", metavar="{selection,nnunet}")
+    esub = export.add_subparsers(dest="export_command",
+                                 metavar="{selection,nnunet,triton}")
     esub.required = True
     demo = sub.add_parser("demo", help="run the synthetic demo (demo build: rebuild it)",
                           add_help=False, parents=[LEAF])
