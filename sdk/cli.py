@@ -530,6 +530,15 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=bench.run)
 
 
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from hccatom.serve import serve_cli  # light: PyTriton loads only when it runs
+
+    p = sub.add_parser("serve", help="serve the chain behind Triton (needs the serve extra)",
+                       parents=[LEAF], description=serve_cli.__doc__)
+    serve_cli.configure_parser(p)
+    p.set_defaults(func=serve_cli.run)
+
+
 # --- main -----------------------------------------------------------------------------
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; ``argv`` selects which lazy subcommand gets configured."""
@@ -545,6 +554,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_recommend(sub)
     _add_bundle(sub)
     _add_bench(sub)
+    _add_serve(sub)
     _add_lazy(sub, argv)
     return parser
 
