@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from hccatom.engines.base import TensorSpec, check_feeds
-from hccatom.errors import EngineError, EngineUnavailableError
+from hccatom.errors import EngineError, EngineUnavailableError, HccatomError
 
 TRITON_SCHEME = "triton://"
 _NUMPY_OF: dict[str, str] = {
@@ -31,7 +31,8 @@ _NUMPY_OF: dict[str, str] = {
 BUSY_MARKERS = ("Exceeds maximum queue size", "RESOURCE_EXHAUSTED", "server is busy")
 #: Substrings of gRPC errors that mean "no server there".
 UNREACHABLE_MARKERS = ("StatusCode.UNAVAILABLE", "failed to connect", "Connection refused",
-                       "Socket closed", "DEADLINE_EXCEEDED")
+                       "Socket closed")
+TIMEOUT_MARKERS = ("DEADLINE_EXCEEDED", "Deadline Exceeded")
 
 
 def parse_triton_url(url: str) -> str:
@@ -56,14 +57,26 @@ def grpc_client(address: str) -> Any:
     return grpcclient.InferenceServerClient(url=address)
 
 
-def remote_error(exc: Exception, where: str) -> EngineError:
+def remote_error(exc: Exception, where: str) -> HccatomError:
     """A typed error for a tritonclient exception: busy, unreachable, or a model failure."""
     text = str(exc)
-    from hccatom.serve.errors import RemoteModelError, ServerBusyError, ServerUnavailableError
+    from hccatom.serve.errors import (
+        RemoteModelError,
+        ServeError,
+        ServerBusyError,
+        ServerTimeoutError,
+        ServerUnavailableError,
+    )
 
+    err: ServeError
     if any(m in text for m in BUSY_MARKERS):
-        return ServerBusyError(f"{where}: the server is busy ({text}); retry later or "
-                               "serve more instances")  # type: ignore[return-value]
+        err = ServerBusyError(f"{where}: the server is busy ({text}); retry later or serve "
+                              "more instances")
+        return err
+    if any(m in text for m in TIMEOUT_MARKERS):
+        err = ServerTimeoutError(f"{where}: no answer within the client's deadline ({text});"
+                                 " raise timeout_s or check the server's load")
+        return err
     if any(m in text for m in UNREACHABLE_MARKERS):
         return ServerUnavailableError(f"{where}: the server cannot be reached ({text}); "
                                       "check that it runs and the address")

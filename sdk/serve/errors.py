@@ -19,6 +19,10 @@ class ServerUnavailableError(ServeError, EngineUnavailableError):
     """The Triton server cannot be reached or is not ready."""
 
 
+class ServerTimeoutError(ServeError):
+    """No answer within the client's deadline (the server may still be working on it)."""
+
+
 class ServerBusyError(ServeError):
     """The server holds as many requests as it may; retry later or add instances."""
 

@@ -18,6 +18,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``serve`` arguments to ``parser``."""
     parser.add_argument("--bundle", type=Path, required=True, help="bundle folder or .zip")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    parser.add_argument("--step-size", type=float, default=0.5,
+                        help="segmentation sliding-window step (fraction of a patch, "
+                             "default 0.5, as in-process)")
+    parser.add_argument("--no-mirroring", action="store_true",
+                        help="segment without mirroring (faster, as mirroring=False)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -50,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         exit_timeout_s=args.exit_timeout,
     )
     options.check()
-    predictor = Predictor.from_bundle(args.bundle, device=args.device)
+    predictor = Predictor.from_bundle(args.bundle, device=args.device,
+                                      step_size=args.step_size,
+                                      mirroring=False if args.no_mirroring else None)
     progress = getattr(args, "progress", None)
     if progress is not None:
         progress.close()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from hccatom import errors as core_errors
-from hccatom.errors import ClinicalInputError, CTInputError, HccatomError
+from hccatom.errors import ClinicalInputError, CTInputError, HccatomError, InputError
 from hccatom.safe_json import JSONLimitError, JSONLimits, loads_limited
 from hccatom.serve import errors as serve_errors
 from hccatom.volume import Volume
@@ -75,15 +75,17 @@ def phase_volume(name: str, header: Any, array: np.ndarray | None) -> Volume:
 
 def parse_request(raw: bytes) -> dict[str, Any]:
     """The request JSON, size/depth limited; must be an object with ``clinical``."""
+    if len(raw) > REQUEST_JSON_LIMITS.max_bytes:
+        raise serve_errors.RequestTooLargeError(
+            f"request JSON of {len(raw)} bytes is over the limit of "
+            f"{REQUEST_JSON_LIMITS.max_bytes}; it holds only clinical values and geometry")
     try:
         data = loads_limited(raw, REQUEST_JSON_LIMITS)
-    except JSONLimitError as exc:
-        raise serve_errors.RequestTooLargeError(f"request JSON refused: {exc}") from None
-    except ValueError as exc:
-        raise ClinicalInputError(f"request JSON is not valid JSON: {exc}") from None
+    except (JSONLimitError, ValueError) as exc:
+        raise InputError(f"request JSON refused: {exc}") from None
     if not isinstance(data, dict):
-        raise ClinicalInputError("request JSON must be an object with 'clinical' and the "
-                                 "phase geometries")
+        raise InputError("request JSON must be an object with 'clinical' and the phase "
+                         "geometries")
     if "clinical" not in data:
         raise ClinicalInputError("request JSON has no 'clinical' object")
     return data
