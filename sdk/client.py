@@ -108,7 +108,7 @@ class RemotePredictor:
         else:
             from hccatom.chain import check_phase_keys
             from hccatom.ct_io import read_ct
-            from hccatom.predictor import CTStudy
+            from hccatom.predictor import PHASES, CTStudy
 
             if ct is None:
                 raise InputError("recommend needs ct={'arterial': ..., 'portal': ...} or "
@@ -116,7 +116,7 @@ class RemotePredictor:
             if isinstance(ct, Mapping):
                 check_phase_keys(ct)
             phases = CTStudy.coerce(ct)
-            for name in wire.PHASES:
+            for name in PHASES:
                 try:
                     volume = read_ct(phases.phase(name))
                 except HccatomError as exc:

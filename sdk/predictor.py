@@ -323,8 +323,8 @@ class Predictor:
             threads=threads, spec=seg_spec, engines=seg_engines, verify=False,
             device_resident=device_resident,
         )
-        engines = dict(zip(sel_paths, made[len(seg_paths):], strict=True))
-        scorer = SelectionScorer(sel, engines)
+        sel_engines = dict(zip(sel_paths, made[len(seg_paths):], strict=True))
+        scorer = SelectionScorer(sel, sel_engines)
         predictor = cls(bundle, segmenter, scorer, device=device, safety=safety,
                         phase_workers=phase_workers)
         predictor.precisions = used

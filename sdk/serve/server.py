@@ -156,7 +156,7 @@ def serve(predictor: Any, options: ServeOptions, *,
     stop = stop or threading.Event()
     triton = pytriton_server.start(options.ports, exit_timeout_s=options.exit_timeout_s)
     bind(triton, RecommendService(predictor, options), options)
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
