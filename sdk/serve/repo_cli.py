@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{m.name}: {m.bundle_path} (max_batch_size {m.max_batch_size})")
     print(f"wrote {len(report.models)} models to {report.root} from bundle "
           f"{report.bundle_name} {report.bundle_version}; start a server with:\n"
-          f"  docker run --rm -p8000:8000 -p8001:8001 -p8002:8002 "
+          f"  docker run --rm {'--gpus all ' if args.instance_kind == 'gpu' else ''}"
+          f"-p8000:8000 -p8001:8001 -p8002:8002 "
           f"-v {report.root.resolve()}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 "
           f"tritonserver --model-repository=/models")
     return 0
