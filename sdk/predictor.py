@@ -290,6 +290,9 @@ class Predictor:
         if engines is not None:  # networks on a Triton server (hccatom.serve)
             from hccatom.serve.remote_engines import remote_engine_factory
 
+            if engine_factory is not None:
+                raise InputError("pass engines='triton://...' or engine_factory=, not both")
+
             engine_factory = remote_engine_factory(engines, bundle)
         used: dict[str, str] = {}
 

@@ -91,3 +91,41 @@ def test_environment_checks(monkeypatch: pytest.MonkeyPatch) -> None:
                         .get(name))
     with pytest.raises(ServeError, match="enable-shared"):
         pytriton_env.libpython_dir()
+
+
+class _FakeClient:
+    """What TritonEngine asks a server at creation, answered from a dict."""
+
+    def __init__(self, sha: str | None) -> None:
+        self.sha = sha
+
+    def is_model_ready(self, name: str, version: str = "") -> bool:
+        return name == "m"
+
+    def get_model_metadata(self, name: str, version: str = "", as_json: bool = False
+                           ) -> dict[str, object]:
+        return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
+                "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}]}
+
+    def get_model_config(self, name: str, version: str = "", as_json: bool = False
+                         ) -> dict[str, object]:
+        params = {} if self.sha is None else {"hccatom_sha256": {"string_value": self.sha}}
+        return {"config": {"max_batch_size": 8, "parameters": params}}
+
+
+def test_triton_engine_refuses_a_server_with_another_model_file(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hccatom.engines import triton_engine
+    from hccatom.errors import EngineError, EngineUnavailableError
+
+    monkeypatch.setattr(triton_engine, "grpc_client", lambda address: _FakeClient("a" * 64))
+    engine = triton_engine.TritonEngine("triton://h:1", "m", expected_sha256="a" * 64)
+    assert [s.shape for s in engine.inputs] == [("batch", 3)]
+    assert engine.providers == ["Triton(h:1)"]
+    with pytest.raises(EngineError, match="export the repository from this bundle"):
+        triton_engine.TritonEngine("triton://h:1", "m", expected_sha256="b" * 64)
+    with pytest.raises(EngineUnavailableError, match="not ready"):
+        triton_engine.TritonEngine("triton://h:1", "other")
+    monkeypatch.setattr(triton_engine, "grpc_client", lambda address: _FakeClient(None))
+    assert triton_engine.TritonEngine("triton://h:1", "m", expected_sha256="b" * 64
+                                      ).served_sha256 is None  # a server that cannot say
