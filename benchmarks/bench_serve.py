@@ -123,6 +123,10 @@ def main() -> int:
     ap.add_argument("--instances", type=int, default=2)
     ap.add_argument("--full", action="store_true",
                     help="default segmentation (step 0.5, mirroring); else step 1, no mirroring")
+    ap.add_argument("--memory-requests", type=int, default=0,
+                    help="then this many more requests (2 clients) with the server's memory "
+                         "sampled after each (memory stays flat?)")
+    ap.add_argument("--skip-load", action="store_true", help="only the memory run")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     fast = not args.full
@@ -143,7 +147,7 @@ def main() -> int:
         remote = RemotePredictor(f"triton://{ports.grpc_url}")
         remote.recommend(*cases[0])  # warm-up
         rss.append(group_rss_mb(proc.pid))
-        for n in args.clients:
+        for n in [] if args.skip_load else args.clients:
             r = run_load(lambda s: remote.recommend(*cases[s]), n, args.requests,
                          args.studies, reference, after=lambda: rss.append(
                              group_rss_mb(proc.pid)))
@@ -154,6 +158,23 @@ def main() -> int:
                   f"{r['throughput_per_s']:.3f}/s errors {r['errors']} mismatches "
                   f"{r['mismatches']} | in-process: p50 {loc['p50_s']:.2f} s p99 "
                   f"{loc['p99_s']:.2f} s {loc['throughput_per_s']:.3f}/s", flush=True)
+        if args.memory_requests:
+            mem_start = len(rss)
+            m = run_load(lambda s: remote.recommend(*cases[s]), 2, args.memory_requests,
+                         args.studies, reference, after=lambda: rss.append(
+                             group_rss_mb(proc.pid)))
+            series = rss[mem_start:]
+            k = max(1, len(series) // 10)
+            memory = {"requests": args.memory_requests, "errors": m["errors"],
+                      "mismatches": m["mismatches"],
+                      "first_tenth_median_mb": float(np.median(series[:k])),
+                      "last_tenth_median_mb": float(np.median(series[-k:])),
+                      "max_mb": max(series), "series_mb": series}
+            print(f"memory over {args.memory_requests} requests: first tenth "
+                  f"{memory['first_tenth_median_mb']:.0f} MB, last tenth "
+                  f"{memory['last_tenth_median_mb']:.0f} MB, max {memory['max_mb']:.0f} MB, "
+                  f"errors {m['errors']}, mismatches {m['mismatches']}", flush=True)
+            results.append({"memory": memory})
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -129,3 +129,17 @@ def test_triton_engine_refuses_a_server_with_another_model_file(
     monkeypatch.setattr(triton_engine, "grpc_client", lambda address: _FakeClient(None))
     assert triton_engine.TritonEngine("triton://h:1", "m", expected_sha256="b" * 64
                                       ).served_sha256 is None  # a server that cannot say
+
+
+def test_serve_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    from hccatom.cli import EXIT_NO_ENGINE, main
+    from hccatom.demo import demo_bundle_path
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pytriton" else real(name, *a))
+    assert main(["serve", "--bundle", str(demo_bundle_path())]) == EXIT_NO_ENGINE
+    assert 'pip install "hccatom[serve]"' in capsys.readouterr().err
