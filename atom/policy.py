@@ -27,9 +27,15 @@ paper, kept so that a recommendation is reproducible and every fired rule can be
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 #: The four SELECTION models, in the order ATOM reports them.
 MODELS: Final[tuple[str, str, str, str]] = ("TACE", "HAIC", "TC", "HC")
@@ -120,6 +126,16 @@ class AtomPolicy(BaseModel):
     def atom_v1(cls) -> AtomPolicy:
         """The default policy ``atom-v1`` (reconstructed, not clinically validated)."""
         return cls()
+
+    @model_serializer(mode="wrap")
+    def _omit_default_systemic_when(self, handler: SerializerFunctionWrapHandler
+                                    ) -> dict[str, Any]:
+        # the default is what schema 1.0 readers do; written only when it differs, so that
+        # they still load atom-v1 bundles and refuse a policy they would misapply
+        data: dict[str, Any] = handler(self)
+        if data.get("systemic_when") == "combination-favourable":
+            data.pop("systemic_when")
+        return data
 
     @classmethod
     def atom_v1_responder(cls) -> AtomPolicy:

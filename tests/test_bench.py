@@ -108,7 +108,8 @@ def test_bench_compare_nnunet_needs_export_extra(
                  "--no-mirroring", "--no-flops", "--compare-nnunet", str(tmp_path)])
     assert code == EXIT_FAILED
     err = capsys.readouterr().err
-    assert "export extra" in err and "nnunetv2" in err
+    # names the first missing module: nnunetv2 here, torch in the runtime-only environment
+    assert "export extra" in err and ("nnunetv2" in err or "torch is not installed" in err)
 
 
 @pytest.mark.export

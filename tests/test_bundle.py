@@ -344,3 +344,20 @@ def test_parse_thresholds(tmp_path: Path) -> None:
     assert parse_thresholds(str(f)) == dict(PAPER_MSS)
     with pytest.raises(ExportError):
         parse_thresholds("TACE:0.4")
+
+
+def test_schema_1_1_fields_are_left_out_when_unset() -> None:
+    """Readers of schema 1.0 read the policy and the segmentation spec strictly: a bundle
+    that uses no 1.1 feature must serialise them without the 1.1 keys."""
+    from hccatom.demo import demo_bundle_path
+
+    assert "systemic_when" not in AtomPolicy.atom_v1().model_dump()
+    responder = AtomPolicy.atom_v1_responder().model_dump()
+    assert responder["systemic_when"] == "no-response"  # a 1.0 reader must refuse this one
+    assert AtomPolicy.model_validate(responder) == AtomPolicy.atom_v1_responder()
+    spec = load_bundle(demo_bundle_path()).manifest.segmentation.spec
+    dumped = json.loads(spec.to_json())
+    assert not {"window_before_segmentation", "training_orientation", "postprocessing",
+                } & set(dumped)
+    oriented = spec.model_copy(update={"training_orientation": "RAS"})
+    assert json.loads(oriented.to_json())["training_orientation"] == "RAS"

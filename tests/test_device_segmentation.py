@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
+from fixtures.nnunet.helpers import load_volume as load
 
 from hccatom import Segmenter, Volume
 from hccatom.engines import OnnxRuntimeEngine
@@ -28,13 +28,6 @@ from hccatom.segmentation.sliding_window import gaussian_importance
 FIXTURE = Path(__file__).parent / "fixtures" / "nnunet"
 EXPORT = FIXTURE / "export"
 VOLUMES = FIXTURE / "volumes"
-
-
-def load(name: str) -> Volume:
-    img = sitk.ReadImage(str(VOLUMES / name))
-    return Volume.from_array(
-        sitk.GetArrayFromImage(img).astype(np.float32), img.GetSpacing()[::-1]
-    )
 
 
 def synthetic_study(size: int = 96, slices: int = 32) -> Volume:

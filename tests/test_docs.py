@@ -201,3 +201,60 @@ def test_every_cli_option_the_pages_mention_exists() -> None:
         for option in set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", _prose(page))):
             if option not in not_hccatom:
                 assert option in reference, f"{page.name}: {option} is no hccatom option"
+
+
+def test_no_page_is_left_with_a_todo_marker_for_the_lead() -> None:
+    """Every ``TODO(lead)`` note of the pre-merge site was replaced by text."""
+    left = [f"{p.name}:{i}" for p in sorted(DOCS.glob("*.md"))
+            for i, line in enumerate(p.read_text("utf-8").splitlines(), 1) if "TODO(lead)" in line]
+    assert not left, f"unfinished docs: {left}"
+
+
+def test_changelog_has_a_dated_entry_for_this_version_and_the_schema() -> None:
+    """The version bumps with the schema or outputs; the changelog says what changed."""
+    import hccatom
+    from hccatom.bundle.manifest import SCHEMA_VERSION
+
+    text = (ROOT / "CHANGELOG.md").read_text("utf-8")
+    version = re.escape(hccatom.__version__)
+    entry = re.search(rf"^## \[{version}\] - \d{{4}}-\d{{2}}-\d{{2}}$(.*?)(?=^## \[|\Z)",
+                      text, re.M | re.S)
+    assert entry, f"CHANGELOG.md has no dated '## [{hccatom.__version__}] - YYYY-MM-DD' entry"
+    assert "### Added" in entry.group(1) or "### Changed" in entry.group(1)
+    assert f"1.0 -> {SCHEMA_VERSION}" in entry.group(1) or SCHEMA_VERSION == "1.0"
+    pyproject = (ROOT / "pyproject.toml").read_text("utf-8")
+    assert re.search(rf'^version = "{version}"$', pyproject, re.M), "pyproject.toml version"
+
+
+def test_docs_examples_script_checks_the_refusals_it_shows() -> None:
+    """The signed-bundle walk-through's refusals are run, and their exit codes checked."""
+    script = (ROOT / "tools" / "docs_examples.sh").read_text("utf-8")
+    for name in ("bundle_verify_wrong_key", "bundle_verify_edited",
+                 "bundle_verify_unsigned_trusted", "export_nnunet_no_window"):
+        assert re.search(rf"^expect_code [23] {name} ", script, re.M), name
+    assert "--sign-key" in script and "--trusted-key" in script
+    assert 'exit 1' in script  # an unexpected exit code fails the script
+
+
+def _flag_codes_in_code() -> set[str]:
+    """Every quality flag code the package can raise (``QualityFlag(code="...")``)."""
+    codes: set[str] = set()
+    for folder in ("sdk", "atom"):
+        for source in (ROOT / folder).rglob("*.py"):
+            codes |= set(re.findall(r'\bcode="([a-z_]+)"', source.read_text("utf-8")))
+    return codes
+
+
+def test_every_quality_flag_is_documented_and_every_documented_flag_exists() -> None:
+    """safety.md's flag table lists every code the code raises (DICOM's in dicom.md)."""
+    codes = _flag_codes_in_code()
+    assert {"synthetic_models_on_non_phantom", "small_tumour", "phases_far_apart"} <= codes
+    prose = {p.name: _prose(p) for p in DOCS.glob("*.md")}
+    for code in sorted(codes):
+        assert any(f"`{code}`" in text for text in prose.values()), f"flag {code} undocumented"
+    table = re.search(r"^## Flags$(.*?)(?=^## |\Z)", prose["safety.md"], re.M | re.S)
+    assert table, "safety.md has a '## Flags' section"
+    first_cells = re.findall(r"^\| ([^|]+) \|", table.group(1), re.M)
+    documented = {code for cell in first_cells for code in re.findall(r"`([a-z_]+)`", cell)}
+    assert len(documented) >= 15, f"flag rows not found in safety.md: {sorted(documented)}"
+    assert documented <= codes, f"documented but never raised: {sorted(documented - codes)}"

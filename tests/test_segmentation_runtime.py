@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
+from fixtures.nnunet.helpers import load_volume as load
 
 from hccatom import Segmenter, Volume
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
@@ -24,13 +24,6 @@ from hccatom.segmentation import SegmentationSpec
 FIXTURE = Path(__file__).parent / "fixtures" / "nnunet"
 EXPORT = FIXTURE / "export"
 VOLUMES = FIXTURE / "volumes"
-
-
-def load(name: str) -> Volume:
-    img = sitk.ReadImage(str(VOLUMES / name))
-    return Volume.from_array(
-        sitk.GetArrayFromImage(img).astype(np.float32), img.GetSpacing()[::-1]
-    )
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -185,6 +185,16 @@ class SegmentationSpec(_Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_serializer(mode="wrap")
+    def _omit_absent_optional(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # fields added in schema 1.1 are left out when unset, so that a spec without them
+        # serialises exactly as before and readers of schema 1.0 still load it
+        data: dict[str, Any] = handler(self)
+        for key in ("window_before_segmentation", "training_orientation", "postprocessing"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
     @field_validator("transpose_forward", "transpose_backward")
     @classmethod
     def _perm(cls, v: list[int]) -> list[int]:
