@@ -534,7 +534,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     from hccatom.serve import serve_cli  # light: PyTriton loads only when it runs
 
     p = sub.add_parser("serve", help="serve the chain behind Triton (needs the serve extra)",
-                       parents=[LEAF], description=serve_cli.__doc__)
+                       parents=[LEAF], description="Serve Predictor.recommend behind Triton "
+                       "(PyTriton). Prints 'hccatom serve: ready ...' on stdout when ready; "
+                       "stops on SIGTERM after in-flight requests finish.")
     serve_cli.configure_parser(p)
     p.set_defaults(func=serve_cli.run)
 

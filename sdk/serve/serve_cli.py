@@ -17,7 +17,8 @@ from hccatom.serve.pytriton_server import Ports
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``serve`` arguments to ``parser``."""
     parser.add_argument("--bundle", type=Path, required=True, help="bundle folder or .zip")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
+                        help="inference device of the served Predictor (default auto)")
     parser.add_argument("--step-size", type=float, default=0.5,
                         help="segmentation sliding-window step (fraction of a patch, "
                              "default 0.5, as in-process)")
@@ -25,9 +26,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="segment without mirroring (faster, as mirroring=False)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--grpc-port", type=int, default=8001,
+                        help="gRPC port, what clients use (default 8001)")
+    parser.add_argument("--http-port", type=int, default=8000,
+                        help="HTTP port: health /v2/health/ready (default 8000)")
+    parser.add_argument("--metrics-port", type=int, default=8002,
+                        help="Prometheus metrics /metrics (default 8002)")
     parser.add_argument("--instances", type=int, default=1,
                         help="recommend calls running at once (default 1)")
     parser.add_argument("--max-queue", type=int, default=4,
