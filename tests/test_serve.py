@@ -110,6 +110,8 @@ def test_malformed_and_oversize_requests_are_refused_and_the_server_stays_up(
             _raw_infer(server, b"{not json", {})
         with pytest.raises(ClinicalInputError, match="no 'clinical'"):
             _raw_infer(server, b'{"arterial": {}}', {})
+        with pytest.raises(ClinicalInputError, match="must be a JSON object"):  # not a path
+            _raw_infer(server, b'{"clinical": "/etc/hostname"}', {})
         with pytest.raises(CTInputError, match="portal phase array is missing"):
             _raw_infer(server, json.dumps({"clinical": {}, "arterial": {
                 "spacing_zyx_mm": [1, 1, 1]}}).encode(), {"arterial": small})

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hccatom.errors import HccatomError, InputError
+from hccatom.errors import ClinicalInputError, HccatomError, InputError
 from hccatom.serve import pytriton_server, wire
 from hccatom.serve.errors import RequestTooLargeError, ServeError
 from hccatom.serve.pytriton_server import Ports
@@ -95,14 +95,19 @@ class RecommendService:
         if raw.size != 1:
             raise InputError(f"'{wire.REQUEST}' must hold one JSON text, got {raw.size}")
         req = wire.parse_request(bytes(raw[0]))
+        if not isinstance(req["clinical"], dict):  # a string would be read as a server path
+            raise ClinicalInputError("request: 'clinical' must be a JSON object of field -> "
+                                     "value")
         if "study_path" in req:
             rec = self.predictor.recommend(study=self._study_path(req["study_path"]),
-                                           clinical=_clinical(req["clinical"]))
+                                           clinical=req["clinical"])
         else:
             ct = {name: wire.phase_volume(name, req.get(name),
                                           None if name not in data else data[name][0])
                   for name in wire.PHASES}
-            rec = self.predictor.recommend(ct, _clinical(req["clinical"]))
+            # the clinical mapping as sent: validated by the same code, in the same order,
+            # as an in-process call with a mapping
+            rec = self.predictor.recommend(ct, req["clinical"])
         return str(rec.to_json(indent=0))
 
     def __call__(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
@@ -119,15 +124,6 @@ class RecommendService:
                 ) from None
             out.append({wire.OUTPUT: np.array([[text.encode()]], dtype=object)})
         return out
-
-
-def _clinical(value: Any) -> Any:
-    from hccatom.clinical import ClinicalVariables
-    from hccatom.errors import ClinicalInputError
-
-    if not isinstance(value, dict):
-        raise ClinicalInputError("request: 'clinical' must be a JSON object of field -> value")
-    return ClinicalVariables.from_mapping(value)
 
 
 def bind(triton: Any, service: RecommendService, options: ServeOptions) -> None:
