@@ -22,8 +22,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "against PyTorch per fold, and write the segmentation spec for bundles."
     )
     parser.add_argument(
-        "--model-folder", type=Path, required=True,
-        help="<nnUNet_results>/DatasetXXX_Name/<Trainer>__<Plans>__<configuration>",
+        "--model-folder", type=Path, required=True, nargs="+",
+        help="<nnUNet_results>/DatasetXXX_Name/<Trainer>__<Plans>__<configuration>; several "
+        "folders: an ensemble of their configurations (nnUNetv2_ensemble: probabilities "
+        "averaged), each exported into member_<i>_<configuration>/ with the same --folds",
+    )
+    parser.add_argument(
+        "--previous-stage-folder", type=Path, default=None, metavar="DIR",
+        help="3d_cascade_fullres only: the 3d_lowres model folder (default: the sibling "
+        "<Trainer>__<Plans>__3d_lowres); both stages go into one export",
     )
     parser.add_argument(
         "--configuration", default=None,
@@ -85,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
     from hccatom.export.nnunet_export import export_nnunet, parse_label_map
     from hccatom.export.nnunet_orientation import resolve_training_orientation
 
+    folders: list[Path] = list(args.model_folder)
     try:
-        plans_file = args.model_folder / "plans.json"
+        plans_file = folders[0] / "plans.json"
         dataset_name = _dataset_name(plans_file)
         orientation = resolve_training_orientation(
             args.training_orientation, args.raw_dataset, dataset_name
@@ -96,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
                   "--training-orientation (e.g. LPS, or RAS for NIfTI stored RAS+) or "
                   "--raw-dataset DIR to infer it from the training images", file=sys.stderr)
             return 2
+        if len(folders) > 1:
+            return _run_ensemble(args, folders, orientation)
         result = export_nnunet(
-            args.model_folder,
+            folders[0],
             args.out,
             configuration=args.configuration,
             folds=args.folds,
@@ -109,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             training_orientation=orientation,
             raw_dataset=args.raw_dataset,
             precision=args.precision,
+            previous_stage_folder=args.previous_stage_folder,
         )
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -117,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     spec = result.spec
+    if spec.previous_stage is not None:
+        prev = spec.previous_stage
+        print(f"exported cascade: {prev.configuration} folds {[f.fold for f in prev.folds]} "
+              f"-> {spec.configuration} ({spec.num_input_channels} input channels)")
     print(
         f"exported {spec.configuration} folds {[f.fold for f in spec.folds]} to "
         f"{result.out_dir} (patch {spec.patch_size}, spacing {spec.target_spacing_mm} mm, "
@@ -127,6 +142,33 @@ def run(args: argparse.Namespace) -> int:
     for r in result.report["folds"]:
         print(f"  fold {r['fold']}: relative max logit diff {r['relative_max_diff']:.2e} "
               f"(<= {result.report['tolerance_relative_max_diff']:.0e})")
+    return 0
+
+
+def _run_ensemble(args: argparse.Namespace, folders: list[Path], orientation: str | None
+                  ) -> int:
+    """``--model-folder A B ...``: export an ensemble of configurations."""
+    from hccatom.export.nnunet_ensemble import EnsembleMember, export_nnunet_ensemble
+    from hccatom.export.nnunet_export import parse_label_map
+
+    if args.configuration is not None or args.previous_stage_folder is not None:
+        print("error: with several --model-folder (an ensemble) each configuration comes from "
+              "its folder name; drop --configuration/--previous-stage-folder", file=sys.stderr)
+        return 2
+    if args.precision != "fp32":
+        print("error: fp16 graphs are not supported for ensembles yet; use --precision fp32",
+              file=sys.stderr)
+        return 2
+    result = export_nnunet_ensemble(
+        [EnsembleMember(f, folds=args.folds) for f in folders], args.out,
+        checkpoint=args.checkpoint, label_map=parse_label_map(args.label_map), seed=args.seed,
+        window_before_segmentation=args.window_before_segmentation,
+        postprocessing=args.postprocessing, training_orientation=orientation,
+        raw_dataset=args.raw_dataset,
+    )
+    for m in result.report["members"]:
+        print(f"  member {m['member']}: {m['configuration']} -> {result.out_dir / m['folder']}")
+    print(f"exported an ensemble of {len(folders)} configurations to {result.out_dir}")
     return 0
 
 

@@ -3,9 +3,10 @@
 Steps (see ``hccatom export nnunet --help``):
 
 1. check the folder is an nnU-Net v2 training output (``dataset.json``, ``plans.json``,
-   ``fold_X/<checkpoint>``), not an nnU-Net v1 one, and that the configuration exists, is
-   not a cascade stage, uses ``CTNormalization`` on one channel and nnU-Net's default
-   resampling functions, and is not region-based;
+   ``fold_X/<checkpoint>``), not an nnU-Net v1 one, and that the configuration exists,
+   uses ``CTNormalization`` on one channel and nnU-Net's default resampling functions, and
+   is not region-based; a cascade stage (``3d_cascade_fullres``) first exports its previous
+   stage (``3d_lowres``, the sibling model folder unless given) into ``previous_stage/``;
 2. map ``dataset.json`` labels to hccatom's (liver, tumour), by name or ``--label-map``;
 3. per fold: load the checkpoint (``torch.load(weights_only=True)`` first; if that fails
    the file is trusted site material, so warn and load it fully), build the network as
@@ -70,6 +71,8 @@ LIVER_NAMES = ("liver",)
 TUMOUR_NAMES = ("tumour", "tumor", "lesion", "cancer", "hcc", "neoplasm", "mass")
 SUPPORTED_RESAMPLING = "resample_data_or_seg_to_shape"
 V1_MARKERS = ("plans.pkl", "model_final_checkpoint.model", "model_best.model")
+PREVIOUS_STAGE_DIR = "previous_stage"
+"""Sub-folder of a cascade export holding the previous stage's fold models and report."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ def label_meaning(
 
 # --- plans ------------------------------------------------------------------------------
 def _resampling(cfg: Mapping[str, Any], kind: str) -> ResamplingSpec:
+    """The resampling kwargs of ``kind`` (data, probabilities, or seg: is_seg=True)."""
     from nnunetv2.configuration import ANISO_THRESHOLD
 
     fn = cfg.get(f"resampling_fn_{kind}")
@@ -205,8 +209,11 @@ def _resampling(cfg: Mapping[str, Any], kind: str) -> ResamplingSpec:
             f"{SUPPORTED_RESAMPLING!r}"
         )
     kw = dict(cfg.get(f"resampling_fn_{kind}_kwargs") or {})
-    if kw.get("is_seg"):
-        raise ExportError(f"resampling_fn_{kind}_kwargs has is_seg=True; unsupported")
+    if bool(kw.get("is_seg")) != (kind == "seg"):
+        raise ExportError(f"resampling_fn_{kind}_kwargs has is_seg={kw.get('is_seg')}; "
+                          "unsupported")
+    if kind == "seg" and int(kw.get("order_z", 0)) != 0:
+        raise ExportError("resampling_fn_seg_kwargs order_z != 0 is not supported")
     return ResamplingSpec(
         order=int(kw.get("order", 3)),
         order_z=int(kw.get("order_z", 0)),
@@ -215,7 +222,8 @@ def _resampling(cfg: Mapping[str, Any], kind: str) -> ResamplingSpec:
     )
 
 
-def _configuration(plans: dict[str, Any], configuration: str) -> Any:
+def _configuration(plans: dict[str, Any], configuration: str, allow_cascade: bool = False
+                   ) -> Any:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     pm = PlansManager(plans)
@@ -225,7 +233,7 @@ def _configuration(plans: dict[str, Any], configuration: str) -> Any:
             f"{', '.join(pm.available_configurations)}); pass --configuration"
         )
     cm = pm.get_configuration(configuration)
-    if cm.previous_stage_name is not None:
+    if cm.previous_stage_name is not None and not allow_cascade:
         raise ExportError(
             f"{configuration} is a cascade stage (needs {cm.previous_stage_name}'s "
             "segmentation as input); hccatom supports 2d, 3d_fullres and 3d_lowres only"
@@ -346,10 +354,11 @@ def _load_weights(net: nn.Module, weights: Mapping[str, torch.Tensor], where: st
         ) from exc
 
 
-def export_onnx(net: nn.Module, patch: Sequence[int], path: Path) -> None:
-    """Export with a dynamic batch axis and the spatial size fixed to ``patch``."""
+def export_onnx(net: nn.Module, patch: Sequence[int], path: Path, channels: int = 1) -> None:
+    """Export with a dynamic batch axis and the spatial size fixed to ``patch``
+    (``channels`` input channels: 1, or more for a cascade stage)."""
     net.eval()
-    dummy = torch.zeros((1, 1, *patch), dtype=torch.float32)
+    dummy = torch.zeros((1, channels, *patch), dtype=torch.float32)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -370,13 +379,14 @@ def parity(
     patch: Sequence[int],
     seed: int,
     batches: Sequence[int] = (1, 2),
+    channels: int = 1,
 ) -> dict[str, Any]:
     """ONNX Runtime (CPU) vs PyTorch on seeded random patches; relative max difference."""
     engine = OnnxRuntimeEngine(onnx_path, device="cpu")
     rng = np.random.default_rng(seed)
     rows = []
     for b in batches:
-        x = rng.normal(0.0, 1.0, size=(b, 1, *patch)).astype(np.float32)
+        x = rng.normal(0.0, 1.0, size=(b, channels, *patch)).astype(np.float32)
         with torch.no_grad():
             ref = net(torch.from_numpy(x)).numpy()
         got = engine.run({"image": x})["logits"]
@@ -423,6 +433,7 @@ def export_nnunet(
     raw_dataset: str | Path | None = None,
     precision: Precision = "fp32",
     fp16_volumes: Mapping[str, Volume] | None = None,
+    previous_stage_folder: str | Path | None = None,
 ) -> NnunetExportResult:
     """Export an nnU-Net v2 model folder; see the module docstring. Raises ExportError.
 
@@ -437,6 +448,8 @@ def export_nnunet(
     kept only if whole segmentations of ``fp16_volumes`` (default: a small synthetic
     two-phase study) pass the fp16 gate (:mod:`hccatom.export.fp16`); else
     :class:`~hccatom.export.fp16.Fp16ParityError` after writing the fp32 export.
+    ``previous_stage_folder`` (cascades): the previous stage's model folder (default: the
+    sibling ``<Trainer>__<Plans>__<previous stage>``); all its folds are exported.
     """
     fp16 = wants_fp16(precision)
     folder = Path(model_folder)
@@ -447,7 +460,9 @@ def export_nnunet(
     if configuration is None:
         m = re.match(r".+__.+__(.+)$", folder.name)
         configuration = m.group(1) if m else "3d_fullres"
-    pm, cm = _configuration(plans, configuration)
+    pm, cm = _configuration(plans, configuration, allow_cascade=True)
+    if cm.previous_stage_name is not None and fp16:
+        raise ExportError("fp16 graphs are not supported for cascades yet; use --precision fp32")
     labels = label_meaning(dataset_json, label_map)
     from hccatom.export.nnunet_orientation import resolve_training_orientation
 
@@ -471,6 +486,15 @@ def export_nnunet(
     resampling_data = _resampling(cm.configuration, "data")
     resampling_probs = _resampling(cm.configuration, "probabilities")
     stats = _ct_stats(pm)
+    previous = None
+    if cm.previous_stage_name is not None:
+        previous = _export_previous_stage(
+            folder, out, str(cm.previous_stage_name), previous_stage_folder,
+            checkpoint=checkpoint, label_map=label_map, seed=seed + 1000,
+            window_before_segmentation=window_before_segmentation,
+            training_orientation=orientation, raw_dataset=raw_dataset,
+        )
+    n_in = 1 if previous is None else 1 + previous.num_output_channels - 1
     avail = _available_folds(folder, checkpoint)
     chosen = list(avail) if folds is None else [int(f) if str(f).isdigit() else f for f in folds]
     missing = [f for f in chosen if f not in avail]
@@ -505,8 +529,8 @@ def export_nnunet(
         _load_weights(net, ck["network_weights"], f"fold {fold}")
         net.eval()
         onnx_name = f"fold_{fold}.onnx"
-        export_onnx(net, patch, out / onnx_name)
-        rep = parity(net, out / onnx_name, patch, seed + i)
+        export_onnx(net, patch, out / onnx_name, n_in)
+        rep = parity(net, out / onnx_name, patch, seed + i, channels=n_in)
         rep["fold"] = fold
         fold_reports.append(rep)
         fold_id: int | Literal["all"] = fold if isinstance(fold, int) else "all"
@@ -538,6 +562,9 @@ def export_nnunet(
         window_before_segmentation=window_before_segmentation,
         postprocessing=post,
         training_orientation=orientation,
+        previous_stage=previous,
+        resampling_segmentation=None if previous is None else _resampling(
+            cm.configuration, "seg"),
     )
     report = {
         "kind": "nnunet-onnx-parity",
@@ -553,6 +580,9 @@ def export_nnunet(
         "versions": _versions(),
         "passed": all(r["passed"] for r in fold_reports),
     }
+    if previous is not None:
+        report["input_channels"] = n_in
+        report["previous_stage"] = f"{PREVIOUS_STAGE_DIR}/{REPORT_FILENAME}"
     spec.save(out)
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     failed = [r for r in fold_reports if not r["passed"]]
@@ -567,6 +597,38 @@ def export_nnunet(
         spec = _add_fp16_folds(spec, out, fp16_volumes)
     log.info("wrote %s and %d fold model(s) to %s", SPEC_FILENAME, len(fold_models), out)
     return NnunetExportResult(out_dir=out, spec=spec, report=report)
+
+
+def stage_spec(result: NnunetExportResult, prefix: str) -> SegmentationSpec:
+    """An export written into the sub-folder ``prefix`` as a stage or member of a larger
+    spec: fold paths made relative to the parent folder, the sub-folder's own spec file
+    removed (the parent's spec describes it; its parity report stays)."""
+    def moved(name: str | None) -> str | None:
+        return None if name is None else f"{prefix}/{name}"
+
+    folds = [f.model_copy(update={"onnx": moved(f.onnx), "onnx_fp16": moved(f.onnx_fp16)})
+             for f in result.spec.folds]
+    (result.out_dir / SPEC_FILENAME).unlink()
+    return result.spec.model_copy(update={"folds": folds})
+
+
+def _export_previous_stage(
+    folder: Path, out: Path, previous_name: str, previous_folder: str | Path | None,
+    **kwargs: Any,
+) -> SegmentationSpec:
+    """Export a cascade's previous stage into ``out/previous_stage`` (all its folds)."""
+    if previous_folder is None:
+        trainer, plans_name, _ = [*folder.name.split("__"), "", "", ""][:3]
+        previous_folder = folder.parent / f"{trainer}__{plans_name}__{previous_name}"
+    prev_dir = Path(previous_folder)
+    if not prev_dir.is_dir():
+        raise ExportError(
+            f"{folder.name} is a cascade stage that needs {previous_name}'s model folder; "
+            f"{prev_dir} does not exist: pass --previous-stage-folder"
+        )
+    result = export_nnunet(prev_dir, out / PREVIOUS_STAGE_DIR, configuration=previous_name,
+                           **kwargs)
+    return stage_spec(result, PREVIOUS_STAGE_DIR)
 
 
 def _add_fp16_folds(

@@ -175,8 +175,42 @@ def shrink_plans(plans_file: Path, ov: PlanOverrides) -> None:
     plans_file.write_text(json.dumps(plans, indent=2))
 
 
-def plan_and_preprocess(dataset_id: int, dataset_name: str, ov: PlanOverrides) -> Path:
-    """nnU-Net's fingerprint + plan, shrink the plan, preprocess; returns the preprocessed dir."""
+LOWRES, CASCADE = "3d_lowres", "3d_cascade_fullres"
+
+
+@dataclass(frozen=True)
+class CascadeOverrides:
+    """A ``3d_lowres`` stage added to the shrunk plan, with ``3d_cascade_fullres`` after it.
+
+    nnU-Net's planner adds these two only for images much larger than the 3d_fullres patch;
+    :func:`add_cascade_configurations` writes them as it would (the low-resolution stage is
+    the 3d_fullres configuration at a coarser spacing, with ``next_stage``; the cascade stage
+    inherits 3d_fullres and names ``previous_stage``). Sizes in (z, y, x) order.
+    """
+
+    spacing_mm: tuple[float, float, float] = (6.0, 5.0, 5.0)
+    patch_size: tuple[int, int, int] = (16, 24, 32)
+
+
+def add_cascade_configurations(plans_file: Path, cascade: CascadeOverrides) -> None:
+    """Add ``3d_lowres`` and ``3d_cascade_fullres`` to a (shrunk) plans file."""
+    plans = json.loads(plans_file.read_text())
+    tf = [int(a) for a in plans.get("transpose_forward", [0, 1, 2])]
+    low = json.loads(json.dumps(plans["configurations"][CONFIGURATION]))
+    low["data_identifier"] = f"{PLANS_NAME}_{LOWRES}"
+    low["spacing"] = [float(cascade.spacing_mm[a]) for a in tf]
+    low["patch_size"] = [int(cascade.patch_size[a]) for a in tf]
+    low["next_stage"] = CASCADE
+    plans["configurations"][LOWRES] = low
+    plans["configurations"][CASCADE] = {"inherits_from": CONFIGURATION,
+                                        "previous_stage": LOWRES}
+    plans_file.write_text(json.dumps(plans, indent=2))
+
+
+def plan_and_preprocess(dataset_id: int, dataset_name: str, ov: PlanOverrides,
+                        cascade: CascadeOverrides | None = None) -> Path:
+    """nnU-Net's fingerprint + plan, shrink the plan (adding a cascade when asked),
+    preprocess; returns the preprocessed dir."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
         plan_experiments,
@@ -191,7 +225,12 @@ def plan_and_preprocess(dataset_id: int, dataset_name: str, ov: PlanOverrides) -
         extract_fingerprints([dataset_id], num_processes=1, check_dataset_integrity=True)
         plan_experiments([dataset_id])
         shrink_plans(pre / f"{PLANS_NAME}.json", ov)
-        preprocess([dataset_id], configurations=[CONFIGURATION], num_processes=[1])
+        configurations = [CONFIGURATION]
+        if cascade is not None:
+            add_cascade_configurations(pre / f"{PLANS_NAME}.json", cascade)
+            configurations.append(LOWRES)  # the cascade stage reuses 3d_fullres's data
+        preprocess([dataset_id], configurations=configurations,
+                   num_processes=[1] * len(configurations))
     finally:
         os.environ[ENV_DA] = nproc or "0"
     return pre
@@ -200,7 +239,7 @@ def plan_and_preprocess(dataset_id: int, dataset_name: str, ov: PlanOverrides) -
 def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations: int,
                seed: int = 0, augmentation: bool = True,
                resume_from: Path | None = None, threads_file: Path | None = None,
-               val_iterations: int = 3) -> Path:
+               val_iterations: int = 3, configuration: str = CONFIGURATION) -> Path:
     """Train one fold with a stock trainer at a CPU-sized schedule; returns its folder.
 
     ``augmentation=False`` derives from nnU-Net's own ``nnUNetTrainerNoDA`` (no data
@@ -208,7 +247,9 @@ def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations:
     synthetic data, which is all the demo needs. ``resume_from``: a checkpoint of this
     fold to continue from (nnU-Net's own ``load_checkpoint``; training goes on from its
     epoch up to ``epochs``). ``threads_file``: see :attr:`TrainConfig.threads_file`.
-    ``val_iterations``: validation batches per epoch (logging only).
+    ``val_iterations``: validation batches per epoch (logging only). ``configuration``:
+    the plan's configuration to train (a cascade's ``3d_lowres`` first: its final
+    validation writes the ``predicted_next_stage`` segmentations the cascade stage trains on).
     """
     import numpy as np
     import torch
@@ -242,12 +283,16 @@ def train_fold(dataset_name_full: str, fold: int | str, epochs: int, iterations:
     plans = json.loads((pre / f"{PLANS_NAME}.json").read_text())
     plans["continue_training"] = False  # this nnU-Net's trainer pops it from the plans
     dataset_json = json.loads((pre / "dataset.json").read_text())
-    trainer = _ShortTrainer(plans=plans, configuration=CONFIGURATION, fold=fold,
+    trainer = _ShortTrainer(plans=plans, configuration=configuration, fold=fold,
                             dataset_json=dataset_json, device=torch.device("cpu"))
     if resume_from is not None:
         trainer.load_checkpoint(str(resume_from))
     t0 = time.time()
     trainer.run_training()
+    if trainer.configuration_manager.next_stage_names:
+        # as nnUNetv2_train does after training: the validation writes the segmentations
+        # the next (cascade) stage trains on (predicted_next_stage/)
+        trainer.perform_actual_validation(False)
     print(f"nnU-Net fold {fold}: {epochs} x {iterations} iterations in {time.time() - t0:.0f} s",
           flush=True)
     return Path(trainer.output_folder)
@@ -295,9 +340,10 @@ def slim_checkpoint(src: Path, dst: Path, trainer_name: str = TRAINER_NAME) -> N
 
 
 def slim_model_folder(trained: Path, dst: Path, folds: Sequence[int | str],
-                      trainer_name: str = TRAINER_NAME) -> Path:
-    """Copy a small model folder ``dst/<Trainer>__<Plans>__3d_fullres`` from a training."""
-    name = f"{trainer_name}__{PLANS_NAME}__{CONFIGURATION}"
+                      trainer_name: str = TRAINER_NAME,
+                      configuration: str = CONFIGURATION) -> Path:
+    """Copy a small model folder ``dst/<Trainer>__<Plans>__<configuration>`` from a training."""
+    name = f"{trainer_name}__{PLANS_NAME}__{configuration}"
     out = dst / name
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(trained / "dataset.json", out / "dataset.json")
@@ -335,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__: list[str] = [
-    "PlanOverrides", "TrainConfig", "plan_and_preprocess", "shrink_plans", "slim_checkpoint",
+    "CascadeOverrides", "PlanOverrides", "TrainConfig", "add_cascade_configurations",
+    "plan_and_preprocess", "shrink_plans", "slim_checkpoint",
     "slim_model_folder", "train_and_slim", "train_fold", "use_workspace", "write_raw_dataset",
     "write_volume",
 ]

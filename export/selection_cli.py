@@ -52,6 +52,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="fp16/both: also write an fp16 graph (fp32 inputs/outputs) beside "
                              "the fp32 one, kept only if its scores are within 1e-3 of fp32's "
                              "(default: fp32 only)")
+    parser.add_argument("--explain", action="store_true",
+                        help="also write per model an explain graph "
+                             "(selection_<cohort>.explain.onnx: attention maps next to the "
+                             "score) for Predictor.explain and reports; fast graphs unchanged")
 
 
 def _parse_fused(items: list[str]) -> dict[str, Path]:
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     common = {"size": args.size, "fusion": args.fusion, "opset": args.opset,
               "tolerance": args.tolerance, "exporter": args.exporter,
-              "precision": args.precision}
+              "precision": args.precision, "explain": args.explain}
     try:
         if args.fused:
             result = export_fused_checkpoints(_parse_fused(args.fused), args.out, **common)

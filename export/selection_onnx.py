@@ -12,9 +12,10 @@ reproduces PyTorch within the tolerance at batch 1 and 4; the report is written 
 model as ``<name>.parity.json`` and a failure raises :class:`ParityError` with the numbers
 (the failing model file is deleted, the report kept).
 
-Per-layer attention maps are not exported: the model uses fused scaled-dot-product
-attention, which never materialises them, and an extra output would cost memory and time
-on every call. They are left to the explainability work.
+The fast graphs carry no attention outputs (they would cost memory and time on every
+call). ``explain=True`` also writes, per model, an explain twin
+``selection_<cohort>.explain.onnx`` that outputs the head-averaged attention maps next to
+the score (:mod:`hccatom.export.selection_explain`), checked to give the same score.
 """
 
 from __future__ import annotations
@@ -287,22 +288,41 @@ def export_selection(
     batches: tuple[int, ...] = (1, 4),
     checkpoint_sha256: str | None = None,
     precision: Precision = "fp32",
+    explain: bool = False,
 ) -> SelectionExportResult:
     """Export one cohort model to ``out_dir/selection_<cohort>.onnx`` and check parity.
 
     ``precision`` ``fp16``/``both`` adds ``selection_<cohort>.fp16.onnx`` (fp32 IO) when its
-    scores are within 1e-3 of the fp32 graph's (else ``Fp16ParityError``)."""
+    scores are within 1e-3 of the fp32 graph's (else ``Fp16ParityError``). ``explain`` adds
+    ``selection_<cohort>.explain.onnx`` (attention maps next to the score)."""
     cohort = _cohort(cohort)
     base: dict[str, Any] = {
         "kind": "selection", "cohorts": [cohort], "fusion": model.fusion,
         "checkpoints_sha256": {cohort: checkpoint_sha256} if checkpoint_sha256 else {},
     }
     path = Path(out_dir) / f"selection_{cohort.lower()}.onnx"
-    return _export_and_check(
+    result = _export_and_check(
         SelectionScoreModule(model), model.size, path, SINGLE_OUTPUTS, "score", base,
         opset=opset, exporter=exporter, tolerance=tolerance, batches=batches,
         precision=precision,
     )
+    if explain:
+        write_explain_twin(path, model)
+    return result
+
+
+def write_explain_twin(fast: Path, model: SelectionModel) -> Path:
+    """``fast``'s explain twin beside it, with a report proving it gives the same score."""
+    from hccatom.export.selection_explain import add_explain_outputs, check_explain_graph
+
+    twin = add_explain_outputs(fast, model.size, model.fusion)
+    feeds = {k: v.numpy() for k, v in example_inputs(model.size, 2, seed=7).items()}
+    diff = check_explain_graph(fast, twin, feeds)
+    write_report({"model": twin.name, "model_sha256": file_sha256(twin),
+                  "reference_model": fast.name, "compared_output": "score",
+                  "parity": {"max_abs_diff": diff, "passed": True, "tolerance": 1e-6}},
+                 twin.with_name(twin.name[: -len(".onnx")] + ".parity.json"))
+    return twin
 
 
 def export_fused(
@@ -315,8 +335,12 @@ def export_fused(
     batches: tuple[int, ...] = (1, 4),
     checkpoints_sha256: Mapping[str, str] | None = None,
     precision: Precision = "fp32",
+    explain: bool = False,
 ) -> SelectionExportResult:
-    """Export the four cohort models as one graph ``out_dir/selection_fused.onnx``."""
+    """Export the four cohort models as one graph ``out_dir/selection_fused.onnx``.
+
+    ``explain`` adds one explain graph per cohort (``selection_<cohort>.explain.onnx``),
+    each from that cohort's own single-model export (the fused graph stays unchanged)."""
     models = {_cohort(c): m for c, m in models.items()}
     fused = FusedSelection(models)
     fusions = {m.fusion for m in models.values()}
@@ -327,11 +351,23 @@ def export_fused(
         "kind": "selection_fused", "cohorts": list(COHORTS), "fusion": fusions.pop(),
         "checkpoints_sha256": dict(checkpoints_sha256 or {}),
     }
-    return _export_and_check(
+    result = _export_and_check(
         fused, size, Path(out_dir) / "selection_fused.onnx", FUSED_OUTPUTS, "scores", base,
         opset=opset, exporter=exporter, tolerance=tolerance, batches=batches,
         precision=precision,
     )
+    if explain:
+        import shutil
+        import tempfile
+
+        for cohort, m in models.items():
+            with tempfile.TemporaryDirectory(prefix="hccatom-explain-") as tmp:
+                single = export_selection(m, tmp, cohort, opset=opset, exporter=exporter,
+                                          tolerance=tolerance, batches=batches)
+                twin = write_explain_twin(single.model_path, m)
+                for f in (twin, twin.with_name(twin.name[: -len(".onnx")] + ".parity.json")):
+                    shutil.copyfile(f, Path(out_dir) / f.name)
+    return result
 
 
 def export_selection_checkpoint(

@@ -190,7 +190,8 @@ def _segmentation_work(predictor: Any, study: Study, progress: Progress
     flops_per_eval = None
     if model is not None and model.is_file():
         progress("counting FLOPs of one network evaluation (profiled CPU run)")
-        feeds = {spec.input_name: np.zeros((1, 1, *spec.patch_size), np.float32)}
+        feeds = {spec.input_name: np.zeros((1, spec.num_input_channels, *spec.patch_size),
+                                           np.float32)}
         try:
             flops_per_eval = network_flops(model, feeds)
         except Exception as exc:  # an fp16 graph on an old ORT, etc.: report, do not fail

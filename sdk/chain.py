@@ -75,6 +75,11 @@ class PhaseImage:
     image: np.ndarray
     pick: SlicePick
     crop: CropResult
+    key_hu: np.ndarray | None = None
+    """(rows, columns) HU of the picked slice (reports, relevance on the source slice)."""
+    key_labels: np.ndarray | None = None
+    """(rows, columns) labels of the picked slice."""
+    spacing_yx_mm: tuple[float, float] | None = None
 
 
 def phase_image(ct: Volume, labels: Volume, spec: PreprocessSpec) -> PhaseImage:
@@ -88,7 +93,10 @@ def phase_image(ct: Volume, labels: Volume, spec: PreprocessSpec) -> PhaseImage:
     image = model_image(crop, spec.hu_window, spec.norm_mean, spec.norm_std)
     if spec.resize_center_crop_px is not None:
         image = resize_center_crop(image, spec.resize_center_crop_px, spec.image_size_px)
-    return PhaseImage(image=np.ascontiguousarray(image, dtype=np.float32), pick=pick, crop=crop)
+    return PhaseImage(image=np.ascontiguousarray(image, dtype=np.float32), pick=pick, crop=crop,
+                      key_hu=np.array(ct.array[pick.index], dtype=np.float32),
+                      key_labels=np.array(labels.array[pick.index], dtype=np.uint8),
+                      spacing_yx_mm=(float(ct.spacing[1]), float(ct.spacing[2])))
 
 
 def phase_report(img: PhaseImage, labels: Volume, spec: PreprocessSpec,

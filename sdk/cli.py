@@ -14,6 +14,7 @@ Subcommands::
     hccatom demo ...                  (hccatom.demo; ``demo build``: hccatom.export.demo_cli)
     hccatom export selection|nnunet   (build time, needs the export extra; imported lazily)
     hccatom bench [--bundle B] [--device ...] [--json OUT] ...   (hccatom.bench: latency)
+    hccatom validate COHORT.csv --bundle B --out DIR | --demo   (hccatom.validation.command)
 
 Every command takes ``-q/--quiet`` (no progress) and ``-v/--verbose`` (every stage, INFO
 logs); progress goes to stderr, results to stdout. Exit codes: 0 success, 1 failure (export,
@@ -67,6 +68,8 @@ LAZY_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo", "build"): ("hccatom.export.demo_cli", "rebuild the synthetic demo bundle"),
     ("export", "triton"): ("hccatom.serve.repo_cli",
                            "bundle -> Triton model repository (needs the serve extra)"),
+    ("explain",): ("hccatom.export.explain_cli",
+                   "Grad-CAM of a SELECTION checkpoint beside the bundle's rollout"),
 }
 DEMO_MODULE = "hccatom.demo"
 #: What a lazily imported command needs beyond the runtime; checked before any work starts.
@@ -74,6 +77,7 @@ NEEDS_EXTRA: dict[tuple[str, ...], tuple[str, ...]] = {
     ("export", "selection"): ("torch", "onnx", "onnxscript", "safetensors"),
     ("export", "nnunet"): ("torch", "nnunetv2", "onnx", "onnxscript"),
     ("demo", "build"): ("torch", "torchvision", "nnunetv2", "onnx", "onnxscript"),
+    ("explain",): ("torch", "safetensors"),
 }
 #: The install line of the export extra (torch pinned as DEVELOPERS.md says).
 EXPORT_INSTALL = 'pip install "torch==2.14.1" "torchvision==0.29.1" "hccatom[export]"'
@@ -155,6 +159,12 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="clinical variables JSON (see examples/clinical_example.json)")
     p.add_argument("--json", type=Path, metavar="OUT",
                    help="write the full recommendation as JSON ('-' for stdout only)")
+    p.add_argument("--report", type=Path, metavar="OUT",
+                   help="write the one-page visual report (.pdf or .png; report extra), with "
+                   "relevance maps and attributions when the bundle has explain graphs")
+    p.add_argument("--explain", action="store_true",
+                   help="compute attention rollout and clinical attributions (needs a bundle "
+                   "exported with `hccatom export selection ... --explain`)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
     p.add_argument("--no-mirroring", action="store_true",
@@ -180,6 +190,8 @@ def _run_recommend(args: argparse.Namespace) -> int:
                              "folder for each of --arterial and --portal.")
     elif not args.study.is_dir():
         raise InputError(f"--study {args.study}: no such folder.")
+    if args.report is not None and args.report.suffix.lower() not in (".pdf", ".png"):
+        raise InputError(f"--report {args.report}: use a .pdf or .png file name.")
     try:
         clinical = ClinicalVariables.from_json(args.clinical)
     except ClinicalInputError as exc:
@@ -193,15 +205,17 @@ def _run_recommend(args: argparse.Namespace) -> int:
             trusted_keys=args.trusted_keys, expect_sha256=args.expect_sha256,
         )
     load_ms = (time.perf_counter() - t0) * 1000
+    explain = args.explain or (args.report is not None and predictor.explainer.available)
     with predictor:
         if args.study is not None:
             rec = predictor.recommend(study=args.study, clinical=clinical,
                                       arterial=args.arterial, portal=args.portal,
-                                      progress=progress)
+                                      progress=progress, explain=explain)
         else:
             rec = predictor.recommend(CTStudy(arterial=args.arterial, portal=args.portal),
-                                      clinical, progress=progress)
+                                      clinical, progress=progress, explain=explain)
         written = rec.to_dicom(args.dicom_out) if args.dicom_out is not None else []
+        report = rec.report(args.report) if args.report is not None else None
     progress.close()
     if args.json is not None and str(args.json) == "-":
         sys.stdout.write(rec.to_json() + "\n")
@@ -213,6 +227,9 @@ def _run_recommend(args: argparse.Namespace) -> int:
         print(f"JSON written to {args.json}")
     if written:
         print(f"DICOM written to {args.dicom_out}: " + ", ".join(p.name for p in written))
+    if report is not None:
+        print(f"report written to {report}"
+              + ("" if explain else " (no relevance maps: bundle has no explain graphs)"))
     return EXIT_OK
 
 
@@ -259,6 +276,10 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     b.add_argument("--training-clinical", type=Path, metavar="JSON",
                    help="the training cohort's clinical records (JSON list): their ranges are "
                    "stored so that results flag patients outside them")
+    b.add_argument("--clinical-reference", type=Path, metavar="JSON",
+                   help="reference values for clinical attributions: an object (variable -> "
+                   "value) or the training cohort's records (JSON list: medians / most "
+                   "frequent values are stored)")
     b.add_argument("--intended-use", help="intended-use statement")
     b.add_argument("--synthetic", action="store_true",
                    help="mark the models as trained on synthetic data")
@@ -379,8 +400,19 @@ def _build_bundle(args: argparse.Namespace) -> Path:
         overwrite=args.overwrite,
         verify=not args.no_verify,
         safety=_bundle_safety(args),
+        **_clinical_reference(args.clinical_reference),
     )
     return Path(out)
+
+
+def _clinical_reference(path: Path | None) -> dict[str, Any]:
+    """build_bundle's reference arguments from --clinical-reference (none when absent)."""
+    if path is None:
+        return {}
+    from hccatom.bundle.explain_spec import reference_from_json
+
+    values, source = reference_from_json(path)
+    return {"clinical_reference": values, "reference_source": source}
 
 
 def _run_bundle_verify(args: argparse.Namespace) -> int:
@@ -500,6 +532,11 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     demo = sub.add_parser("demo", help="run the synthetic demo (demo build: rebuild it)",
                           add_help=False, parents=[LEAF])
     chosen = tuple(a for a in argv if not a.startswith("-"))[:2]
+    explain = sub.add_parser("explain", help=LAZY_COMMANDS[("explain",)][1],
+                             description=LAZY_COMMANDS[("explain",)][1], parents=[LEAF])
+    if chosen[:1] == ("explain",):
+        _configure_lazy(_import_command(LAZY_COMMANDS[("explain",)][0], "explain"), explain,
+                        "explain")
     for path, (module, help_text) in LAZY_COMMANDS.items():
         if path[0] == "export":
             p = esub.add_parser(path[1], help=help_text, description=help_text,
@@ -520,6 +557,18 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
             command, module = "demo", DEMO_MODULE
             p.add_argument("-h", "--help", action="help", help="show this help message and exit")
         _configure_lazy(_import_command(module, command), p, command)
+
+
+def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                  argv: Sequence[str]) -> None:
+    """``validate`` (hccatom.validation.command; the validate extra is checked when it runs)."""
+    help_text = "evaluate a bundle on a site's cohort as the paper did (validate extra)"
+    p = sub.add_parser("validate", help=help_text, description=help_text, parents=[LEAF])
+    if "validate" in argv:
+        from hccatom.validation import command
+
+        command.configure_parser(p)
+        p.set_defaults(func=command.run)
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -557,6 +606,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_bundle(sub)
     _add_bench(sub)
     _add_serve(sub)
+    _add_validate(sub, argv)
     _add_lazy(sub, argv)
     return parser
 

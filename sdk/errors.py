@@ -82,6 +82,10 @@ class BundleVersionError(BundleError):
     """The bundle's schema major version is not one this runtime reads."""
 
 
+class ExplainUnavailableError(BundleError):
+    """The bundle has no explain graphs (export with ``hccatom export selection --explain``)."""
+
+
 class BundleFormatError(BundleError):
     """The manifest or a spec inside the bundle does not validate."""
 
@@ -170,6 +174,7 @@ __all__ = [
     "EngineError",
     "EngineInputError",
     "EngineUnavailableError",
+    "ExplainUnavailableError",
     "ExportError",
     "HccatomError",
     "ImplausibleLiverError",

@@ -44,6 +44,9 @@ from hccatom.clinical import ClinicalVariables
 from hccatom.engines import Engine, OnnxRuntimeEngine
 from hccatom.engines.providers import ort_available_providers
 from hccatom.errors import HccatomError, InputError
+from hccatom.explain.result import Explanation
+from hccatom.explain.runner import Explainer
+from hccatom.explain.visual import attach_visual, explain_recommendation
 from hccatom.precision import check_precision, choose_graph, default_precision
 from hccatom.recommendation import (
     BundleRef,
@@ -217,6 +220,8 @@ class Predictor:
         self.segmenter = segmenter
         self.scorer = scorer
         self.device = device
+        #: Explain graphs, loaded on first use (``explain=True``), never on the fast path.
+        self.explainer = Explainer(bundle, lambda p: OnnxRuntimeEngine(p, device=device))
         #: graph precision per model ("segmentation fold 0", "selection.fused", ...)
         self.precisions: dict[str, str] = {}
         m = bundle.manifest
@@ -311,7 +316,7 @@ class Predictor:
         sel = m.selection
         seg_paths = [
             bundle.segmentation_dir / pick(f.onnx, f.onnx_fp16, f"segmentation fold {f.fold}")
-            for f in seg_spec.folds
+            for f in seg_spec.all_folds()  # every stage and ensemble member
         ]
         if sel.fused is not None:
             sel_paths = {"fused": bundle.path(
@@ -331,6 +336,7 @@ class Predictor:
         predictor = cls(bundle, segmenter, scorer, device=device, safety=safety,
                         phase_workers=phase_workers)
         predictor.precisions = used
+        predictor.explainer = Explainer(bundle, make)
         return predictor
 
     # --- partial chain ----------------------------------------------------------------
@@ -412,8 +418,13 @@ class Predictor:
         arterial: str | None = None,
         portal: str | None = None,
         progress: ProgressCallback | None = None,
+        explain: bool = False,
     ) -> Recommendation:
         """Run the whole chain for one patient. Raises typed :class:`HccatomError`s.
+
+        ``explain``: also compute ``rec.explanation`` (attention rollout per model and
+        phase, clinical attributions; :mod:`hccatom.explain`); needs a bundle exported with
+        ``--explain`` (else :class:`~hccatom.errors.ExplainUnavailableError`).
 
         ``study``: a DICOM study folder instead of ``ct`` (needs the dicom extra): the
         arterial and portal series are found by :func:`hccatom.dicom.find_phases`;
@@ -432,7 +443,7 @@ class Predictor:
             from hccatom.dicom.study_run import recommend_study
 
             return recommend_study(self, study, clinical, arterial=arterial, portal=portal,
-                                   progress=progress)
+                                   progress=progress, explain=explain)
         if ct is None or arterial is not None or portal is not None:
             raise InputError("recommend needs ct={'arterial': ..., 'portal': ...} or "
                              "study='DICOM folder' (arterial=/portal= choose series in it).")
@@ -441,14 +452,25 @@ class Predictor:
             from hccatom.dicom.study_run import recommend_folders
 
             rec = recommend_folders(self, {n: Path(phases.phase(n)) for n in PHASES},
-                                    clinical, progress=progress)
+                                    clinical, progress=progress, explain=explain)
             if rec is not None:
                 return rec
-        return self._recommend(phases, clinical, _Timer(progress))
+        return self._recommend(phases, clinical, _Timer(progress), explain=explain)
+
+    def explain(self, ct: CTStudy | Mapping[str, Any],
+                clinical: ClinicalVariables | Mapping[str, Any] | str | Path) -> Explanation:
+        """The :class:`~hccatom.explain.Explanation` of one case (runs the whole chain;
+        :class:`~hccatom.errors.ExplainUnavailableError` without explain graphs)."""
+        rec = self.recommend(ct, clinical, explain=True)
+        assert rec.explanation is not None
+        return rec.explanation
 
     def _recommend(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer,
-                   on_labels: LabelsCallback | None = None) -> Recommendation:
+                   on_labels: LabelsCallback | None = None, *, explain: bool = False
+                   ) -> Recommendation:
         """The whole chain; ``on_labels(phase, ct, labels)`` sees each phase's labels."""
+        if explain and not self.explainer.available:  # fail before segmenting
+            self.explainer.require()
         t0 = time.perf_counter()
         scores, images, reports, measures, cv = self._score(ct, clinical, timer, on_labels)
         m = self.bundle.manifest
@@ -463,8 +485,12 @@ class Predictor:
                 *consistency_flags(cv),
                 *self._limit_flags,
             ]
+        explanation = None
+        if explain:
+            with timer.stage("explain"):
+                explanation = explain_recommendation(self, images, cv)
         timer.timings_ms["total"] = (time.perf_counter() - t0) * 1000.0
-        return Recommendation(
+        rec = Recommendation(
             final_plan=decision.final_plan,
             decision=decision,
             scores=decision.assessments,
@@ -479,7 +505,9 @@ class Predictor:
             ),
             bundle=self._bundle_ref,
             hccatom_version=_version(),
+            explanation=explanation,
         )
+        return attach_visual(rec, images, self.preprocessing)
 
     def recommend_many(
         self,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from hccatom.atom import MODELS, Decision, ModelAssessment
 from hccatom.atom.policy import Plan
+from hccatom.explain.result import Explanation
 
 RESEARCH_USE_NOTICE: Final[str] = (
     "Research use only: hccatom is not a medical device and its recommendations are not "
@@ -160,6 +161,9 @@ class Recommendation(_Model):
     input_series: dict[Phase, InputSeries] | None = Field(
         default=None, description="DICOM study input: the series chosen per phase and why."
     )
+    explanation: Explanation | None = Field(
+        default=None, description="recommend(..., explain=True): attention rollout and "
+        "clinical attributions per model (hccatom.explain).")
     _dicom: Any = PrivateAttr(default=None)
     """DICOM study input: labels and source geometry for :meth:`to_dicom` (not serialised)."""
 
@@ -175,6 +179,13 @@ class Recommendation(_Model):
         from hccatom.dicom.outputs import write_dicom
 
         return write_dicom(self, out_dir)
+
+    def report(self, path: str | Path) -> Path:
+        """Write the one-page visual report to ``path`` (``.pdf`` or ``.png``); needs the
+        report extra (matplotlib). See :mod:`hccatom.report`."""
+        from hccatom.report import write_report
+
+        return write_report(self, path)
 
     # --- serialisation ---------------------------------------------------------------
     def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:

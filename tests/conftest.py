@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,31 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.fail(f"real test data not found at {REAL_DATA}: the clone is incomplete")
     return REAL_DATA
+
+
+# --- explanations and reports (tests/test_explain.py, tests/test_report.py) ---------------
+@pytest.fixture(scope="session")
+def explain_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo bundle plus explain graphs and reference values (built with onnx)."""
+    pytest.importorskip("onnx", reason="explain graphs are built with onnx (export extra)")
+    import hccatom.demo
+    from hccatom.bundle.explain_spec import reference_values
+    from hccatom.export.explain_bundle import add_explain_to_bundle
+    from hccatom.synthetic import draw_cohort
+
+    cohort = [p.clinical for p in draw_cohort("TACE", 40, seed=5).patients]
+    out = tmp_path_factory.mktemp("explain") / "bundle"
+    return add_explain_to_bundle(hccatom.demo.demo_bundle_path(), out,
+                                 clinical_reference=reference_values(cohort),
+                                 reference_source="40 synthetic records", verify=False)
+
+
+@pytest.fixture(scope="session")
+def explained(explain_bundle: Path) -> Any:
+    """The demo patient's recommendation with explain=True (one full chain run)."""
+    import hccatom
+    from hccatom.demo import demo_case
+
+    ct, clinical, _ = demo_case(0)
+    predictor = hccatom.Predictor.from_bundle(explain_bundle, device="cpu")
+    return predictor.recommend(ct, clinical, explain=True)

@@ -52,6 +52,13 @@ def bundle_summary(bundle: Bundle) -> str:
         f"{seg.patch_size}, spacing {seg.target_spacing_mm} mm, folds "
         f"{[f.fold for f in seg.folds]}, {seg.num_output_channels} output channels"
     )
+    if seg.previous_stage is not None:
+        prev = seg.previous_stage
+        lines.append(f"    cascade:     after {prev.configuration} (patch {prev.patch_size}, "
+                     f"spacing {prev.target_spacing_mm} mm, folds {[f.fold for f in prev.folds]})")
+    for member in seg.ensemble:
+        lines.append(f"    ensemble:    + {member.configuration} (patch {member.patch_size}, "
+                     f"folds {[f.fold for f in member.all_folds()]})")
     if m.parity:
         lines.append("  parity:")
         for key, rep in sorted(m.parity.items()):

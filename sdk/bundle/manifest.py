@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from hccatom.atom import MODELS, AtomPolicy
+from hccatom.bundle.explain_spec import ExplainSpec
 from hccatom.bundle.specs import (
     ClinicalEncoding,
     PreprocessSpec,
@@ -167,6 +168,16 @@ class SelectionSpec(_Model):
     )
     fused: SelectionModel | None = None
     fused_order: tuple[str, ...] = Field(default=MODELS, description="Order of fused scores.")
+    explain: ExplainSpec | None = Field(
+        default=None, description="Optional explain graphs and clinical reference values "
+        "(hccatom.bundle.explain_spec); absent in bundles exported without --explain.")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_explain(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)  # bundles without it serialise as before
+        if data.get("explain") is None:
+            data.pop("explain", None)
+        return data
 
     @model_validator(mode="after")
     def _complete(self) -> SelectionSpec:
@@ -251,6 +262,8 @@ class Manifest(_Model):
                       *([self.selection.fused] if self.selection.fused is not None else [])]
         refs = [p for m in sel_models for p in (m.path, m.parity, m.path_fp16, m.parity_fp16)
                 if p]
+        if self.selection.explain is not None:  # explain graphs are checksummed files too
+            refs += list(self.selection.explain.graphs.values())
         missing = sorted(set(refs) - listed)
         if missing:
             raise ValueError(f"SELECTION files not listed in 'files': {missing}")
@@ -258,7 +271,7 @@ class Manifest(_Model):
         if not any(p.startswith(seg_dir) for p in listed):
             raise ValueError(f"no files listed under the segmentation folder {seg_dir!r}")
         by_path = {f.path: f for f in self.files}
-        for fold in self.segmentation.spec.folds:
+        for fold in self.segmentation.spec.all_folds():  # every stage and ensemble member
             rel = f"{self.segmentation.directory}/{fold.onnx}"
             entry = by_path.get(rel)
             if entry is None:

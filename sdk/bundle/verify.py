@@ -179,12 +179,15 @@ def _check_fused_matches(
     return Check(name, True, f"max |difference| {worst:.1e} on 2 synthetic cases")
 
 
-def _check_segmentation(name: str, engine: Engine, *, manifest: Manifest) -> Check:
+def _check_segmentation(name: str, engine: Engine, *, manifest: Manifest,
+                        rel: str = "") -> Check:
     if len(engine.inputs) != 1:
         return Check(name, False, f"expected one input, got {len(engine.inputs)}")
     spec = engine.inputs[0]
     seg = manifest.segmentation.spec
-    sizes = {spec.name: (1, 1, *seg.patch_size)}
+    # cascades and ensembles: the fold's own stage or member gives its patch and channels
+    seg = next((s for f, s in seg.fold_stages() if f.onnx == rel), seg)
+    sizes = {spec.name: (1, seg.num_input_channels, *seg.patch_size)}
     feeds = synthetic_feeds(engine.inputs, sizes)
     if spec.name != seg.input_name:
         return Check(name, False, f"input is {spec.name!r}, the spec says {seg.input_name!r}")
@@ -273,7 +276,8 @@ def verify_bundle(
         report.checks.append(Check("segmentation", False, "no segmentation .onnx file listed"))
     for f in seg_files:
         nm = f"segmentation {f.path}"
-        guarded(nm, bundle.path(f.path), partial(_check_segmentation, nm, manifest=m))
+        rel = f.path.removeprefix(f"{m.segmentation.directory}/")
+        guarded(nm, bundle.path(f.path), partial(_check_segmentation, nm, manifest=m, rel=rel))
     if progress is not None:
         progress("models", planned, planned)
     if path is not bundle:

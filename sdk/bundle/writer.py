@@ -47,6 +47,7 @@ from hccatom.bundle import (
     sha256_file,
     verify_bundle,
 )
+from hccatom.bundle.explain_spec import ExplainSpec, ReferenceValue, explain_cohort
 from hccatom.bundle.specs import (
     ClinicalEncoding,
     PreprocessSpec,
@@ -87,6 +88,11 @@ def _parity_failed(report: Any) -> bool:
     return any(sec.get(key) is False for sec in sections for key in ("passed", "ok"))
 
 
+def _is_explain(path: Path) -> bool:
+    """An explain graph or its report (``*.explain.onnx``, ``*.explain.parity.json``)."""
+    return explain_cohort(path.name) is not None
+
+
 def _is_fp16(path: Path) -> bool:
     """An fp16 twin graph or its gate report (``*.fp16.onnx``, ``*.fp16.parity.json``)."""
     return ".fp16." in path.name.lower()
@@ -96,14 +102,14 @@ def find_selection_export(folder: Path) -> tuple[Path, Path | None]:
     """The one ``.onnx`` file of a SELECTION export folder and its parity report (if any)."""
     if not folder.is_dir():
         raise ExportError(f"{folder}: not a folder; give an `hccatom export selection` output.")
-    onnx = sorted(p for p in folder.glob("*.onnx") if not _is_fp16(p))
+    onnx = sorted(p for p in folder.glob("*.onnx") if not _is_fp16(p) and not _is_explain(p))
     if len(onnx) != 1:
         raise ExportError(
             f"{folder}: expected exactly one .onnx file, found {[p.name for p in onnx]}; give "
             "one `hccatom export selection` output folder per model."
         )
     parity = sorted(p for p in folder.glob("*.json")
-                    if "parity" in p.name.lower() and not _is_fp16(p))
+                    if "parity" in p.name.lower() and not _is_fp16(p) and not _is_explain(p))
     if len(parity) > 1:
         raise ExportError(f"{folder}: several parity reports {[p.name for p in parity]}.")
     return onnx[0], (parity[0] if parity else None)
@@ -156,7 +162,8 @@ def _stage_segmentation(stage: _Staging, folder: Path, parity: dict[str, Any]) -
         spec = SegmentationSpec.load(folder)
     except BundleError as exc:
         raise ExportError(str(exc)) from exc
-    fold_files = {f.onnx for f in spec.folds} | {f.onnx_fp16 for f in spec.folds if f.onnx_fp16}
+    folds = spec.all_folds()  # every stage and ensemble member
+    fold_files = {f.onnx for f in folds} | {f.onnx_fp16 for f in folds if f.onnx_fp16}
     for src in _files(folder):
         rel = src.relative_to(folder).as_posix()
         if rel in fold_files:
@@ -194,6 +201,9 @@ def _stage_selection(
         name = src.relative_to(folder).as_posix()
         if src == onnx:
             rel = stage.add(src, f"{base}/{name}", f"selection.{key}")
+        elif _is_explain(src):  # explain twin(s): role selection.explain.<COHORT>
+            kind = "selection" if src.suffix == ".onnx" else "parity"
+            stage.add(src, f"{base}/{name}", f"{kind}.explain.{explain_cohort(src.name)}")
         elif _is_fp16(src) and src.suffix == ".onnx":
             rel16 = stage.add(src, f"{base}/{name}", f"selection.{key}.fp16")
         elif _is_fp16(src) and src.suffix == ".json":
@@ -252,6 +262,8 @@ def build_bundle(
     overwrite: bool = False,
     verify: bool = True,
     safety: SafetyLimits | None = None,
+    clinical_reference: Mapping[str, ReferenceValue] | None = None,
+    reference_source: str = "",
 ) -> Path:
     """Assemble, write and verify a bundle; returns ``out`` (a folder, or a ``.zip``).
 
@@ -263,6 +275,9 @@ def build_bundle(
     parity check) or the reader's :class:`BundleError` if the result does not verify.
     ``safety``: the limits and training-cohort ranges behind the quality flags
     (``docs/safety.md``); None leaves the runtime defaults in force.
+    Explain graphs found in the SELECTION folders (``--explain`` exports) and
+    ``clinical_reference`` (variable -> reference value, see
+    :func:`hccatom.bundle.explain_spec.reference_values`) go into ``selection.explain``.
     """
     out_path = Path(out)
     as_zip = out_path.suffix.lower() == ".zip"
@@ -315,6 +330,7 @@ def build_bundle(
                     clinical_encoding=enc,
                     models=models,
                     fused=fused_model,
+                    explain=_explain_spec(stage, clinical_reference, reference_source),
                 ),
                 thresholds=dict(thresholds),
                 policy=policy if policy is not None else AtomPolicy.atom_v1(),
@@ -348,6 +364,21 @@ def build_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("bundle written to %s", out_path)
     return out_path
+
+
+def _explain_spec(stage: _Staging, reference: Mapping[str, ReferenceValue] | None,
+                  source: str) -> ExplainSpec | None:
+    """The manifest's explain section from the staged explain graphs, or None if empty."""
+    graphs = {e.role.rsplit(".", 1)[1]: e.path for e in stage.entries
+              if e.role.startswith("selection.explain.")}
+    unknown = sorted(set(graphs) - set(MODELS))
+    if unknown:
+        raise ExportError(f"explain graphs for unknown cohort(s) {unknown}; name them "
+                          "selection_<cohort>.explain.onnx.")
+    if not graphs and reference is None:
+        return None
+    return ExplainSpec(graphs=graphs, clinical_reference=dict(reference) if reference else None,
+                       reference_source=source)
 
 
 def write_zip(folder: Path, dest: Path) -> Path:

@@ -129,6 +129,7 @@ def recommend_study(
     arterial: str | None = None,
     portal: str | None = None,
     progress: ProgressCallback | None = None,
+    explain: bool = False,
 ) -> Recommendation:
     """:meth:`Predictor.recommend` for a DICOM study folder (see the module doc)."""
     from hccatom.predictor import _Timer
@@ -138,7 +139,7 @@ def recommend_study(
     timer = _Timer(progress)
     with timer.stage("find_phases"):
         selection = find_phases(study, arterial=arterial, portal=portal)
-    return _run(predictor, selection, clinical, timer, t0)
+    return _run(predictor, selection, clinical, timer, t0, explain)
 
 
 def _single_series(folder: Path) -> PhaseChoice | None:
@@ -164,6 +165,7 @@ def recommend_folders(
     clinical: Any,
     *,
     progress: ProgressCallback | None = None,
+    explain: bool = False,
 ) -> Recommendation | None:
     """``recommend`` for one DICOM series folder per phase, with slices named by their
     source images and DICOM output available; None when a folder is not exactly one CT
@@ -188,11 +190,11 @@ def recommend_folders(
         raise PhaseConflictError(
             f"The arterial and portal folders hold the same series ({art.series.brief()}).",
             [art.series])
-    return _run(predictor, selection, clinical, timer, t0)
+    return _run(predictor, selection, clinical, timer, t0, explain)
 
 
 def _run(predictor: Predictor, selection: PhaseSelection, clinical: Any, timer: Any,
-         t0: float) -> Recommendation:
+         t0: float, explain: bool = False) -> Recommendation:
     """Read the chosen series, run the chain, name slices, flag, keep DICOM context."""
     with timer.stage("read_dicom"):
         volumes = _read_pair(selection, predictor.phase_workers)
@@ -208,7 +210,7 @@ def _run(predictor: Predictor, selection: PhaseSelection, clinical: Any, timer: 
         data[name].liver_mean_hu = liver_mean_hu(ct, labels, spec.liver_label)
 
     rec = predictor._recommend({"arterial": volumes["arterial"], "portal": volumes["portal"]},
-                               clinical, timer, keep)
+                               clinical, timer, keep, explain=explain)
     del volumes
     phases = dict(rec.phases)
     for name in PHASES:
@@ -235,4 +237,6 @@ def _run(predictor: Predictor, selection: PhaseSelection, clinical: Any, timer: 
         selection=selection, phases=data, liver_label=spec.liver_label,
         tumour_label=spec.tumour_label, bundle_name=rec.bundle.name,
         bundle_version=rec.bundle.version, synthetic=rec.bundle.synthetic)
-    return out
+    from hccatom.explain.visual import copy_key_slices
+
+    return copy_key_slices(rec, out)  # the report draws the key slices

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from hccatom.errors import SegmentationError
+from hccatom.segmentation.cascade import mark_outside, one_hot_foreground, resample_labels
 from hccatom.segmentation.label_resampling import channel_argmax, linear_resize_argmax
 from hccatom.segmentation.preprocessing import BBox, bbox_slices, ct_normalize, nonzero_bbox
 from hccatom.segmentation.resampling import compute_new_shape, resample, separate_z_axis
@@ -49,7 +50,7 @@ def check_finite(logits: np.ndarray) -> None:
 
 
 TilePredictor = Callable[[np.ndarray], np.ndarray]
-"""Maps a float32 batch ``(B, 1, *patch)`` to logits ``(B, C, *patch)`` (one network)."""
+"""Maps a float32 batch ``(B, channels, *patch)`` to logits ``(B, C, *patch)`` (one network)."""
 Progress = Callable[[int, int], None]
 """Called with (tiles done, tiles total) after every batch."""
 
@@ -59,7 +60,8 @@ class Preprocessed:
     """The network-space image and what is needed to map predictions back."""
 
     data: np.ndarray
-    """(1, *shape) float32, normalised, at the plan spacing, transposed axis order."""
+    """(channels, *shape) float32, normalised, at the plan spacing, transposed axis order:
+    the CT, then (cascades) the previous stage's one-hot foreground labels."""
     bbox: BBox
     """Crop box in the transposed input grid."""
     shape_before_cropping: tuple[int, ...]
@@ -81,8 +83,14 @@ def preprocess(
     spacing_zyx: Sequence[float],
     spec: SegmentationSpec,
     timings: dict[str, float] | None = None,
+    previous_labels_zyx: np.ndarray | None = None,
 ) -> Preprocessed:
-    """Transpose, crop to non-zero, CT-normalise and resample one CT (``run_case_npy``)."""
+    """Transpose, crop to non-zero, CT-normalise and resample one CT (``run_case_npy``).
+
+    ``previous_labels_zyx`` (cascades): the previous stage's channel indices on the same
+    grid; resampled and one-hot encoded into extra channels after the CT
+    (:mod:`.cascade`).
+    """
     t0 = time.perf_counter()
     tf = spec.transpose_forward
     data = np.transpose(np.asarray(image_zyx, dtype=np.float32), tf)
@@ -100,6 +108,11 @@ def preprocess(
     data = ct_normalize(data, spec.ct_intensity)[None]
     t0 = _add_time(timings, "normalize", t0)
     data = resample(data, new_shape, spacing_t, target, spec.resampling_data, np.float32)
+    if previous_labels_zyx is not None:
+        data = np.concatenate(
+            [data, _previous_stage_channels(previous_labels_zyx, box, image_zyx, new_shape,
+                                            spacing_t, target, spec)]
+        )
     _add_time(timings, "resample_in", t0)
     return Preprocessed(
         data=np.ascontiguousarray(data, dtype=np.float32),
@@ -109,6 +122,26 @@ def preprocess(
         spacing_transposed=spacing_t,
         target_spacing=tuple(float(t) for t in target),
     )
+
+
+def _previous_stage_channels(
+    labels_zyx: np.ndarray, box: BBox, image_zyx: np.ndarray, new_shape: Sequence[int],
+    spacing_t: Sequence[float], target: Sequence[float], spec: SegmentationSpec,
+) -> np.ndarray:
+    """The previous stage's labels as one-hot channels on the network grid (:mod:`.cascade`)."""
+    if spec.previous_stage is None or spec.resampling_segmentation is None:
+        raise ValueError("previous-stage labels given for a spec without a previous stage")
+    if labels_zyx.shape != image_zyx.shape:
+        raise ValueError(
+            f"previous-stage labels {labels_zyx.shape} and image {image_zyx.shape} differ in shape"
+        )
+    tf = spec.transpose_forward
+    crop = bbox_slices(box)
+    labels = np.transpose(labels_zyx, tf)[crop]
+    image = np.transpose(image_zyx, tf)[crop]
+    labels = mark_outside(labels, image)
+    labels = resample_labels(labels, new_shape, spacing_t, target, spec.resampling_segmentation)
+    return one_hot_foreground(labels, spec.previous_stage.num_output_channels)
 
 
 def _predict_mirrored(
@@ -184,7 +217,7 @@ def sliding_window_logits(
         for b0 in range(0, n_tiles, batch_size):
             regions = [region(s) for s in starts[b0 : b0 + batch_size]]
             x = np.ascontiguousarray(
-                np.stack([padded[(0, *r)] for r in regions])[:, None], dtype=np.float32
+                np.stack([padded[(slice(None), *r)] for r in regions]), dtype=np.float32
             )
             t_net = time.perf_counter()
             pred = _predict_mirrored(predictor, x, combos)
@@ -338,6 +371,20 @@ def logits_to_labels(
     """
     index = labels_on_cropped_grid(logits, pre, spec, timings)
     return uncrop_labels(index, pre, spec, timings)
+
+
+def uncrop_channels(
+    index: np.ndarray, pre: Preprocessed, spec: SegmentationSpec,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Channel indices on the cropped grid -> channel indices (uint8) on the input grid
+    (channel 0 outside the crop box, axes transposed back): nnU-Net's own label map."""
+    t0 = time.perf_counter()
+    full = np.zeros(pre.shape_before_cropping, dtype=np.uint8)
+    full[bbox_slices(pre.bbox)] = index
+    out = np.ascontiguousarray(np.transpose(full, list(spec.transpose_backward)))
+    _add_time(timings, "uncrop", t0)
+    return out
 
 
 def uncrop_labels(

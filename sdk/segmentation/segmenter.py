@@ -34,16 +34,25 @@ from hccatom.engines.providers import CUDA, TENSORRT, file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
 from hccatom.segmentation.confidence import mean_max_probability
 from hccatom.segmentation.device_window import DeviceSlidingWindow
+from hccatom.segmentation.ensemble import (
+    StageParts,
+    average_probabilities,
+    split_by_stage,
+    tumour_confidence,
+)
+from hccatom.segmentation.label_resampling import channel_argmax
 from hccatom.segmentation.orientation import Reorientation, orientation_of
 from hccatom.segmentation.pipeline import (
     Accumulation,
     Preprocessed,
     Progress,
     TilePredictor,
+    labels_on_cropped_grid,
     logits_to_labels,
     logits_to_probabilities,
     preprocess,
     sliding_window_logits,
+    uncrop_channels,
     uncrop_labels,
     uncrop_probabilities,
 )
@@ -101,8 +110,17 @@ class Segmenter:
             TensorRT provider, off on the CPU provider (there both paths measured the same
             within noise, benchmarks/README.md, and nothing crosses a bus to save);
             ``True``/``False`` force it (3-D configurations and ONNX Runtime engines only).
-        spec, engines: advanced/testing — a spec and ready engines (one per fold) instead
-            of loading them from ``export_dir``.
+        spec, engines: advanced/testing — a spec and ready engines (one per fold, in
+            :meth:`SegmentationSpec.all_folds` order) instead of loading them from
+            ``export_dir``.
+
+    Several stages: a spec with ``ensemble`` members runs every member (each with its own
+    folds, patch and spacing; the same arguments) and averages their probabilities on the
+    input grid (:mod:`.ensemble`); a cascade (``previous_stage``) runs the low-resolution
+    stage first and feeds its segmentation to the full-resolution stage (:mod:`.cascade`).
+    The cascade's full-resolution stage always runs on the host path (its input has extra
+    channels the device graphs do not take); ``device_resident=True`` refuses it, ``None``
+    falls back to the host path for that stage only. Progress is reported per stage.
 
     Thread-safe: one Segmenter may serve several threads (no per-call state is stored).
     """
@@ -138,6 +156,19 @@ class Segmenter:
         self.step_size = float(step_size)
         self.batch_size = HOST_BATCH_SIZE if batch_size is None else int(batch_size)
         self.mirror_axes = self._mirror_axes(mirroring)
+        multi_stage = spec.previous_stage is not None or bool(spec.ensemble)
+        if multi_stage and folds is not None:
+            raise InputError(
+                "folds= picks folds of one configuration; this spec is a cascade or an "
+                "ensemble (re-export it with the folds wanted)"
+            )
+        parts: StageParts[Engine] | None = None
+        if engines is not None and multi_stage:
+            try:
+                parts = split_by_stage(spec, list(engines))
+            except ValueError as exc:
+                raise InputError(f"engines for a multi-stage spec: {exc}") from exc
+            engines = parts.own
         chosen = [f for f in spec.folds if folds is None or f.fold in list(folds)]
         if folds is not None and len(chosen) != len(list(folds)):
             have = [f.fold for f in spec.folds]
@@ -167,18 +198,39 @@ class Segmenter:
                 self.engines.append(OnnxRuntimeEngine(path, device=device, threads=threads))
         self._device_window = self._make_device_window(device_resident, batch_size)
 
+        def stage(stage_spec: SegmentationSpec, stage_engines: list[Engine] | None) -> Segmenter:
+            return Segmenter(
+                export_dir, device, step_size, mirroring, threads, batch_size,
+                accumulate=accumulate, device_resident=device_resident, spec=stage_spec,
+                engines=stage_engines, verify=verify,
+            )
+
+        self._previous: Segmenter | None = None
+        if spec.previous_stage is not None:
+            self._previous = stage(spec.previous_stage, parts.previous if parts else None)
+        self._members = [
+            stage(m, parts.members[i] if parts else None) for i, m in enumerate(spec.ensemble)
+        ]
+
     def _make_device_window(
         self, device_resident: bool | None, batch_size: int | None
     ) -> DeviceSlidingWindow | None:
         """The device-resident runner, or None for the host path."""
         ort_engines = all(isinstance(e, OnnxRuntimeEngine) for e in self.engines)
+        cascade_stage = self.spec.previous_stage is not None
         if device_resident is None:
             gpu = ort_engines and any(
                 p in (CUDA, TENSORRT) for e in self.engines for p in e.providers
             )
-            device_resident = gpu and self.spec.dims == 3
+            device_resident = gpu and self.spec.dims == 3 and not cascade_stage
         if not device_resident:
             return None
+        if cascade_stage:
+            raise InputError(
+                "device_resident=True: a cascade's full-resolution stage runs on the host path "
+                "only (its input carries the previous stage's labels as extra channels); use "
+                "device_resident=None (the low-resolution stage still runs on the device)"
+            )
         if not ort_engines or self.spec.dims != 3:
             raise InputError(
                 "device_resident=True needs ONNX Runtime engines and a 3-D configuration "
@@ -201,11 +253,14 @@ class Segmenter:
         return self._device_window is not None
 
     def transfer_stats(self) -> TransferStats:
-        """Host <-> device bytes of all fold engines so far (cumulative, all calls)."""
+        """Host <-> device bytes of all fold engines so far (cumulative, all calls; every
+        stage and ensemble member)."""
         total = TransferStats()
         for e in self.engines:
             if isinstance(e, OnnxRuntimeEngine):
                 total = total + e.transfer_stats()
+        for stage in [*([self._previous] if self._previous else []), *self._members]:
+            total = total + stage.transfer_stats()
         return total
 
     def _mirror_axes(self, mirroring: bool | Sequence[int] | None) -> tuple[int, ...]:
@@ -241,17 +296,26 @@ class Segmenter:
         return None if ro.is_identity else ro
 
     def _prepare(
-        self, ct: Any, timings: dict[str, float] | None
+        self, ct: Any, timings: dict[str, float] | None, progress: Progress | None = None,
+        transfers: dict[str, int] | None = None,
     ) -> tuple[Preprocessed, Volume, Reorientation | None]:
-        """Read, reorient to the training orientation and preprocess."""
+        """Read, run the previous stage (cascades), reorient to the training orientation and
+        preprocess."""
         t0 = time.perf_counter()
         vol = self._as_volume(ct)
         if timings is not None:
             timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
+        previous = None
+        if self._previous is not None:
+            previous = self._previous.channel_indices(
+                vol, progress=progress, timings=timings, transfers=transfers
+            )
         ro = self._reorientation(vol)
         array = vol.array if ro is None else ro.forward(vol.array)
         spacing = vol.spacing if ro is None else ro.forward_spacing(vol.spacing)
-        return preprocess(array, spacing, self.spec, timings), vol, ro
+        if previous is not None and ro is not None:
+            previous = ro.forward(previous)
+        return preprocess(array, spacing, self.spec, timings, previous), vol, ro
 
     def _logits(
         self, pre: Preprocessed, progress: Progress | None, timings: dict[str, float] | None,
@@ -287,10 +351,27 @@ class Segmenter:
         Channel ``c`` is the network's output channel; ``spec.labels`` says what it means.
         ``timings`` (optional dict) receives seconds per stage, ``transfers`` the bytes
         moved host -> device / device -> host (``"host_to_device"``, ``"device_to_host"``,
-        ``"constant_inputs"``).
+        ``"constant_inputs"``; added to what the dict holds, summed over every stage and
+        member). An ensemble returns the mean of its members' probabilities.
         """
-        pre, vol, ro = self._prepare(ct, timings)
+        vol = self._as_volume(ct)
+        if not self._members:
+            return self._own_probabilities(vol, progress, timings, transfers), vol
+
+        def each() -> Any:
+            yield self._own_probabilities(vol, progress, timings, transfers)
+            for member in self._members:
+                yield member._own_probabilities(vol, progress, timings, transfers)
+
+        return average_probabilities(each()), vol
+
+    def _own_probabilities(
+        self, vol: Volume, progress: Progress | None, timings: dict[str, float] | None,
+        transfers: dict[str, int] | None,
+    ) -> np.ndarray:
+        """This configuration's probabilities (cascade included, ensemble members not)."""
         meter = TransferMeter()
+        pre, _, ro = self._prepare(vol, timings, progress, transfers)
         if self._device_window is not None:
             result = self._device_window.run(
                 pre, probabilities=True, progress=progress, timings=timings, meter=meter
@@ -300,9 +381,36 @@ class Segmenter:
         else:
             logits = self._logits(pre, progress, timings, meter)
             probs = logits_to_probabilities(logits, pre, self.spec, timings)
-        if transfers is not None:
-            transfers.update(_transfer_dict(meter.snapshot()))
-        return (probs if ro is None else ro.backward(probs)), vol
+        _add_transfers(transfers, meter)
+        return probs if ro is None else ro.backward(probs)
+
+    def channel_indices(
+        self,
+        ct: Any,
+        *,
+        progress: Progress | None = None,
+        timings: dict[str, float] | None = None,
+        transfers: dict[str, int] | None = None,
+    ) -> np.ndarray:
+        """The winning network channel per voxel (uint8, input grid), before the label table
+        and postprocessing: what ``nnUNetv2_predict`` writes (dataset label values). A
+        cascade's previous stage hands this on to the next stage."""
+        vol = self._as_volume(ct)
+        if self._members:
+            return channel_argmax(self.probabilities(
+                vol, progress=progress, timings=timings, transfers=transfers)[0])
+        pre, _, ro = self._prepare(vol, timings, progress, transfers)
+        meter = TransferMeter()
+        if self._device_window is not None:
+            index = self._device_window.run(
+                pre, progress=progress, timings=timings, meter=meter
+            ).index
+        else:
+            logits = self._logits(pre, progress, timings, meter)
+            index = labels_on_cropped_grid(logits, pre, self.spec, timings)
+        _add_transfers(transfers, meter)
+        full = uncrop_channels(index, pre, self.spec, timings)
+        return full if ro is None else ro.backward(full)
 
     def segment(
         self,
@@ -315,8 +423,8 @@ class Segmenter:
         """uint8 labels on the input grid: 0 background, 1 liver, 2 tumour.
 
         The same labels as the argmax of :meth:`probabilities`, without materialising the
-        full-size probability array (see ``logits_to_labels``). ``timings`` and
-        ``transfers`` as in :meth:`probabilities`.
+        full-size probability array (see ``logits_to_labels``; ensembles do build it).
+        ``timings`` and ``transfers`` as in :meth:`probabilities`.
         """
         return self._segment(ct, False, progress, timings, transfers)[0]
 
@@ -330,14 +438,69 @@ class Segmenter:
     ) -> tuple[Volume, float | None]:
         """:meth:`segment`, plus the tumour's mean max-probability on the network grid
         (None when no voxel is tumour there); see :mod:`.confidence`. On the
-        device-resident path it is computed on the device (two scalars come down)."""
+        device-resident path it is computed on the device (two scalars come down). An
+        ensemble has no single network grid: there it is the mean max-probability of the
+        averaged probabilities over the input-grid voxels labelled tumour."""
         return self._segment(ct, True, progress, timings, transfers)
 
     def _segment(
         self, ct: Any, with_confidence: bool, progress: Progress | None,
         timings: dict[str, float] | None, transfers: dict[str, int] | None,
     ) -> tuple[Volume, float | None]:
-        pre, vol, ro = self._prepare(ct, timings)
+        vol = self._as_volume(ct)
+        if self._members:
+            labels, confidence = self._ensemble_labels(
+                vol, with_confidence, progress, timings, transfers
+            )
+        else:
+            labels, confidence = self._own_labels(
+                vol, with_confidence, progress, timings, transfers
+            )
+        if self.spec.postprocessing is not None:  # nnU-Net's chosen postprocessing, as data
+            t0 = time.perf_counter()
+            labels = apply_postprocessing(
+                labels, self.spec.postprocessing, self.spec.labels.channel_to_label
+            )
+            if timings is not None:
+                timings["postprocess"] = timings.get("postprocess", 0.0) + (
+                    time.perf_counter() - t0
+                )
+        return vol.with_array(labels, note=self._note()), confidence
+
+    def _note(self) -> str:
+        parts = [f"{self.spec.configuration} (folds {self.folds})"]
+        if self._previous is not None:
+            parts.insert(0, f"{self._previous.spec.configuration} (folds "
+                            f"{self._previous.folds}) ->")
+        parts += [f"+ {m.spec.configuration} (folds {m.folds})" for m in self._members]
+        return (
+            f"nnU-Net {' '.join(parts)} segmentation (step {self.step_size}, mirror axes "
+            f"{list(self.mirror_axes)}{', device-resident' if self._device_window else ''})"
+        )
+
+    def _ensemble_labels(
+        self, vol: Volume, with_confidence: bool, progress: Progress | None,
+        timings: dict[str, float] | None, transfers: dict[str, int] | None,
+    ) -> tuple[np.ndarray, float | None]:
+        """Labels (and confidence) from the members' averaged probabilities."""
+        probs, _ = self.probabilities(vol, progress=progress, timings=timings,
+                                      transfers=transfers)
+        t0 = time.perf_counter()
+        index = channel_argmax(probs)
+        confidence = (tumour_confidence(probs, index, self.spec.labels.tumour_channel)
+                      if with_confidence else None)
+        del probs
+        lut = np.asarray(self.spec.labels.channel_to_label, dtype=np.uint8)
+        if timings is not None:
+            timings["argmax"] = timings.get("argmax", 0.0) + time.perf_counter() - t0
+        return lut[index], confidence
+
+    def _own_labels(
+        self, vol: Volume, with_confidence: bool, progress: Progress | None,
+        timings: dict[str, float] | None, transfers: dict[str, int] | None,
+    ) -> tuple[np.ndarray, float | None]:
+        """Labels (and confidence) of this single configuration (cascade included)."""
+        pre, _, ro = self._prepare(vol, timings, progress, transfers)
         meter = TransferMeter()
         tumour = self.spec.labels.tumour_channel if with_confidence else None
         confidence: float | None = None
@@ -353,22 +516,15 @@ class Segmenter:
             if tumour is not None:
                 confidence = mean_max_probability(logits, tumour)
             labels = logits_to_labels(logits, pre, self.spec, timings)
+        _add_transfers(transfers, meter)
         if ro is not None:  # back from the training orientation to the input's
             labels = ro.backward(labels)
-        if self.spec.postprocessing is not None:  # nnU-Net's chosen postprocessing, as data
-            t0 = time.perf_counter()
-            labels = apply_postprocessing(
-                labels, self.spec.postprocessing, self.spec.labels.channel_to_label
-            )
-            if timings is not None:
-                timings["postprocess"] = timings.get("postprocess", 0.0) + (
-                    time.perf_counter() - t0
-                )
-        if transfers is not None:
-            transfers.update(_transfer_dict(meter.snapshot()))
-        return vol.with_array(
-            labels,
-            note=f"nnU-Net {self.spec.configuration} segmentation (folds {self.folds}, "
-            f"step {self.step_size}, mirror axes {list(self.mirror_axes)}"
-            f"{', device-resident' if self._device_window is not None else ''})",
-        ), confidence
+        return labels, confidence
+
+
+def _add_transfers(transfers: dict[str, int] | None, meter: TransferMeter) -> None:
+    """Add one stage's host <-> device bytes to ``transfers`` (all stages together)."""
+    if transfers is None:
+        return
+    for key, value in _transfer_dict(meter.snapshot()).items():
+        transfers[key] = transfers.get(key, 0) + value

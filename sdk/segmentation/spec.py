@@ -182,6 +182,23 @@ class SegmentationSpec(_Model):
         description="nnU-Net's chosen postprocessing (nnUNetv2_find_best_configuration), read "
         "at export from postprocessing.json / .pkl; None: none (as nnUNetv2_predict).",
     )
+    previous_stage: SegmentationSpec | None = Field(
+        default=None,
+        description="3d_cascade_fullres: the 3d_lowres stage whose segmentation, resampled "
+        "and one-hot encoded (foreground labels), is fed to this stage as extra input "
+        "channels (see hccatom.segmentation.cascade). None: a single-stage configuration.",
+    )
+    resampling_segmentation: ResamplingSpec | None = Field(
+        default=None,
+        description="nnU-Net's resampling_fn_seg_kwargs, used on the previous stage's "
+        "segmentation (cascades only).",
+    )
+    ensemble: list[SegmentationSpec] = Field(
+        default_factory=list,
+        description="Further configurations ensembled with this one (nnUNetv2_ensemble): "
+        "each member's softmax probabilities on the input grid are averaged with this "
+        "configuration's, then argmax. Empty: no ensemble.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -189,10 +206,14 @@ class SegmentationSpec(_Model):
     def _omit_absent_optional(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # fields added in schema 1.1 are left out when unset, so that a spec without them
         # serialises exactly as before and readers of schema 1.0 still load it
+        # (likewise the cascade and ensemble fields: single-configuration specs omit them)
         data: dict[str, Any] = handler(self)
-        for key in ("window_before_segmentation", "training_orientation", "postprocessing"):
+        for key in ("window_before_segmentation", "training_orientation", "postprocessing",
+                    "previous_stage", "resampling_segmentation"):
             if data.get(key) is None:
                 data.pop(key, None)
+        if not data.get("ensemble"):
+            data.pop("ensemble", None)
         return data
 
     @field_validator("transpose_forward", "transpose_backward")
@@ -223,7 +244,29 @@ class SegmentationSpec(_Model):
             raise ValueError("labels must describe every output channel")
         if self.postprocessing is not None:
             check_mappable(self.postprocessing, self.labels.channel_to_label)
+        check_stages(self)
         return self
+
+    @property
+    def num_input_channels(self) -> int:
+        """Network input channels: the CT, plus one per foreground label in a cascade."""
+        if self.previous_stage is None:
+            return 1
+        return 1 + self.previous_stage.num_output_channels - 1
+
+    def all_folds(self) -> list[FoldModel]:
+        """Every fold model of every stage and member, in engine order: the previous stage's
+        (recursively), this configuration's, then each ensemble member's."""
+        return [fold for fold, _ in self.fold_stages()]
+
+    def fold_stages(self) -> list[tuple[FoldModel, SegmentationSpec]]:
+        """:meth:`all_folds`, each with the configuration (stage or member) it belongs to
+        (that one's patch size and input channels describe the fold's graph)."""
+        out = [] if self.previous_stage is None else self.previous_stage.fold_stages()
+        out.extend((fold, self) for fold in self.folds)
+        for member in self.ensemble:
+            out.extend(member.fold_stages())
+        return out
 
     # --- file I/O ---------------------------------------------------------------------
     def to_json(self) -> str:
@@ -251,3 +294,37 @@ class SegmentationSpec(_Model):
             return cls.model_validate(json.loads(p.read_text(encoding="utf-8")))
         except (ValueError, TypeError) as exc:
             raise BundleFormatError(f"invalid segmentation spec {p.name}: {exc}") from exc
+
+
+def check_stages(spec: SegmentationSpec) -> None:
+    """Rules for cascades and ensembles (ValueError): members and the previous stage
+    describe the same labels, carry no postprocessing (it belongs to the whole), and nest
+    no further ensembles; a previous stage is itself single-stage; ONNX names are unique."""
+    lut = spec.labels.channel_to_label
+    for member in spec.ensemble:
+        if member.labels.channel_to_label != lut:
+            raise ValueError(
+                f"ensemble member {member.configuration} maps channels to labels "
+                f"{member.labels.channel_to_label}, this spec {lut}: members must agree"
+            )
+        if member.ensemble or member.postprocessing is not None:
+            raise ValueError("ensemble members carry no ensemble or postprocessing of their own")
+    prev = spec.previous_stage
+    if prev is not None:
+        if prev.previous_stage is not None or prev.ensemble or prev.postprocessing is not None:
+            raise ValueError("the previous stage of a cascade must be a single configuration")
+        if prev.num_output_channels != spec.num_output_channels:
+            raise ValueError(
+                f"previous stage has {prev.num_output_channels} output channels, this stage "
+                f"{spec.num_output_channels}: a cascade's stages share the dataset's labels"
+            )
+        seg = spec.resampling_segmentation
+        if seg is None:
+            raise ValueError("a cascade stage needs resampling_segmentation (resampling_fn_seg)")
+        if seg.order_z != 0:
+            raise ValueError("resampling_segmentation.order_z must be 0 (nnU-Net's default)")
+    if spec.dims == 2 and prev is not None:
+        raise ValueError("a cascade's full-resolution stage is a 3-D configuration")
+    names = [f.onnx for f in spec.all_folds()]
+    if len(set(names)) != len(names):
+        raise ValueError(f"fold ONNX files must be distinct across stages and members: {names}")
