@@ -48,6 +48,13 @@ print("python", sys.version.split()[0], "| onnxruntime", ort.__version__, ort.ge
       "| hccatom", hccatom.__version__, "from", hccatom.__file__)
 PY
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+# seconds, not minutes: does the carried (architecture-stripped) CUDA EP run kernels here?
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  timeout -k 5 120 python3 benchmarks/gpu/cuda_smoke.py 2>&1 | tee "$RESULTS/cuda_smoke.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "error: CUDA EP smoke test failed (see above)" >&2; exit 4; }
+else
+  echo "cuda_smoke: skipped (no GPU on this machine)"
+fi
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--device cuda)
 set +e

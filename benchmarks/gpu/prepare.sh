@@ -4,9 +4,11 @@
 # The lent device machine (one H200, CPython 3.12, torch with CUDA 13, CPU onnxruntime, no
 # registry) lacks onnxruntime-gpu, SimpleITK, pydantic and nnunetv2. This script installs
 # them into a prefix for the device's Python (pip --target with the device's platform and
-# Python version; nothing runs), packs the prefix as ONE xz-compressed tar, and splits that
-# into at most 4 parts that each fit one device call beside the working tree (a call carries
-# at most 64 MiB in all). Parts and checksums go to .gpu/ (git-ignored).
+# Python version; nothing runs), slims it to what the device run loads (slim_prefix.sh: the
+# CUDA EP keeps only CUDA_ARCH=90 code, default), packs the prefix as ONE xz-compressed tar,
+# and splits that into at most 4 parts that each fit one device call beside the working tree
+# (a call carries at most 64 MiB in all; measured 2026-12-01: 91 MiB packed -> 3 parts).
+# Parts and checksums go to .gpu/ (git-ignored).
 #
 #   bash benchmarks/gpu/prepare.sh                 # for the device (CPython 3.12)
 #   PYVER=3.11 bash benchmarks/gpu/prepare.sh      # rehearsal for this machine's Python
@@ -43,7 +45,13 @@ python3 -m pip wheel -q --no-deps -w "$work/wheels" "nnunetv2==2.8.1" "acvl-util
 echo "== install into the prefix (pip --target, device platform, no dependencies resolved)" >&2
 python3 -m pip install -q --no-deps --no-compile --target "$work/prefix" "${plat[@]}" \
   "$work"/wheels/*.whl
+echo "== slim the prefix: drop what the device run never loads" >&2
 du -sh "$work/prefix" >&2
+bash benchmarks/gpu/slim_prefix.sh "$work/prefix"
+du -sh "$work/prefix" >&2
+echo "largest files after slimming (MiB):" >&2
+find "$work/prefix" -type f -size +1M -printf '%s %P\n' | sort -nr | head -8 \
+  | awk '{printf "  %7.1f %s\n", $1 / 1048576, $2}' >&2
 
 echo "== pack (tar | xz -${XZ_LEVEL:-9e}) and split" >&2
 rm -rf .gpu && mkdir -p .gpu

@@ -1,0 +1,85 @@
+"""Seconds-long check that the CUDA provider runs kernels here, before the long benchmark.
+
+The carried CUDA EP keeps only one GPU architecture's code (``strip_fatbin.py``); if that
+did not suit this GPU, the benchmark would fail minutes in. This runs a tiny graph (a Conv
+from cuDNN, then ONNX Runtime's own kernels: Softmax, Mul, ReduceMax, ArgMax, Cast) on the
+CUDA provider and on the CPU provider and compares them. Exit 0: the CUDA EP placed the
+nodes and agrees with the CPU; exit 1 otherwise, saying so. ``--provider
+CPUExecutionProvider`` exercises the script itself on a machine without a GPU.
+
+    python3 benchmarks/gpu/cuda_smoke.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def tiny_model() -> bytes:
+    """Conv3d(1->3) -> Softmax -> *2 -> (ReduceMax, ArgMax -> Cast uint8), serialized."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(3, 1, 3, 3, 3)).astype(np.float32), "w")
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 6),
+        helper.make_node("Softmax", ["c"], ["p"], axis=1),
+        helper.make_node("Mul", ["p", "two"], ["p2"]),
+        helper.make_node("ReduceMax", ["p2"], ["m"], keepdims=0),
+        helper.make_node("ArgMax", ["p2"], ["a"], axis=1, keepdims=0),
+        helper.make_node("Cast", ["a"], ["labels"], to=TensorProto.UINT8),
+    ]
+    graph = helper.make_graph(
+        nodes, "cuda_smoke",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 16, 16, 16])],
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("labels", TensorProto.UINT8, [1, 16, 16, 16])],
+        initializer=[w, two],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--provider", default="CUDAExecutionProvider")
+    args = p.parse_args(argv)
+    import onnxruntime as ort
+
+    model = tiny_model()
+    x = np.random.default_rng(1).normal(size=(1, 1, 16, 16, 16)).astype(np.float32)
+    if args.provider not in ort.get_available_providers():
+        print(f"cuda_smoke: {args.provider} is not in this onnxruntime "
+              f"({ort.__version__}: {ort.get_available_providers()})", file=sys.stderr)
+        return 1
+    if args.provider == "CUDAExecutionProvider":  # torch-free process: as the SDK does it
+        from hccatom.engines.providers import preload_cuda_libraries
+
+        print(f"cuda_smoke: preload_cuda_libraries(): {preload_cuda_libraries()}",
+              file=sys.stderr)
+    try:
+        sess = ort.InferenceSession(model, providers=[args.provider])
+        got = sess.run(None, {"x": x})
+    except Exception as exc:  # a missing cubin for this GPU surfaces here
+        print(f"cuda_smoke: {args.provider} failed: {type(exc).__name__}: {exc}\n"
+              "  if this says 'no kernel image is available', the CUDA EP lacks this GPU's "
+              "architecture: re-run prepare.sh with CUDA_ARCH=<sm> or CUDA_ARCH=all",
+              file=sys.stderr)
+        return 1
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    used = sess.get_providers()
+    same_labels = float(np.mean(got[1] == ref[1]))
+    diff = abs(float(got[0]) - float(ref[0]))
+    ok = used[0] == args.provider and same_labels >= 0.999 and diff < 1e-3
+    print(f"cuda_smoke: providers {used}; label agreement with the CPU {same_labels:.4f}, "
+          f"|max diff| {diff:.2e}: {'ok' if ok else 'FAILED'}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
