@@ -13,11 +13,13 @@ from hccatom.engines.providers import (
     tensorrt_profile_shapes,
     tensorrt_provider_options,
 )
+from hccatom.engines.triton_engine import TritonEngine
 
 __all__ = [
     "Engine",
     "OnnxRuntimeEngine",
     "TensorSpec",
+    "TritonEngine",
     "available_devices",
     "check_feeds",
     "default_cache_root",

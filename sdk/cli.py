@@ -66,6 +66,8 @@ LAZY_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("export", "nnunet"): ("hccatom.export.nnunet_cli",
                            "nnU-Net v2 model folder -> ONNX per fold + segmentation spec"),
     ("demo", "build"): ("hccatom.export.demo_cli", "rebuild the synthetic demo bundle"),
+    ("export", "triton"): ("hccatom.serve.repo_cli",
+                           "bundle -> Triton model repository (needs the serve extra)"),
     ("explain",): ("hccatom.export.explain_cli",
                    "Grad-CAM of a SELECTION checkpoint beside the bundle's rollout"),
 }
@@ -524,7 +526,8 @@ def _add_lazy(sub: argparse._SubParsersAction[argparse.ArgumentParser],
               argv: Sequence[str]) -> None:
     """Add export/demo; configure (and import) only the command the arguments select."""
     export = sub.add_parser("export", help="build time: export models (needs the export extra)")
-    esub = export.add_subparsers(dest="export_command", metavar="{selection,nnunet}")
+    esub = export.add_subparsers(dest="export_command",
+                                 metavar="{selection,nnunet,triton}")
     esub.required = True
     demo = sub.add_parser("demo", help="run the synthetic demo (demo build: rebuild it)",
                           add_help=False, parents=[LEAF])
@@ -576,6 +579,17 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=bench.run)
 
 
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from hccatom.serve import serve_cli  # light: PyTriton loads only when it runs
+
+    p = sub.add_parser("serve", help="serve the chain behind Triton (needs the serve extra)",
+                       parents=[LEAF], description="Serve Predictor.recommend behind Triton "
+                       "(PyTriton). Prints 'hccatom serve: ready ...' on stdout when ready; "
+                       "stops on SIGTERM after in-flight requests finish.")
+    serve_cli.configure_parser(p)
+    p.set_defaults(func=serve_cli.run)
+
+
 # --- main -----------------------------------------------------------------------------
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; ``argv`` selects which lazy subcommand gets configured."""
@@ -591,6 +605,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_recommend(sub)
     _add_bundle(sub)
     _add_bench(sub)
+    _add_serve(sub)
     _add_validate(sub, argv)
     _add_lazy(sub, argv)
     return parser

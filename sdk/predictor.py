@@ -253,6 +253,7 @@ class Predictor:
         require_signature: bool | None = None,
         expect_sha256: str | None = None,
         precision: str | None = None,
+        engines: str | None = None,
     ) -> Predictor:
         """Open and verify a bundle (schema, signature, checksums) and create every engine
         once.
@@ -279,6 +280,8 @@ class Predictor:
         (docs/safety.md).
         ``precision``: None runs a graph's fp16 twin on CUDA when the bundle has one (fp32
         elsewhere); "fp16" or "fp32" forces it (see :mod:`hccatom.precision`).
+        ``engines``: ``"triton://host:8001"`` runs the networks on that Triton server (a
+        repository from ``hccatom export triton``; serve extra), the rest in-process.
         """
         phase_workers = _phase_workers(phase_workers)
         if threads is None and phase_workers == 2:
@@ -289,6 +292,13 @@ class Predictor:
                              require_signature=require_signature, expect_sha256=expect_sha256)
         m = bundle.manifest
         memory_plan.check_bundle(m)  # patch size, slice thickness: before any engine exists
+        if engines is not None:  # networks on a Triton server (hccatom.serve)
+            from hccatom.serve.remote_engines import remote_engine_factory
+
+            if engine_factory is not None:
+                raise InputError("pass engines='triton://...' or engine_factory=, not both")
+
+            engine_factory = remote_engine_factory(engines, bundle)
         used: dict[str, str] = {}
 
         def make(p: Path) -> Engine:
@@ -321,8 +331,8 @@ class Predictor:
             threads=threads, spec=seg_spec, engines=seg_engines, verify=False,
             device_resident=device_resident,
         )
-        engines = dict(zip(sel_paths, made[len(seg_paths):], strict=True))
-        scorer = SelectionScorer(sel, engines)
+        sel_engines = dict(zip(sel_paths, made[len(seg_paths):], strict=True))
+        scorer = SelectionScorer(sel, sel_engines)
         predictor = cls(bundle, segmenter, scorer, device=device, safety=safety,
                         phase_workers=phase_workers)
         predictor.precisions = used

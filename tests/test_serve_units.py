@@ -1,0 +1,145 @@
+"""Serving pieces that need no server: wire format, typed-error transport, names, checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hccatom.errors import ClinicalInputError, CTInputError, HccatomError, InputError
+from hccatom.serve import pytriton_env, wire
+from hccatom.serve.errors import RequestTooLargeError, ServeError, ServerBusyError
+from hccatom.serve.model_names import triton_model_name
+from hccatom.volume import Volume
+
+
+def test_model_names_are_unique_and_triton_safe() -> None:
+    assert triton_model_name("segmentation/fold_0.onnx") == "segmentation__fold_0"
+    assert triton_model_name("selection/TACE/selection_tace.onnx") == \
+        "selection__TACE__selection_tace"
+    assert triton_model_name("seg/3d lowres/fold 0.onnx") == "seg__3d_lowres__fold_0"
+    assert triton_model_name("a/b.onnx") != triton_model_name("a__b.onnx".replace("__", "/x"))
+
+
+def test_typed_errors_survive_the_wire_with_message_and_fields() -> None:
+    exc = ClinicalInputError("Invalid clinical variables (2 problem(s))",
+                             [("inr", "got 'high'"), ("ecog", "got 7")])
+    text = "Traceback ...\n  File x\nTritonResponseError: " + wire.encode_error(exc)
+    back = wire.decode_error(text)
+    assert type(back) is ClinicalInputError and str(back) == str(exc)
+    assert back.problems == exc.problems
+    busy = wire.decode_error(wire.encode_error(ServerBusyError("full")))
+    assert type(busy) is ServerBusyError
+    phased = wire.decode_error(wire.encode_error(CTInputError("bad").in_phase("portal")))
+    assert isinstance(phased, CTInputError) and phased.phase == "portal"
+    assert str(phased) == "portal phase: bad"
+    assert wire.decode_error("no tag here") is None
+    assert wire.decode_error(wire.ERROR_TAG + "!!!") is None
+
+
+def test_unknown_error_type_becomes_the_base_class() -> None:
+    import base64
+    import json
+
+    token = base64.b64encode(json.dumps({"type": "SystemExit", "message": "m"}).encode())
+    back = wire.decode_error(wire.ERROR_TAG + token.decode())
+    assert type(back) is HccatomError and str(back) == "m"
+
+
+def test_phase_geometry_round_trip_and_bad_headers() -> None:
+    vol = Volume.from_array(np.arange(24, dtype=np.float32).reshape(2, 3, 4), (2.5, 0.7, 0.7),
+                            origin=(1.0, 2.0, 3.0), notes=("a note",))
+    back = wire.phase_volume("arterial", wire.phase_header(vol), vol.array)
+    assert back.spacing == vol.spacing and back.origin == vol.origin
+    assert back.direction == vol.direction and back.notes == vol.notes
+    np.testing.assert_array_equal(back.array, vol.array)
+    with pytest.raises(CTInputError, match=r"arterial\.spacing_zyx_mm' is missing"):
+        wire.phase_volume("arterial", {}, vol.array)
+    with pytest.raises(CTInputError, match="portal phase array is missing"):
+        wire.phase_volume("portal", wire.phase_header(vol), None)
+    with pytest.raises(CTInputError, match="notes"):
+        wire.phase_volume("portal", {"spacing_zyx_mm": [1, 1, 1], "notes": [1]}, vol.array)
+
+
+def test_request_json_limits() -> None:
+    assert wire.parse_request(b'{"clinical": {}}') == {"clinical": {}}
+    with pytest.raises(RequestTooLargeError):
+        wire.parse_request(b" " * (wire.REQUEST_JSON_LIMITS.max_bytes + 1))
+    with pytest.raises(InputError, match="refused"):
+        wire.parse_request(b"[" * 100 + b"]" * 100)
+    with pytest.raises(InputError, match="object"):
+        wire.parse_request(b"[]")
+
+
+def test_environment_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sysconfig
+
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):  # a static build: refused clearly
+        with pytest.raises(ServeError, match="enable-shared"):
+            pytriton_env.libpython_dir()
+        return
+    folder = pytriton_env.libpython_dir()
+    assert any(p.name.startswith("libpython") for p in folder.iterdir())
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/x")
+    value = pytriton_env.add_to_library_path(folder)
+    assert value.split(":") == [str(folder), "/opt/x"]
+    assert pytriton_env.add_to_library_path(folder) == value  # once
+    monkeypatch.setattr(np, "__version__", "2.1.0")
+    with pytest.raises(ServeError, match="numpy<2"):
+        pytriton_env.check_numpy()
+    monkeypatch.setattr("sysconfig.get_config_var",
+                        lambda name: {"LIBDIR": "/nowhere", "LDLIBRARY": "libpython3.11.a"}
+                        .get(name))
+    with pytest.raises(ServeError, match="enable-shared"):
+        pytriton_env.libpython_dir()
+
+
+class _FakeClient:
+    """What TritonEngine asks a server at creation, answered from a dict."""
+
+    def __init__(self, sha: str | None) -> None:
+        self.sha = sha
+
+    def is_model_ready(self, name: str, version: str = "") -> bool:
+        return name == "m"
+
+    def get_model_metadata(self, name: str, version: str = "", as_json: bool = False
+                           ) -> dict[str, object]:
+        return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
+                "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}]}
+
+    def get_model_config(self, name: str, version: str = "", as_json: bool = False
+                         ) -> dict[str, object]:
+        params = {} if self.sha is None else {"hccatom_sha256": {"string_value": self.sha}}
+        return {"config": {"max_batch_size": 8, "parameters": params}}
+
+
+def test_triton_engine_refuses_a_server_with_another_model_file(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hccatom.engines import triton_engine
+    from hccatom.errors import EngineError, EngineUnavailableError
+
+    monkeypatch.setattr(triton_engine, "grpc_client", lambda address: _FakeClient("a" * 64))
+    engine = triton_engine.TritonEngine("triton://h:1", "m", expected_sha256="a" * 64)
+    assert [s.shape for s in engine.inputs] == [("batch", 3)]
+    assert engine.providers == ["Triton(h:1)"]
+    with pytest.raises(EngineError, match="export the repository from this bundle"):
+        triton_engine.TritonEngine("triton://h:1", "m", expected_sha256="b" * 64)
+    with pytest.raises(EngineUnavailableError, match="not ready"):
+        triton_engine.TritonEngine("triton://h:1", "other")
+    monkeypatch.setattr(triton_engine, "grpc_client", lambda address: _FakeClient(None))
+    assert triton_engine.TritonEngine("triton://h:1", "m", expected_sha256="b" * 64
+                                      ).served_sha256 is None  # a server that cannot say
+
+
+def test_serve_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    from hccatom.cli import EXIT_NO_ENGINE, main
+    from hccatom.demo import demo_bundle_path
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pytriton" else real(name, *a))
+    assert main(["serve", "--bundle", str(demo_bundle_path())]) == EXIT_NO_ENGINE
+    assert 'pip install "hccatom[serve]"' in capsys.readouterr().err

@@ -1,0 +1,105 @@
+"""``TritonEngine`` and ``Predictor.from_bundle(engines="triton://...")`` against a PyTriton
+server hosting the exported repository's ONNX files through ONNX Runtime (loopback)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytriton", reason="needs the serve extra (nvidia-pytriton)")
+pytest.importorskip("tritonclient.grpc", reason="needs the serve extra (tritonclient[grpc])")
+
+from serve_helpers import comparable, hard_deadline
+
+from hccatom.demo import demo_bundle_path, demo_case
+from hccatom.engines import Engine, OnnxRuntimeEngine, TritonEngine
+from hccatom.errors import EngineInputError, EngineUnavailableError
+from hccatom.predictor import Predictor
+from hccatom.serve.errors import RemoteModelError, ServerBusyError, ServerUnavailableError
+from hccatom.serve.onnx_host import OnnxRepositoryHost
+from hccatom.serve.pytriton_env import free_port
+from hccatom.serve.triton_repo import MODEL_VERSION, check_repository, write_repository
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnnxRepositoryHost]:
+    repo = tmp_path_factory.mktemp("triton") / "repo"
+    write_repository(demo_bundle_path(), repo)
+    with hard_deadline(120), OnnxRepositoryHost(repo) as h:
+        yield h
+
+
+def _feeds(engine: Engine, batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {s.name: rng.standard_normal(
+        [batch if isinstance(d, str) else d for d in s.shape]).astype(s.dtype)
+        for s in engine.inputs}
+
+
+def test_every_model_remote_equals_in_process(host: OnnxRepositoryHost) -> None:
+    with hard_deadline(60):
+        for name in check_repository(host.repository):
+            remote = TritonEngine(host.url, name)
+            assert isinstance(remote, Engine)
+            local = OnnxRuntimeEngine(host.repository / name / MODEL_VERSION / "model.onnx",
+                                      device="cpu")
+            assert [(s.name, s.dtype, s.shape[1:]) for s in remote.inputs] == [
+                (s.name, s.dtype, s.shape[1:]) for s in local.inputs]
+            feeds = _feeds(local, batch=2, seed=len(name))
+            got, want = remote.run(feeds), local.run(feeds)
+            assert got.keys() == want.keys()
+            for key in want:
+                np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_predictor_with_remote_networks_equals_in_process(host: OnnxRepositoryHost) -> None:
+    ct, clinical, _ = demo_case(3)
+    with hard_deadline(90):
+        # mirroring off on both sides keeps the test short; the comparison is unchanged
+        local = Predictor.from_bundle(demo_bundle_path(), device="cpu", mirroring=False,
+                                      step_size=1.0
+                                      ).recommend(ct, clinical)
+        remote_predictor = Predictor.from_bundle(demo_bundle_path(), engines=host.url,
+                                                 mirroring=False, step_size=1.0)
+        remote = remote_predictor.recommend(ct, clinical)
+    assert remote.engine.segmentation == [f"Triton({host.ports.grpc_url})"]
+    assert comparable(remote) == comparable(local)
+    assert remote.scores == local.scores
+
+
+def test_bad_feeds_never_reach_the_server(host: OnnxRepositoryHost) -> None:
+    engine = TritonEngine(host.url, "selection__TACE__selection_tace")
+    feeds = _feeds(engine, batch=1, seed=0)
+    feeds["lab"] = feeds["lab"].astype(np.float64)
+    with pytest.raises(EngineInputError, match=r"'lab'.*float64"):
+        engine.run(feeds)
+    feeds = _feeds(engine, batch=1, seed=0)
+    feeds["demo"] = np.zeros((2, 6), np.float32)  # another batch size than the rest
+    with pytest.raises(EngineInputError, match="batch"):
+        engine.run(feeds)
+
+
+def test_unreachable_server_and_unknown_model_are_typed(host: OnnxRepositoryHost) -> None:
+    with hard_deadline(60):
+        with pytest.raises(ServerUnavailableError, match="cannot be reached"):
+            TritonEngine(f"triton://127.0.0.1:{free_port()}", "segmentation__fold_0")
+        with pytest.raises(EngineUnavailableError):
+            TritonEngine(host.url, "no_such_model")
+        with pytest.raises(EngineUnavailableError, match="triton://HOST:PORT"):
+            TritonEngine("http://127.0.0.1:8000/v2", "segmentation__fold_0")
+        with pytest.raises(EngineUnavailableError, match="triton://HOST:PORT"):
+            Predictor.from_bundle(demo_bundle_path(), engines="localhost")
+
+
+def test_remote_errors_are_classified() -> None:
+    from hccatom.engines.triton_engine import remote_error
+
+    assert isinstance(remote_error(RuntimeError("Exceeds maximum queue size"), "m"),
+                      ServerBusyError)
+    assert isinstance(remote_error(RuntimeError("StatusCode.UNAVAILABLE"), "m"),
+                      ServerUnavailableError)
+    err = remote_error(RuntimeError("cannot reshape array of size 0 into shape (1,3)"), "m")
+    assert isinstance(err, RemoteModelError) and "size 0" in str(err)
+
