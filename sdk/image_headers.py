@@ -235,7 +235,9 @@ def scan_nifti_voxels(path: Path, hdr: NiftiHeader) -> None:
     carry = b""
     try:
         with gzip.open(path, "rb") if gz else path.open("rb") as f:
-            skipped = len(f.read(start))
+            skipped = 0  # to the voxels in 4 MiB steps: vox_offset may claim anything
+            while skipped < start and (step := f.read(min(1 << 22, start - skipped))):
+                skipped += len(step)
             if skipped < start:
                 expected += start - skipped  # counts as missing
             while got < expected and (chunk := f.read(min(1 << 22, expected - got))):

@@ -5,6 +5,7 @@ Every test builds its reproducer itself (crafted bytes, see ``tests/hostile.py``
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -520,6 +521,34 @@ def test_zip_member_with_bad_crc_is_a_bundle_error(tmp_path: Path, member: str) 
         load_bundle(z)
     assert member in str(err.value) and "CRC" in str(err.value)
     assert exit_code_for(err.value) == 3
+
+
+def test_encrypted_zip_member_is_a_bundle_error(tmp_path: Path) -> None:
+    """Found by the bundle_zip fuzz target: zipfile raises RuntimeError for an encrypted
+    member (corpus: finding-crash-8e6e7116de23)."""
+    z = tmp_path / "enc.zip"
+    manifest = (demo_bundle_path() / "manifest.json").read_bytes()
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("manifest.json", manifest)
+    data = bytearray(z.read_bytes())  # set the "encrypted" bit (zipfile never writes it)
+    data[data.index(b"PK\x03\x04") + 6] |= 0x1  # local header flags
+    data[data.index(b"PK\x01\x02") + 8] |= 0x1  # central directory flags
+    z.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match=r"'manifest\.json' is encrypted") as err:
+        load_bundle(z)
+    assert exit_code_for(err.value) == 3
+
+
+@pytest.mark.parametrize(("name", "needle"), [("far.nii", "truncated"), ("far.nii.gz", "")])
+def test_huge_vox_offset_is_truncation_not_memory_error(
+    tmp_path: Path, name: str, needle: str
+) -> None:
+    """Found by the nifti fuzz target: a legal but huge vox_offset (here 2**39) made the voxel
+    scan read that many bytes at once (MemoryError; corpus: finding-crash-6c3f7242a954)."""
+    data = nifti1_bytes(vox_offset=float(2**39))
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+    _refused(write(tmp_path / name, data), needle)  # a typed error, fast, no MemoryError
 
 
 def test_corrupt_model_with_matching_checksum_is_a_bad_bundle(tmp_path: Path) -> None:

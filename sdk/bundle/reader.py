@@ -327,6 +327,8 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
         return "is an absolute or non-POSIX path"
     if any(p == ".." for p in PurePosixPath(name).parts):
         return "escapes the bundle root with '..'"
+    if info.flag_bits & 0x1:
+        return "is encrypted (bundles are never encrypted)"
     mode = info.external_attr >> 16
     if mode and stat.S_ISLNK(mode):
         return "is a symbolic link"
