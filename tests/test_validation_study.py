@@ -209,3 +209,26 @@ def test_cohort_with_a_dicom_study_row_is_scored(study_cohort: dict[str, Any]) -
         third = score_cohort(changed.cases, predictor, out)
     assert (third.n_cached, third.n_new) == (1, 1) and third.failed == []
     assert [s.source for s in third.scored] == ["cache", "scored"]
+
+
+def test_validate_command_scores_study_row_with_compare_bundle(
+        study_cohort: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``hccatom validate`` on a one-row table whose row is a DICOM study, compared with a
+    "second" bundle (the same one): the study reaches both scorings, so the columns agree."""
+    pytest.importorskip("lifelines", reason="hccatom validate needs the validate extra")
+    from hccatom.atom import MODELS
+    from hccatom.cli import main
+    from hccatom.demo import demo_bundle_path
+
+    root = study_cohort["root"]
+    table = _csv(tmp_path / "one.csv", [["dicom", "TACE", None, None, str(root / "study"), None,
+                                         None, str(root / "clinical.json")]])
+    bundle = str(demo_bundle_path())
+    out = tmp_path / "out"
+    assert main(["validate", str(table), "--bundle", bundle, "--compare-bundle", bundle,
+                 "--out", str(out), "--no-plots", "-q"]) == 0
+    assert "1 of 1 cases scored (0 from cache), 0 failed" in capsys.readouterr().out
+    (row,) = json.loads((out / "tables" / "scores.json").read_text())
+    for m in MODELS:
+        assert row[f"compare_{m}"] == pytest.approx(row[f"score_{m}"], abs=1e-6)
+    assert len(list((out / "compare" / "cases").glob("*.json"))) == 1
