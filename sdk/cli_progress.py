@@ -56,6 +56,7 @@ class StderrProgress:
         self._last_write = time.monotonic()
         self._last_draw = 0.0
         self._line_open = False
+        self._detail = ""
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -105,6 +106,16 @@ class StderrProgress:
         with self._lock:
             self._line(text)
 
+    def live(self, text: str) -> None:
+        """On a terminal, show ``text`` (e.g. cases done and ETA) in the live line, redrawn
+        in place; ``""`` removes it. Elsewhere nothing: callers write plain lines by
+        :meth:`note`."""
+        if self.level == "quiet" or not self.tty:
+            return
+        with self._lock:
+            self._detail = text
+            self._draw(time.monotonic())
+
     def close(self) -> None:
         """Stop the heartbeat and clear the live line."""
         self._stop.set()
@@ -136,6 +147,8 @@ class StderrProgress:
         for stage, act in self._active.items():
             count = f" {act.done}/{act.total} {_unit(stage)}".rstrip() if act.total > 1 else ""
             parts.append(f"{stage}{count} {now - act.started:.1f} s")
+        if self._detail:
+            parts.append(self._detail)
         return " | ".join(parts)
 
     def _draw(self, now: float, force: bool = False) -> None:

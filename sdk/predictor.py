@@ -125,11 +125,34 @@ LabelsCallback = Callable[[Phase, Volume, Volume], None]
 
 @dataclass(frozen=True)
 class Case:
-    """One patient for :meth:`Predictor.recommend_many`: its CT study and clinical data."""
+    """One patient for :meth:`Predictor.recommend_many`: its CT study and clinical data.
 
-    ct: CTStudy | Mapping[str, Any]
+    Give exactly one of ``ct`` (the two phases) or ``study`` (a DICOM study folder, needs
+    the dicom extra; ``arterial``/``portal`` Series Instance UIDs choose series in it).
+    """
+
+    ct: CTStudy | Mapping[str, Any] | None
     clinical: ClinicalVariables | Mapping[str, Any] | str | Path
     case_id: str | None = None
+    study: str | Path | None = None
+    arterial: str | None = None
+    portal: str | None = None
+
+    def _recommend(self, predictor: Predictor) -> Recommendation:
+        if (self.ct is None) == (self.study is None):
+            raise InputError(f"case {self._name()}: give exactly one of ct=... (the two "
+                             "phases) or study=... (a DICOM study folder).")
+        if self.study is None:
+            if self.arterial is not None or self.portal is not None:
+                raise InputError(f"case {self._name()}: arterial=/portal= series UIDs "
+                                 "choose series in a study=...; drop them or give study=.")
+            return predictor.recommend(self.ct, self.clinical)
+        return predictor.recommend(study=self.study, clinical=self.clinical,
+                                   arterial=self.arterial, portal=self.portal)
+
+    def _name(self) -> str:
+        """How errors name this case (its id, which a site keeps pseudonymous)."""
+        return repr(self.case_id) if self.case_id is not None else "without case_id"
 
 
 @dataclass(frozen=True)
@@ -519,15 +542,15 @@ class Predictor:
     ) -> Iterator[CaseResult]:
         """Stream results in input order as they complete.
 
-        ``cases``: :class:`Case` objects or ``(ct, clinical)`` pairs. ``progress(n_done,
-        result)`` is called after each case. ``workers`` > 1 runs cases on a thread pool (at
-        most ``workers`` in flight). ``on_error="yield"`` yields failed cases with their
-        typed error instead of raising.
+        ``cases``: :class:`Case` objects (CT phases or a DICOM ``study``) or ``(ct,
+        clinical)`` pairs. ``progress(n_done, result)`` is called after each case.
+        ``workers`` > 1 runs cases on a thread pool (at most ``workers`` in flight).
+        ``on_error="yield"`` yields failed cases with their typed error instead of raising.
         """
         def run(i: int, case: Case | tuple[Any, Any]) -> CaseResult:
             c = case if isinstance(case, Case) else Case(ct=case[0], clinical=case[1])
             try:
-                return CaseResult(i, c.case_id, recommendation=self.recommend(c.ct, c.clinical))
+                return CaseResult(i, c.case_id, recommendation=c._recommend(self))
             except HccatomError as exc:
                 if on_error == "raise":
                     raise

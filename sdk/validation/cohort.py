@@ -3,7 +3,9 @@
 Columns (CSV with a header; Parquet when pyarrow is installed):
 
 * ``case_id`` (required, unique; a site's pseudonym, never printed in logs).
-* ``arterial``, ``portal``: CT paths (relative to the table's folder or absolute).
+* ``arterial``, ``portal``: CT paths (relative to the table's folder or absolute), **or**
+  ``study``: a DICOM study folder (needs the dicom extra), with optional
+  ``arterial_series_uid`` / ``portal_series_uid`` to choose its series.
 * the 20 clinical variables as columns named like :class:`~hccatom.clinical.ClinicalVariables`
   fields, **or** ``clinical_json``: a path to the case's JSON.
 * ``treatment`` (required): ``TACE``, ``HAIC``, ``TACE + systemic`` or ``HAIC + systemic``
@@ -62,6 +64,9 @@ class CohortCase:
     treatment: Treatment
     arterial: Path | None = None
     portal: Path | None = None
+    study: Path | None = None
+    arterial_series_uid: str | None = None
+    portal_series_uid: str | None = None
     clinical: ClinicalVariables | None = None
     response: int | None = None
     os_months: float | None = None
@@ -190,6 +195,35 @@ class _RowParser:
         return p
 
 
+def _images(rp: _RowParser, base: Path) -> tuple[Path | None, Path | None, Path | None,
+                                                 dict[str, str | None]]:
+    """The case's images: ``arterial`` + ``portal`` paths, or one DICOM ``study`` folder."""
+    row = rp.row
+    uids: dict[str, str | None] = {ph: row.get(f"{ph}_series_uid", "") or None
+                                   for ph in ("arterial", "portal")}
+    has_paths = bool(row.get("arterial", "") or row.get("portal", ""))
+    if row.get("study", ""):
+        if has_paths:
+            rp.bad("study", "give either a DICOM study folder or the arterial/portal paths, "
+                   "not both")
+            return None, None, None, uids
+        study = rp.path("study", base)
+        if study is not None and not study.is_dir():
+            rp.bad("study", f"{row['study']} is not a folder; give the DICOM study folder")
+            study = None
+        return None, None, study, uids
+    for ph, uid in uids.items():
+        if uid is not None:
+            rp.bad(f"{ph}_series_uid", "chooses a series in a DICOM study: give the study "
+                   "column too, or leave it empty")
+    arterial, portal = rp.path("arterial", base), rp.path("portal", base)
+    for col, p in (("arterial", arterial), ("portal", portal)):
+        if p is None and row.get(col, "") == "":
+            rp.bad(col, "empty; give the CT path, a DICOM study folder (study) or all four "
+                   "score_* columns")
+    return arterial, portal, None, {"arterial": None, "portal": None}
+
+
 def _parse_row(line: int, row: dict[str, str], base: Path, cols: set[str],
                problems: list) -> CohortCase | None:
     n_before = len(problems)
@@ -222,13 +256,11 @@ def _parse_row(line: int, row: dict[str, str], base: Path, cols: set[str],
         cv = rp.optional_number(f"compare_{m}")
         if cv is not None:
             compare[m] = cv
-    arterial = portal = None
+    arterial = portal = study = None
+    series_uids: dict[str, str | None] = {"arterial": None, "portal": None}
     clinical = None
     if not given:  # the case must be scored: CT and clinical data needed
-        arterial, portal = rp.path("arterial", base), rp.path("portal", base)
-        for col, p in (("arterial", arterial), ("portal", portal)):
-            if p is None and row.get(col, "") == "":
-                rp.bad(col, "empty; give the CT path or all four score_* columns")
+        arterial, portal, study, series_uids = _images(rp, base)
         try:
             if row.get("clinical_json", ""):
                 cj = rp.path("clinical_json", base)
@@ -244,7 +276,9 @@ def _parse_row(line: int, row: dict[str, str], base: Path, cols: set[str],
         return None
     return CohortCase(
         line=line, case_id=case_id, treatment=treatment,  # type: ignore[arg-type]
-        arterial=arterial, portal=portal, clinical=clinical, response=response,
+        arterial=arterial, portal=portal, study=study,
+        arterial_series_uid=series_uids["arterial"], portal_series_uid=series_uids["portal"],
+        clinical=clinical, response=response,
         os_months=os_months, os_event=os_event, set=set_label,  # type: ignore[arg-type]
         scores={m: float(v) for m, v in given.items()} if given else None, compare=compare,
     )

@@ -61,6 +61,11 @@ def _check_extra() -> None:
         )
 
 
+def _live_line(progress: Any) -> Any:
+    """The terminal's in-place status line for scoring progress; None off a terminal."""
+    return progress.live if getattr(progress, "tty", False) else None
+
+
 def _with_comparison(scoring: Any, args: argparse.Namespace, out: Path, progress: Any) -> Any:
     """Scores of a second bundle as each case's ``compare_<MODEL>`` (DeLong test)."""
     from dataclasses import replace
@@ -73,9 +78,9 @@ def _with_comparison(scoring: Any, args: argparse.Namespace, out: Path, progress
                                       threads=args.threads)
     with other, progress.stage("score_cases_compare_bundle"):
         cases = [replace(s.case, scores=None) for s in scoring.scored
-                 if s.case.arterial is not None]
+                 if s.case.arterial is not None or s.case.study is not None]
         second = score_cohort(cases, other, out / "compare", workers=args.workers,
-                              note=progress.note)
+                              note=progress.note, live=_live_line(progress))
     by_line = {s.case.line: s.scores for s in second.scored}
     scored = [replace(s, case=replace(s.case, compare={**s.case.compare, **by_line[s.case.line]}))
               if s.case.line in by_line else s for s in scoring.scored]
@@ -124,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     with predictor:
         with progress.stage("score_cases"):
             scoring = score_cohort(cohort.cases, predictor, out, workers=args.workers,
-                                   note=progress.note)
+                                   note=progress.note, live=_live_line(progress))
         if args.compare_bundle is not None:
             scoring = _with_comparison(scoring, args, out, progress)
         thresholds = dict(predictor.bundle.manifest.thresholds)
