@@ -330,6 +330,7 @@ def check_detached_data(path: Path, *, budget_bytes: int | None = None) -> None:
                     "save the volume as one .mha or .nii.gz."
                 )
             _inside(folder, data.split()[0] if "%" in data else data, path, "ElementDataFile")
+        _check_rank(path, "NDims", fields.get("NDims"))
         dims = fields.get("DimSize", "").split()
         _check_declared(path, dims, budget_bytes)
     elif name.endswith((".nrrd", ".nhdr")):
@@ -352,7 +353,24 @@ def check_detached_data(path: Path, *, budget_bytes: int | None = None) -> None:
                     ".nrrd or .nii.gz."
                 )
             _inside(folder, data.split()[0], path, "data file")
+        _check_rank(path, "dimension", fields.get("dimension"))
         _check_declared(path, fields.get("sizes", "").split(), budget_bytes)
+
+
+MAX_RANK = 4
+"""Image dimensions a header may declare (a CT is 3-D; ITK spins for minutes on NDims 4e19)."""
+
+
+def _check_rank(path: Path, field: str, value: str | None) -> None:
+    """Refuse a declared number of dimensions that is not a small positive integer."""
+    if value is None:
+        return
+    text = value.strip()
+    if not (text.isdigit() and len(text) <= 2 and 1 <= int(text) <= MAX_RANK):
+        raise CTInputError(
+            f"{path}: its header declares {field} = {text[:20]!r}; an image has 1 to "
+            f"{MAX_RANK} dimensions (a CT volume 3). The file is corrupt: re-export it."
+        )
 
 
 def _check_declared(path: Path, dims: list[str], budget_bytes: int | None) -> None:

@@ -197,6 +197,20 @@ def test_declared_size_of_a_mha_is_checked_against_the_budget(
     _refused(header, "4096 x 4096 x 4096", InputTooLargeError)
 
 
+@pytest.mark.parametrize(("kind", "rank"), [("mhd", "39999999999999999999"), ("mhd", "0"),
+                                            ("nhdr", "99")])
+def test_absurd_number_of_dimensions_is_refused(tmp_path: Path, kind: str, rank: str) -> None:
+    """Found by the mha fuzz target: NDims = 4e19 kept ITK's MetaImage reader busy for
+    minutes (corpus: finding-timeout-c7f04b9396a2)."""
+    (tmp_path / "ct.raw").write_bytes(np.zeros(64, "<i2").tobytes())
+    header = tmp_path / f"ct.{kind}"
+    text = mha_text("ct.raw") if kind == "mhd" else nhdr_text("ct.raw")
+    key = "NDims = 3" if kind == "mhd" else "dimension: 3"
+    assert key in text
+    header.write_text(text.replace(key, key[:-1] + rank))
+    _refused(header, "NDims" if kind == "mhd" else "dimension")
+
+
 # --- header probe: the last guard ----------------------------------------------------------
 def test_hanging_header_read_is_stopped_without_a_thread_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
