@@ -123,17 +123,40 @@ class _Walker:
             pos = body + length
 
 
+#: Groups a raw dataset (no preamble) starts with, as GDCM accepts such files: command,
+#: meta and identifying groups. A file starting otherwise (text, other formats) is left to
+#: GDCM, which skips it.
+_RAW_FIRST_GROUPS = (0x0000, 0x0002, 0x0008)
+
+
+def _looks_like_raw_dataset(path: Path) -> bool:
+    """Whether a file without the ``DICM`` preamble starts like a DICOM dataset."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and struct.unpack_from("<H", head)[0] in _RAW_FIRST_GROUPS
+
+
 def check_dicom_file(path: Path) -> None:
-    """Refuse a Part-10 DICOM file whose element lengths run past its end (module doc)."""
-    if not is_part10(path):
+    """Refuse a DICOM file whose element lengths run past its end (module doc): Part-10
+    files, and files without the preamble that start like a dataset (GDCM reads those too;
+    fuzzing found a 287-byte one that made GDCM allocate 3 GB)."""
+    part10 = is_part10(path)
+    if not part10 and not _looks_like_raw_dataset(path):
         return
     with path.open("rb") as fh:
         size = path.stat().st_size
-        if size <= 132:
+        if size <= (132 if part10 else 8):
             return
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             try:
-                _walk_file(buf, size)
+                if part10:
+                    _walk_file(buf, size)
+                else:
+                    explicit = bytes(buf[4:6]) in _ALL_VRS
+                    _Walker(buf, explicit=explicit, little=True).walk(0, size, 0)
             except _CorruptError as exc:
                 group, elem = exc.tag >> 16, exc.tag & 0xFFFF
                 raise CTInputError(

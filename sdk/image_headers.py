@@ -366,7 +366,7 @@ def _check_rank(path: Path, field: str, value: str | None) -> None:
     if value is None:
         return
     text = value.strip()
-    if not (text.isdigit() and len(text) <= 2 and 1 <= int(text) <= MAX_RANK):
+    if not (re.fullmatch(r"[0-9]{1,2}", text) and 1 <= int(text) <= MAX_RANK):
         raise CTInputError(
             f"{path}: its header declares {field} = {text[:20]!r}; an image has 1 to "
             f"{MAX_RANK} dimensions (a CT volume 3). The file is corrupt: re-export it."

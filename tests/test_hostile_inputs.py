@@ -211,6 +211,22 @@ def test_absurd_number_of_dimensions_is_refused(tmp_path: Path, kind: str, rank:
     _refused(header, "NDims" if kind == "mhd" else "dimension")
 
 
+def test_dicom_without_preamble_with_a_huge_length_is_refused(tmp_path: Path) -> None:
+    """Found by the dicom fuzz target: a 287-byte file without the DICM preamble, starting
+    like a dataset, made GDCM allocate 3 GB (corpus: finding-oom-1e0ab97745e5)."""
+    import struct
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    # (0008,0016) UI, 4 bytes; then (0010,0010) PN declaring 60,000 bytes in a tiny file
+    data = struct.pack("<HH2sH", 0x0008, 0x0016, b"UI", 4) + b"1.2\x00"
+    data += struct.pack("<HH2sH", 0x0010, 0x0010, b"PN", 60000) + b"A" * 16
+    (folder / "raw").write_bytes(data)
+    (folder / "README.txt").write_text("not DICOM: left to GDCM, which skips it\n")
+    msg = _refused(folder, "(0010,0010)")
+    assert "60,000 bytes" in msg
+
+
 # --- header probe: the last guard ----------------------------------------------------------
 def test_hanging_header_read_is_stopped_without_a_thread_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
