@@ -123,10 +123,11 @@ class _Walker:
             pos = body + length
 
 
-#: Groups a raw dataset (no preamble) starts with, as GDCM accepts such files: command,
-#: meta and identifying groups. A file starting otherwise (text, other formats) is left to
-#: GDCM, which skips it.
-_RAW_FIRST_GROUPS = (0x0000, 0x0002, 0x0008)
+#: A file without the preamble whose first tag has an even group below this is walked as a
+#: raw dataset (GDCM reads such files: command, meta, directory, identifying groups; fuzzing
+#: found 0x0000 and 0x0004 starts). Text and most other formats start with larger values
+#: and are left to GDCM, which skips them.
+_RAW_FIRST_GROUP_BELOW = 0x0100
 
 
 def _looks_like_raw_dataset(path: Path) -> bool:
@@ -136,7 +137,10 @@ def _looks_like_raw_dataset(path: Path) -> bool:
             head = fh.read(8)
     except OSError:
         return False
-    return len(head) == 8 and struct.unpack_from("<H", head)[0] in _RAW_FIRST_GROUPS
+    if len(head) < 8:
+        return False
+    group = struct.unpack_from("<H", head)[0]
+    return group % 2 == 0 and group < _RAW_FIRST_GROUP_BELOW
 
 
 def check_dicom_file(path: Path) -> None:
