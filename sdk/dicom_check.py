@@ -123,10 +123,10 @@ class _Walker:
             pos = body + length
 
 
-#: A file without the preamble whose first tag has an even group below this is walked as a
-#: raw dataset (GDCM reads such files: command, meta, directory, identifying groups; fuzzing
-#: found 0x0000 and 0x0004 starts). Text and most other formats start with larger values
-#: and are left to GDCM, which skips them.
+#: A file without the preamble whose first tag has a group below this, or whose bytes 4-5
+#: are a VR, is walked as a raw dataset: GDCM reads such files (fuzzing found 0x0000, 0x0001
+#: and 0x0004 starts). Text and most other formats start otherwise and are left to GDCM,
+#: which skips them.
 _RAW_FIRST_GROUP_BELOW = 0x0100
 
 
@@ -140,7 +140,7 @@ def _looks_like_raw_dataset(path: Path) -> bool:
     if len(head) < 8:
         return False
     group = struct.unpack_from("<H", head)[0]
-    return group % 2 == 0 and group < _RAW_FIRST_GROUP_BELOW
+    return group < _RAW_FIRST_GROUP_BELOW or head[4:6] in _ALL_VRS
 
 
 def check_dicom_file(path: Path) -> None:
