@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="restart the fuzzing process this often (corpus kept)")
     parser.add_argument("--artifacts", type=Path, default=HERE / "artifacts")
     parser.add_argument("--exclude", action="append", default=[], choices=list(targets.TARGETS),
-                        help="leave this target out of 'all' (repeatable; CI leaves out a "
-                        "target with an open finding, see fuzz/open-findings/)")
+                        help="leave this target out of 'all' (repeatable)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="folder that keeps the generated corpus (one target only)")
     args = parser.parse_args(argv)

@@ -227,6 +227,18 @@ def test_dicom_without_preamble_with_a_huge_length_is_refused(tmp_path: Path) ->
     assert "60,000 bytes" in msg
 
 
+def test_dicom_element_with_an_unknown_vr_is_refused(tmp_path: Path) -> None:
+    """Found by the dicom fuzz target: an unknown explicit VR ('CE', a mutated 'AE') whose
+    length GDCM reads as 4 bytes made it allocate 1.2 GB (corpus: finding-oom-e18c335e6c98)."""
+    import struct
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    meta = struct.pack("<HH2sH", 0x0002, 0x0016, b"CE", 4) + b"GDCM"
+    (folder / "x.dcm").write_bytes(b"\x00" * 128 + b"DICM" + meta + b"\x00" * 16)
+    _refused(folder, "(0002,0016) at byte 132 has an unknown value representation")
+
+
 # --- header probe: the last guard ----------------------------------------------------------
 def test_hanging_header_read_is_stopped_without_a_thread_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
