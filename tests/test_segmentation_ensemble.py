@@ -177,28 +177,14 @@ def test_ensemble_matches_nnunet_ensembling_live(tmp_path: Path) -> None:
     """Probabilities against nnU-Net's own predictor + ``average_probabilities``, run here."""
     pytest.importorskip("torch", reason="nnU-Net's predictor (torch) is the reference")
     pytest.importorskip("nnunetv2", reason="nnU-Net's own ensembling is the reference")
-    import torch
-    from nnunetv2.ensembling.ensemble import average_probabilities as nnunet_average
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from fixtures.nnunet.make_ensemble_references import ENSEMBLES, nnunet_ensemble
 
     vol = load("small_ct.nii.gz")
     probs, _ = ensemble_segmenter().probabilities(vol)
-    torch.set_num_threads(1)
-    files = []
-    for fold in (0, 1):
-        pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
-                               perform_everything_on_device=False, device=torch.device("cpu"),
-                               allow_tqdm=False)
-        pred.initialize_from_trained_model_folder(str(MODEL), use_folds=(fold,))
-        _, member = pred.predict_single_npy_array(
-            vol.array[None], {"spacing": list(vol.spacing)}, None, None, True)
-        files.append(str(tmp_path / f"{fold}.npz"))
-        np.savez(files[-1], probabilities=member)
-    ref = nnunet_average(files)
+    ref, ref_labels = nnunet_ensemble(ENSEMBLES["nnunet_ensemble"], vol.array, vol.spacing,
+                                      tmp_path)
     diff = np.abs(probs - ref)
     assert diff.max() <= 1e-2 and diff.mean() <= 1e-4
-    ref_labels = pred.plans_manager.get_label_manager(pred.dataset_json) \
-        .convert_probabilities_to_segmentation(ref)
     assert (np.argmax(probs, axis=0) == ref_labels).mean() >= 0.999
 
 

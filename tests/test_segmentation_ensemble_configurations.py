@@ -129,9 +129,7 @@ def test_mixed_ensemble_export_matches_nnunet_ensembling_live(tmp_path: Path) ->
     """Export both model folders as one ensemble; probabilities against nnU-Net, run here."""
     pytest.importorskip("torch", reason="nnU-Net's predictor (torch) is the reference")
     pytest.importorskip("nnunetv2", reason="nnU-Net's own ensembling is the reference")
-    import torch
-    from nnunetv2.ensembling.ensemble import average_probabilities as nnunet_average
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from fixtures.nnunet.make_ensemble_references import ENSEMBLES, nnunet_ensemble
 
     from hccatom.export.nnunet_ensemble import EnsembleMember, export_nnunet_ensemble
 
@@ -147,23 +145,10 @@ def test_mixed_ensemble_export_matches_nnunet_ensembling_live(tmp_path: Path) ->
 
     vol = load("small_ct.nii.gz")
     probs, _ = Segmenter(out, device="cpu", threads=1).probabilities(vol)
-    torch.set_num_threads(1)
-    files = []
-    for i, (folder, fold) in enumerate(((FULLRES_MODEL, 0), (LOWRES_MODEL, "all"))):
-        pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
-                               perform_everything_on_device=False, device=torch.device("cpu"),
-                               allow_tqdm=False)
-        pred.initialize_from_trained_model_folder(str(folder), use_folds=(fold,))
-        pred.use_mirroring = bool(pred.allowed_mirroring_axes)  # NoDA: trained unmirrored
-        _, member = pred.predict_single_npy_array(
-            vol.array[None], {"spacing": list(vol.spacing)}, None, None, True)
-        files.append(str(tmp_path / f"{i}.npz"))
-        np.savez(files[-1], probabilities=member)
-    ref = nnunet_average(files)
+    ref, ref_labels = nnunet_ensemble(ENSEMBLES["nnunet_fullres_lowres_ensemble"], vol.array,
+                                      vol.spacing, tmp_path)
     diff = np.abs(probs - ref)
     assert diff.max() <= 1e-2 and diff.mean() <= 1e-4
-    ref_labels = pred.plans_manager.get_label_manager(pred.dataset_json) \
-        .convert_probabilities_to_segmentation(ref)
     assert (np.argmax(probs, axis=0) == ref_labels).mean() >= 0.999
     committed = sitk.GetArrayFromImage(sitk.ReadImage(str(REFERENCE)))
     np.testing.assert_array_equal(ref_labels, committed)  # the committed reference is current
