@@ -57,6 +57,7 @@ __all__ = [
     "BclcStage",
     "ClinicalVariables",
     "Sex",
+    "clinical_records",
 ]
 
 METADATA_KEYS: frozenset[str] = frozenset({"patient_id", "case_id", "notes"})
@@ -406,3 +407,15 @@ def _to_clinical_error(exc: ValidationError, data: Mapping[str, Any]) -> Clinica
 def _field_order(name: str) -> tuple[int, str]:
     names = list(ClinicalVariables.model_fields)
     return (names.index(name) if name in names else len(names), name)
+
+
+def clinical_records(items: list[Any], where: str) -> list[ClinicalVariables]:
+    """Every item of a JSON list of clinical records as :class:`ClinicalVariables`; the first
+    bad one raises :class:`ClinicalInputError` naming ``where`` and its index."""
+    records = []
+    for i, rec in enumerate(items):
+        try:
+            records.append(ClinicalVariables.from_mapping(rec))
+        except ClinicalInputError as exc:
+            raise ClinicalInputError(f"{where}, record {i}: {exc}", exc.problems) from None
+    return records

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hccatom.clinical import ClinicalVariables
+from hccatom.clinical import ClinicalVariables, clinical_records
 from hccatom.errors import ClinicalInputError
 
 ReferenceValue = float | int | bool | str
@@ -95,13 +95,7 @@ def reference_from_json(path: str | Path) -> tuple[dict[str, ReferenceValue], st
     if not isinstance(data, list) or not data:
         raise ClinicalInputError(f"clinical reference file {p} must hold an object (variable "
                                  "-> value) or a non-empty list of clinical records.")
-    records = []
-    for i, rec in enumerate(data):
-        try:
-            records.append(ClinicalVariables.from_mapping(rec))
-        except ClinicalInputError as exc:
-            raise ClinicalInputError(f"clinical reference file {p}, record {i}: {exc}",
-                                     exc.problems) from None
+    records = clinical_records(data, f"clinical reference file {p}")
     return reference_values(records), (f"medians / most frequent values of {len(records)} "
                                        f"training records ({p.name})")
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
-from hccatom.clinical import FIELD_RANGES, ClinicalVariables
+from hccatom.clinical import FIELD_RANGES, ClinicalVariables, clinical_records
 from hccatom.errors import ClinicalInputError
 from hccatom.recommendation import QualityFlag
 from hccatom.safety.limits import TrainingPopulation, VariableRange
@@ -63,13 +63,7 @@ def training_population_from_json(path: str | Path, description: str = "") -> Tr
     if not isinstance(data, list) or not data:
         raise ClinicalInputError(
             f"training cohort file {p} must hold a non-empty JSON list of clinical records.")
-    records = []
-    for i, rec in enumerate(data):
-        try:
-            records.append(ClinicalVariables.from_mapping(rec))
-        except ClinicalInputError as exc:
-            raise ClinicalInputError(f"training cohort file {p}, record {i}: {exc}",
-                                     exc.problems) from None
+    records = clinical_records(data, f"training cohort file {p}")
     return training_population(records, description or f"{len(records)} patients ({p.name})")
 
 
