@@ -45,7 +45,7 @@ from hccatom.engines import Engine, OnnxRuntimeEngine
 from hccatom.engines.providers import ort_available_providers
 from hccatom.errors import HccatomError, InputError
 from hccatom.explain.result import Explanation
-from hccatom.explain.runner import Explainer
+from hccatom.explain.runner import Explainer, ExplainMode, ExplainRun, explain_mode
 from hccatom.explain.visual import attach_visual, explain_recommendation
 from hccatom.precision import check_precision, choose_graph, default_precision
 from hccatom.recommendation import (
@@ -400,6 +400,7 @@ class Predictor:
 
     def _score(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer,
                on_labels: LabelsCallback | None = None,
+               select: Callable[[dict[str, Any]], dict[str, float]] | None = None,
                ) -> tuple[dict[str, float], dict[Phase, PhaseImage], dict[Phase, PhaseReport],
                           dict[Phase, PhaseMeasures], ClinicalVariables]:
         study = CTStudy.coerce(ct)
@@ -424,7 +425,8 @@ class Predictor:
         check_distinct_pixels({n: m.fingerprint for n, m in measures.items()})
         with timer.stage("selection"):
             feeds = self.scorer.feeds(images["arterial"].image, images["portal"].image, clin)
-            scores = self.scorer.score(feeds)[0]
+            # select: ExplainRun.score with explain (the explain graphs give the scores)
+            scores = select(feeds) if select is not None else self.scorer.score(feeds)[0]
         return scores, images, reports, measures, cv
 
     def score(self, ct: CTStudy | Mapping[str, Any], clinical: Any) -> dict[str, float]:
@@ -441,13 +443,15 @@ class Predictor:
         arterial: str | None = None,
         portal: str | None = None,
         progress: ProgressCallback | None = None,
-        explain: bool = False,
+        explain: bool | ExplainMode = False,
     ) -> Recommendation:
         """Run the whole chain for one patient. Raises typed :class:`HccatomError`s.
 
         ``explain``: also compute ``rec.explanation`` (attention rollout per model and
         phase, clinical attributions; :mod:`hccatom.explain`); needs a bundle exported with
-        ``--explain`` (else :class:`~hccatom.errors.ExplainUnavailableError`).
+        ``--explain`` (else :class:`~hccatom.errors.ExplainUnavailableError`). ``True`` or
+        ``"variables"``: one attribution per variable; ``"groups"``: per clinical token
+        group (cheaper); ``"rollout"``: relevance maps only.
 
         ``study``: a DICOM study folder instead of ``ct`` (needs the dicom extra): the
         arterial and portal series are found by :func:`hccatom.dicom.find_phases`;
@@ -481,21 +485,26 @@ class Predictor:
         return self._recommend(phases, clinical, _Timer(progress), explain=explain)
 
     def explain(self, ct: CTStudy | Mapping[str, Any],
-                clinical: ClinicalVariables | Mapping[str, Any] | str | Path) -> Explanation:
+                clinical: ClinicalVariables | Mapping[str, Any] | str | Path, *,
+                mode: ExplainMode = "variables") -> Explanation:
         """The :class:`~hccatom.explain.Explanation` of one case (runs the whole chain;
-        :class:`~hccatom.errors.ExplainUnavailableError` without explain graphs)."""
-        rec = self.recommend(ct, clinical, explain=True)
+        :class:`~hccatom.errors.ExplainUnavailableError` without explain graphs); ``mode``
+        as ``recommend(explain=...)``."""
+        rec = self.recommend(ct, clinical, explain=mode)
         assert rec.explanation is not None
         return rec.explanation
 
     def _recommend(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer,
-                   on_labels: LabelsCallback | None = None, *, explain: bool = False
-                   ) -> Recommendation:
+                   on_labels: LabelsCallback | None = None, *,
+                   explain: bool | ExplainMode = False) -> Recommendation:
         """The whole chain; ``on_labels(phase, ct, labels)`` sees each phase's labels."""
-        if explain and not self.explainer.available:  # fail before segmenting
+        mode = explain_mode(explain)
+        if mode and not self.explainer.available:  # fail before segmenting
             self.explainer.require()
+        run = ExplainRun(self.explainer, self.scorer) if mode else None
         t0 = time.perf_counter()
-        scores, images, reports, measures, cv = self._score(ct, clinical, timer, on_labels)
+        scores, images, reports, measures, cv = self._score(
+            ct, clinical, timer, on_labels, select=run.score if run else None)
         m = self.bundle.manifest
         lim = self.safety
         with timer.stage("atom"):
@@ -509,9 +518,9 @@ class Predictor:
                 *self._limit_flags,
             ]
         explanation = None
-        if explain:
+        if run is not None and mode is not None:
             with timer.stage("explain"):
-                explanation = explain_recommendation(self, images, cv)
+                explanation = explain_recommendation(self, images, cv, run, mode)
         timer.timings_ms["total"] = (time.perf_counter() - t0) * 1000.0
         rec = Recommendation(
             final_plan=decision.final_plan,
