@@ -63,7 +63,9 @@ def test_recommendation_with_explain_has_the_fast_path_scores(predictor: Any,
     assert plain.decision == explained.decision and plain.final_plan == explained.final_plan
 
 
-def _case(predictor: Any) -> tuple[Any, Any, Any]:
+@pytest.fixture(scope="module")
+def scored(predictor: Any) -> tuple[Any, Any, Any]:
+    """The demo patient's scores, model images and clinical record (one chain run)."""
     from hccatom.demo import demo_case
     from hccatom.predictor import _Timer
 
@@ -72,12 +74,12 @@ def _case(predictor: Any) -> tuple[Any, Any, Any]:
     return scores, images, cv
 
 
-def test_attributions_skip_rows_equal_to_the_reference(predictor: Any) -> None:
+def test_attributions_skip_rows_equal_to_the_reference(predictor: Any, scored: Any) -> None:
     """Copies with the patient's own input are not run and get delta 0; every other delta
     equals the one-batch computation of [patient, *all copies] (the earlier path)."""
     from hccatom.explain.attributions import batch_feeds, variants
 
-    scores, images, cv = _case(predictor)
+    scores, images, cv = scored
     explainer = predictor.explainer
     ref = dict(explainer.reference)
     same = {"sex": cv.sex, "ecog": cv.ecog, "afp_ng_per_ml": cv.afp_ng_per_ml}
@@ -113,10 +115,10 @@ def test_attributions_skip_rows_equal_to_the_reference(predictor: Any) -> None:
             assert abs(a.delta - (full[0][m] - row[m])) <= 1e-6
 
 
-def test_group_attributions_replace_each_token_group(predictor: Any) -> None:
+def test_group_attributions_replace_each_token_group(predictor: Any, scored: Any) -> None:
     from hccatom.explain.attributions import batch_feeds
 
-    scores, images, cv = _case(predictor)
+    scores, images, cv = scored
     explainer = predictor.explainer
     got, _ = explainer.attributions(predictor.scorer, images, cv, scores, "groups")
     assert got is not None
