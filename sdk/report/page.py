@@ -148,7 +148,12 @@ def render_figure(rec: Recommendation) -> Figure:
         ph = rec.phases.get(phase)  # type: ignore[call-overload]
         ax_key = fig.add_axes((0.04 + 0.48 * k, 0.745, 0.235, 0.19))
         ax_img = fig.add_axes((0.28 + 0.48 * k, 0.745, 0.20, 0.19))
-        where = f"slice {ph.slice_index}, tumour {ph.tumour_area_mm2:.0f} mm²" if ph else ""
+        where = ""
+        if ph is not None:  # DICOM input: name the source image, as the summary does
+            src = ph.source_image
+            at = (f"image {src.instance_number}" if src is not None
+                  and src.instance_number is not None else f"slice {ph.slice_index}")
+            where = f"{at}, tumour {ph.tumour_area_mm2:.0f} mm²"
         if ks is None:
             _missing(ax_key, f"{phase}: key slice not available (recommendation read from "
                      "JSON, not made in this process)")
@@ -214,6 +219,18 @@ def render_figure(rec: Recommendation) -> Figure:
     return fig
 
 
+def render_pixels(rec: Recommendation, *, dpi: int = 150) -> np.ndarray:
+    """The report page as RGB pixels, (rows, columns, 3) uint8 (A4 at ``dpi``): the same
+    page as the PDF/PNG, for the DICOM Secondary Capture (:mod:`hccatom.dicom.outputs`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = render_figure(rec)
+    fig.set_dpi(dpi)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+
+
 def write_report(rec: Recommendation, path: str | Path, *, dpi: int = 150) -> Path:
     """Write the report page to ``path`` (``.pdf`` or ``.png``); returns the path."""
     out = Path(path)
@@ -233,4 +250,5 @@ def write_report(rec: Recommendation, path: str | Path, *, dpi: int = 150) -> Pa
     return out
 
 
-__all__ = ["RESEARCH_BANNER", "ReportUnavailableError", "render_figure", "write_report"]
+__all__ = ["RESEARCH_BANNER", "ReportUnavailableError", "render_figure", "render_pixels",
+           "write_report"]
