@@ -162,9 +162,11 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--report", type=Path, metavar="OUT",
                    help="write the one-page visual report (.pdf or .png; report extra), with "
                    "relevance maps and attributions when the bundle has explain graphs")
-    p.add_argument("--explain", action="store_true",
+    p.add_argument("--explain", nargs="?", const="variables", default=None,
+                   choices=("variables", "groups", "rollout"),  # hccatom.explain EXPLAIN_MODES
                    help="compute attention rollout and clinical attributions (needs a bundle "
-                   "exported with `hccatom export selection ... --explain`)")
+                   "exported with `hccatom export selection ... --explain`); groups: one "
+                   "attribution per clinical token group (cheaper), rollout: maps only")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
     p.add_argument("--no-mirroring", action="store_true",
