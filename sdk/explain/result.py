@@ -90,7 +90,7 @@ class Attribution(_Model):
         way = "towards low risk" if self.delta > 0 else (
             "towards high risk" if self.delta < 0 else "no change")
         if self.equals_reference:
-            way = "equals the reference"
+            return f"{self.variable} = {self.value} (ref {self.reference}): 0, equals the reference"
         if self.variables:
             return (f"group {self.variable} ({len(self.variables)} variables) at reference: "
                     f"{self.delta:+.3f} {way}")

@@ -176,8 +176,10 @@ def render_figure(rec: Recommendation) -> Figure:
     fig.texts[-1].set_x(0.60)
     # --- attributions -----------------------------------------------------------------
     exp = rec.explanation
-    fig.text(0.04, 0.425, "Clinical attributions (score change vs the reference value; top 4 "
-             "per model)", fontsize=8, weight="bold", va="top")
+    per = ("each clinical token group at its reference values" if exp is not None
+           and exp.attribution_level == "groups" else "the reference value; top 4 per model")
+    fig.text(0.04, 0.425, f"Clinical attributions (score change vs {per})", fontsize=8,
+             weight="bold", va="top")
     if exp is None or exp.attributions is None:
         why = ("not computed (recommend(..., explain=True))" if exp is None
                else exp.attribution_status)
