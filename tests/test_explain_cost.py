@@ -152,3 +152,25 @@ def test_explain_modes(predictor: Any, explained: Any) -> None:
     assert rollout.decision == explained.decision
     with pytest.raises(InputError, match="groups"):
         predictor.recommend(ct, clinical, explain="everything")
+
+
+def test_fused_bundle_keeps_its_fused_scores(predictor: Any) -> None:
+    """A fused scorer is a different graph: its scores stay the stage's scores, the explain
+    graphs still supply the maps."""
+    from hccatom.chain import SelectionScorer
+    from hccatom.explain.runner import ExplainRun
+
+    spec = predictor.bundle.manifest.selection
+    fused = np.asarray([[0.11, 0.22, 0.33, 0.44]], np.float32)
+
+    class FusedEngine:
+        providers = ("CPUExecutionProvider",)
+
+        def run(self, feeds: Any) -> dict[str, np.ndarray]:
+            return {spec.io.fused_scores: fused}
+
+    run = ExplainRun(predictor.explainer, SelectionScorer(spec, {"fused": FusedEngine()}))
+    scores = run.score(_random_feeds(1, seed=3))
+    assert scores == {m: float(fused[0, spec.fused_order.index(m)]) for m in MODELS}
+    assert run.outputs is not None and set(run.outputs) == set(MODELS)
+    assert "attn.0.ii" in run.outputs["TACE"]
