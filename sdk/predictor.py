@@ -461,6 +461,7 @@ class Predictor:
         """
         if clinical is None:
             raise InputError("recommend needs the clinical variables (clinical=...).")
+        explain_mode(explain)  # a bad mode fails before any work
         if study is not None:
             if ct is not None:
                 raise InputError("Pass either ct=... or study=..., not both.")
