@@ -5,10 +5,11 @@ Off the fast path: the explain engines are created on first use, never at bundle
 
 With ``explain``, the SELECTION stage runs the explain graphs *instead of* the fast graphs
 (:class:`ExplainRun`): an explain graph is its fast graph plus head-mean outputs (nothing
-on the score's path changes; checked <= 1e-6 at export, and bitwise equal on ONNX Runtime's
-CPU provider in ``tests/test_explain_cost.py``), so its score is the score and the rollout
-adds only the head means and the NumPy product. A fused bundle still runs its fused graph
-for the scores (a different graph: its scores may differ from the twins' by float noise).
+on the score's path changes; checked <= 1e-6 at export and in ``tests/test_explain_cost.py``;
+bitwise equal on ONNX Runtime's CPU provider in every case measured), so its score is the
+score and the rollout adds only the head means and the NumPy product. A fused bundle still
+runs its fused graph for the scores (a different graph: its scores may differ from the
+twins' by float noise).
 
 ``explain`` modes: ``"variables"`` (``True``): rollout and one attribution per variable;
 ``"groups"``: rollout and one attribution per clinical token group (3 rows, cheaper);
