@@ -41,6 +41,7 @@ from hccatom.bench_probe import (
     segmentation_evaluations,
 )
 from hccatom.errors import HccatomError, InputError
+from hccatom.precision import PRECISIONS
 
 #: Stages in table order (the Predictor's timing keys).
 STAGES: tuple[str, ...] = (
@@ -381,7 +382,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="a small synthetic study (128x128x48 at 3 x 3 x 4 mm) for smoke tests")
     p.add_argument("--repeats", type=int, default=5, help="timed runs (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    p.add_argument("--precision", choices=("fp16", "fp32"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="network precision (default: the bundle's choice for the device)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
     p.add_argument("--no-mirroring", action="store_true",
