@@ -110,7 +110,13 @@ class FixedShapeEngine:
         self._out: dict[str, Any] = {}
         self._bound_outputs = False
         self._where = where
+        self.device = device
         self.runs = 0
+
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether runs are captured once and replayed as a CUDA graph (CUDA EP only)."""
+        return self.device == "cuda"
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -151,15 +157,41 @@ class FixedShapeEngine:
             try:
                 for name, arr in arrays.items():
                     self._in[name].update_inplace(arr)
-                if not self._bound_outputs:
-                    self._bind_outputs()
-                self._session.run_with_iobinding(self._binding)
-                self.runs += 1
-                return {name: np.array(v.numpy(), copy=True) for name, v in self._out.items()}
-            except EngineInputError:
-                raise
             except Exception as exc:
-                raise EngineError(f"onnxruntime failed running {self.path.name}: {exc}") from exc
+                raise EngineError(f"could not fill the input buffers of {self.path.name}: "
+                                  f"{exc}") from exc
+            out = self._replay()
+            return {name: np.array(v.numpy(), copy=True) for name, v in out.items()}
+
+    # --- device-resident use: fill the input buffers on the device, read outputs there ------
+    @property
+    def lock(self) -> threading.Lock:
+        """Held by :meth:`run`; a caller using :meth:`input_buffer` and :meth:`replay` holds
+        it from filling the inputs until it has read the outputs (they are overwritten by
+        the next run)."""
+        return self._lock
+
+    def input_buffer(self, name: str) -> Any:
+        """The fixed ``OrtValue`` input ``name`` is bound to (bind it as another graph's
+        output to fill it without leaving the device)."""
+        if name not in self._in:
+            raise EngineInputError(f"unknown input {name!r}; this model takes {sorted(self._in)}")
+        return self._in[name]
+
+    def replay(self) -> dict[str, Any]:
+        """Run on what the input buffers hold now; return the fixed output ``OrtValue``s
+        (on the engine's device). Call with :attr:`lock` held."""
+        return self._replay()
+
+    def _replay(self) -> dict[str, Any]:
+        try:
+            if not self._bound_outputs:
+                self._bind_outputs()
+            self._session.run_with_iobinding(self._binding)
+        except Exception as exc:
+            raise EngineError(f"onnxruntime failed running {self.path.name}: {exc}") from exc
+        self.runs += 1
+        return dict(self._out)
 
     def __repr__(self) -> str:
         return f"FixedShapeEngine({self.path.name!r}, shapes={self.input_shapes})"
