@@ -85,6 +85,13 @@ def weight_sum(shape: tuple[int, ...], patch: tuple[int, ...], step: float) -> n
     return w
 
 
+def face_distance(shape: tuple[int, ...]) -> np.ndarray:
+    """Voxels from each voxel to the nearest face of the volume."""
+    axes = [np.minimum(np.arange(n), n - 1 - np.arange(n)) for n in shape]
+    z, y, x = (a.reshape([-1 if i == k else 1 for i in range(3)]) for k, a in enumerate(axes))
+    return np.minimum(np.minimum(z, y), x)
+
+
 def recording(run: Callable[[np.ndarray], np.ndarray], store: list[np.ndarray]
               ) -> Callable[[np.ndarray], np.ndarray]:
     def wrapped(x: np.ndarray) -> np.ndarray:
@@ -195,6 +202,20 @@ def main(argv: list[str] | None = None) -> int:
             bins.append({"weight_sum_from": lo, "weight_sum_below": hi, "voxels": int(m.sum()),
                          "max_abs_dp": float(dp[m].max()), "mean_abs_dp": float(dp[m].mean()),
                          "voxels_dp_over_0.01": int((dp[m] > 0.01).sum())})
+    face = face_distance(tuple(int(v) for v in w.shape))
+    sub = w < F16_MIN_NORMAL
+    big = dp > 0.01
+    region = {
+        "voxels_weight_sum_subnormal": int(sub.sum()),
+        "fraction_weight_sum_subnormal": float(sub.mean()),
+        "voxels_weight_sum_smallest_subnormal_2^-24": int((w == 2.0**-24).sum()),
+        "max_distance_to_nearest_face_of_subnormal_voxels": int(face[sub].max()) if sub.any()
+        else None,
+        "voxels_dp_over_0.01": int(big.sum()),
+        "of_which_weight_sum_subnormal": int((big & sub).sum()),
+        "max_distance_to_nearest_face_of_dp_over_0.01": int(face[big].max()) if big.any()
+        else None,
+    }
     worst = tuple(int(i) for i in np.unravel_index(int(dp.argmax()), dp.shape))
     shape = data.shape[1:]
     at = (slice(None), *worst)
@@ -218,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "tile_logits_max_abs": max(tile_scale),
         "comparisons": pairs,
         "dp_by_float16_weight_sum": bins,
+        "where": region,
         "worst_voxel": worst_info,
     }
     text = json.dumps(result, indent=1)
