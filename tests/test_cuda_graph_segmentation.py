@@ -22,7 +22,7 @@ from fixtures.nnunet.helpers import load_volume as load
 from hccatom import Segmenter
 from hccatom.engines import OnnxRuntimeEngine
 from hccatom.engines.providers import CudaOptions
-from hccatom.errors import InputError
+from hccatom.errors import EngineInputError, InputError
 from hccatom.segmentation import preprocess
 from hccatom.segmentation.device_window import padded_starts
 from hccatom.segmentation.sliding_window import tile_starts
@@ -53,6 +53,26 @@ def test_padded_starts_repeat_the_last_tile() -> None:
     assert padded_starts(chunk, 2) is chunk
     with pytest.raises(ValueError, match="does not fit"):
         padded_starts(chunk, 1)
+
+
+def test_fixed_shape_engine_device_api() -> None:
+    """input_buffer + replay (what the device window uses) equal run(); outputs stay
+    OrtValues in the engine's fixed buffers."""
+    from hccatom.engines.fixed_shape_engine import FixedShapeEngine
+
+    eng = FixedShapeEngine(EXPORT / "fold_0.onnx", device="cpu", fixed={"batch": 2}, threads=1)
+    assert not eng.cuda_graph
+    x = np.random.default_rng(0).normal(size=eng.inputs[0].shape).astype(np.float32)
+    expected = eng.run({"image": x})["logits"]
+    with eng.lock:
+        eng.input_buffer("image").update_inplace(x)
+        first = eng.replay()["logits"]
+        second = eng.replay()["logits"]
+    assert isinstance(first, ort.OrtValue) and first.data_ptr() == second.data_ptr()
+    np.testing.assert_array_equal(second.numpy(), expected)
+    assert eng.runs == 3
+    with pytest.raises(EngineInputError, match="unknown input 'x'"):
+        eng.input_buffer("x")
 
 
 @pytest.mark.parametrize(("volume", "folds", "mirroring", "batch"), [
@@ -115,6 +135,31 @@ def test_cuda_graphs_need_the_device_path() -> None:
     # default on the CPU provider: the host path, nothing fixed, nothing captured
     seg = Segmenter(EXPORT, device="cpu", threads=1, folds=[0], cuda_options=GRAPHS)
     assert not seg.device_resident and not seg.fixed_shape_network and not seg.cuda_graphs
+
+
+def test_fixed_shape_segmenter_serves_two_threads() -> None:
+    """A replay owns the fixed buffers: threads wait for each other, results unchanged."""
+    import threading
+
+    vol = load("small_ct.nii.gz")
+    _, fixed = _segmenters(2, [0, 1], [0])
+    expected = fixed.segment(vol).array
+    got: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            got.append(fixed.segment(vol).array)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(got) == 3 and all(np.array_equal(g, expected) for g in got)
 
 
 @pytest.mark.gpu
