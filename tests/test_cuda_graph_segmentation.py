@@ -128,6 +128,19 @@ def test_padding_never_reaches_the_accumulator(monkeypatch: pytest.MonkeyPatch) 
     assert len({s for _, s in seen}) == n  # no start accumulated twice
 
 
+def test_ordinary_engines_get_the_options_without_cuda_graphs() -> None:
+    from hccatom.segmentation.cuda_graphs import engine_cuda_options, fixed_shape_setup
+
+    opts = CudaOptions(enable_cuda_graph=True, cudnn_conv_algo_search="HEURISTIC")
+    plain = engine_cuda_options(opts)
+    assert plain is not None and not plain.enable_cuda_graph
+    assert plain.cudnn_conv_algo_search == "HEURISTIC"
+    assert engine_cuda_options(None) is None
+    assert fixed_shape_setup(CudaOptions(), 1, None) is None  # not asked for
+    setup = fixed_shape_setup(opts, 2, None)
+    assert setup is not None and setup.cuda_options == opts and setup.threads == 2
+
+
 def test_cuda_graphs_need_the_device_path() -> None:
     with pytest.raises(InputError, match="device-resident"):
         Segmenter(EXPORT, device="cpu", threads=1, folds=[0], device_resident=False,
@@ -160,6 +173,24 @@ def test_fixed_shape_segmenter_serves_two_threads() -> None:
         t.join()
     assert not errors
     assert len(got) == 3 and all(np.array_equal(g, expected) for g in got)
+
+
+def test_predictor_passes_cuda_options_to_the_segmenter() -> None:
+    """from_bundle(cuda_options=...) builds the fixed-shape network on the device path; its
+    ordinary engines get the options without CUDA graphs; labels equal the plain path."""
+    from hccatom import Predictor
+    from hccatom.demo import demo_bundle_path
+    from hccatom.synthetic import ScanSpec, draw_cohort, generate_patient
+
+    member = draw_cohort("TACE", 1, seed=11).patients[0]
+    phase = generate_patient(member.seed, ScanSpec.demo(), member.features).portal
+    kw: dict[str, Any] = dict(device="cpu", threads=1, phase_workers=1, device_resident=True,
+                              mirroring=False)
+    fixed = Predictor.from_bundle(demo_bundle_path(), cuda_options=GRAPHS, **kw)
+    plain = Predictor.from_bundle(demo_bundle_path(), **kw)
+    assert fixed.segmenter.fixed_shape_network and not fixed.segmenter.cuda_graphs
+    assert not plain.segmenter.fixed_shape_network
+    np.testing.assert_array_equal(fixed.segment(phase).array, plain.segment(phase).array)
 
 
 @pytest.mark.gpu
