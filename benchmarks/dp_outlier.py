@@ -74,15 +74,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def weight_sum(shape: tuple[int, ...], patch: tuple[int, ...], step: float) -> np.ndarray:
-    """The float16 Gaussian weight sum per voxel, accumulated as nnU-Net does."""
-    from hccatom.segmentation.sliding_window import gaussian_importance, tile_starts
+    """The float16 Gaussian weight sum per voxel, accumulated as nnU-Net does (on the volume
+    zero-padded to the patch where smaller, then cropped back)."""
+    from hccatom.segmentation.sliding_window import gaussian_importance, pad_to_patch, tile_starts
 
     g = gaussian_importance(patch)
-    w = np.zeros(shape, np.float16)
-    for s in tile_starts(shape, patch, step):
+    padded, crop = pad_to_patch(np.zeros(shape, np.float16), patch)
+    w = np.zeros(padded.shape, np.float16)
+    for s in tile_starts(padded.shape, patch, step):
         sl = tuple(slice(a, a + p) for a, p in zip(s, patch, strict=True))
         w[sl] = (w[sl].astype(np.float32) + g).astype(np.float16)
-    return w
+    return w[crop]
 
 
 def face_distance(shape: tuple[int, ...]) -> np.ndarray:
