@@ -75,6 +75,32 @@ def test_fixed_shape_engine_device_api() -> None:
         eng.input_buffer("x")
 
 
+def test_outputs_are_bound_before_the_first_run(tmp_path: Path) -> None:
+    """On CUDA the first run captures the graph with the addresses bound then: the output
+    buffers exist (shapes from the inputs' fixed sizes, or a throw-away probe session when
+    an output dimension is open) before any run, and runs write into them."""
+    from hccatom.engines.fixed_shape_engine import FixedShapeEngine
+    from hccatom.engines.graph_writer import Graph
+
+    eng = FixedShapeEngine(EXPORT / "fold_0.onnx", device="cpu", fixed={"batch": 2}, threads=1)
+    assert eng.output_shapes == {"logits": (2, 3, 24, 32, 40)} and eng.runs == 0
+    bound = eng._out["logits"].data_ptr()
+    with eng.lock:
+        assert eng.replay()["logits"].data_ptr() == bound
+
+    g = Graph("open_output")  # y = flatten(x) * 2: y's length is a dimension of its own
+    x = g.input("x", "float32", ["n", 4])
+    (flat,) = g.node("Reshape", [x, g.const([-1])])
+    g.node("Mul", [flat, g.const(np.float32(2))], outputs=["y"])
+    g.output("y", "float32", ["m"])
+    path = tmp_path / "open_output.onnx"
+    path.write_bytes(g.to_bytes())
+    eng = FixedShapeEngine(path, device="cpu", fixed={"n": 3}, threads=1)
+    assert eng.output_shapes == {"y": (12,)} and eng.runs == 0
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(eng.run({"x": data})["y"], 2 * data.ravel())
+
+
 @pytest.mark.parametrize(("volume", "folds", "mirroring", "batch"), [
     ("typical_ct.nii.gz", [0, 1], [0], 4),
     ("anisotropic_ct.nii.gz", [0], [1], 5),
