@@ -8,6 +8,11 @@ on ``OrtValue`` objects. Only the channel-index map on the cropped input grid co
 (plus the probabilities when asked). On the CPU execution provider the same code runs with
 "device" = host memory, which is how it is tested.
 
+With a :class:`FixedShape` setup (CUDA graphs asked for) the network of each fold runs
+through a :class:`FixedShapeEngine`: the tiles graph writes each batch straight into its
+fixed input buffer, the last, short batch is padded by repeating a tile, and only the real
+tiles' outputs are accumulated.
+
 What stays on the host: the un-crop and channel -> label lookup of the (small, uint8)
 result, and, when nnU-Net resamples the logits with a separate low-resolution axis
 (anisotropic spacing) or another order than 1, that back-resampling: then the logits on
