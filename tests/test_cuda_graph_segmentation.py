@@ -154,6 +154,17 @@ def test_padding_never_reaches_the_accumulator(monkeypatch: pytest.MonkeyPatch) 
     assert len({s for _, s in seen}) == n  # no start accumulated twice
 
 
+def test_cuda_graphs_refuse_tensorrt_engines() -> None:
+    from hccatom.segmentation import SegmentationSpec
+
+    spec = SegmentationSpec.load(EXPORT)
+    engine = OnnxRuntimeEngine(EXPORT / spec.folds[0].onnx, device="cpu", threads=1)
+    engine._providers = ["TensorrtExecutionProvider", "CPUExecutionProvider"]  # as TRT reports
+    with pytest.raises(InputError, match="TensorRT"):
+        Segmenter(None, spec=spec.model_copy(update={"folds": spec.folds[:1]}),
+                  engines=[engine], batch_size=2, cuda_options=GRAPHS)
+
+
 def test_ordinary_engines_get_the_options_without_cuda_graphs() -> None:
     from hccatom.segmentation.cuda_graphs import engine_cuda_options, fixed_shape_setup
 
