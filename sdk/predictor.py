@@ -42,7 +42,7 @@ from hccatom.chain import (
 )
 from hccatom.clinical import ClinicalVariables
 from hccatom.engines import Engine, OnnxRuntimeEngine
-from hccatom.engines.providers import ort_available_providers
+from hccatom.engines.providers import CudaOptions, ort_available_providers
 from hccatom.errors import HccatomError, InputError
 from hccatom.explain.result import Explanation
 from hccatom.explain.runner import Explainer, ExplainMode, ExplainRun, explain_mode
@@ -71,6 +71,7 @@ from hccatom.safety import (
     synthetic_input_flags,
 )
 from hccatom.segmentation import Segmenter
+from hccatom.segmentation.cuda_graphs import engine_cuda_options
 from hccatom.volume import Volume
 
 PHASES: tuple[Phase, Phase] = ("arterial", "portal")
@@ -277,6 +278,7 @@ class Predictor:
         expect_sha256: str | None = None,
         precision: str | None = None,
         engines: str | None = None,
+        cuda_options: CudaOptions | None = None,
     ) -> Predictor:
         """Open and verify a bundle (schema, signature, checksums) and create every engine
         once.
@@ -305,6 +307,9 @@ class Predictor:
         elsewhere); "fp16" or "fp32" forces it (see :mod:`hccatom.precision`).
         ``engines``: ``"triton://host:8001"`` runs the networks on that Triton server (a
         repository from ``hccatom export triton``; serve extra), the rest in-process.
+        ``cuda_options``: CUDA provider options of every engine; ``enable_cuda_graph`` runs
+        the segmentation network as a CUDA graph on the device-resident path (see
+        :class:`~hccatom.segmentation.Segmenter`).
         """
         phase_workers = _phase_workers(phase_workers)
         if threads is None and phase_workers == 2:
@@ -328,7 +333,8 @@ class Predictor:
             if engine_factory is not None:
                 return engine_factory(p)
             return OnnxRuntimeEngine(p, device=device, threads=threads,
-                                     fp16=device == "tensorrt" and requested == "fp16")
+                                     fp16=device == "tensorrt" and requested == "fp16",
+                                     cuda_options=engine_cuda_options(cuda_options))
 
         def pick(fp32: str, fp16: str | None, what: str) -> str:
             rel, used[what] = choose_graph(fp32, fp16, requested=requested,
@@ -352,7 +358,7 @@ class Predictor:
         segmenter = Segmenter(
             bundle.segmentation_dir, device=device, step_size=step_size, mirroring=mirroring,
             threads=threads, spec=seg_spec, engines=seg_engines, verify=False,
-            device_resident=device_resident,
+            device_resident=device_resident, cuda_options=cuda_options,
         )
         sel_engines = dict(zip(sel_paths, made[len(seg_paths):], strict=True))
         scorer = SelectionScorer(sel, sel_engines)
