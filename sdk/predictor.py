@@ -46,7 +46,11 @@ from hccatom.engines.providers import CudaOptions, ort_available_providers
 from hccatom.errors import HccatomError, InputError
 from hccatom.explain.result import Explanation
 from hccatom.explain.runner import Explainer, ExplainMode, ExplainRun, explain_mode
-from hccatom.explain.visual import attach_visual, explain_recommendation
+from hccatom.explain.visual import (
+    attach_visual,
+    explain_graphs_are_twins,
+    explain_recommendation,
+)
 from hccatom.precision import check_precision, choose_graph, default_precision
 from hccatom.recommendation import (
     BundleRef,
@@ -508,7 +512,8 @@ class Predictor:
         mode = explain_mode(explain)
         if mode and not self.explainer.available:  # fail before segmenting
             self.explainer.require()
-        run = ExplainRun(self.explainer, self.scorer) if mode else None
+        run = ExplainRun(self.explainer, self.scorer,
+                         twins=explain_graphs_are_twins(self)) if mode else None
         t0 = time.perf_counter()
         scores, images, reports, measures, cv = self._score(
             ct, clinical, timer, on_labels, select=run.score if run else None)

@@ -174,3 +174,34 @@ def test_fused_bundle_keeps_its_fused_scores(predictor: Any) -> None:
     assert scores == {m: float(fused[0, spec.fused_order.index(m)]) for m in MODELS}
     assert run.outputs is not None and set(run.outputs) == set(MODELS)
     assert "attn.0.ii" in run.outputs["TACE"]
+
+
+def test_fp16_selection_graphs_keep_their_scores_with_explain(explain_bundle: Path,
+                                                             explained: Any) -> None:
+    """The explain graphs are fp32; with fp16 SELECTION graphs the stage's scores (and the
+    base of the attributions, which the fp16 graphs score) must stay the fp16 graphs'
+    scores, as without explain. Emulated on the CPU: the fast graphs' scores shifted by
+    what an fp16 graph could differ by, and recorded as fp16."""
+    from hccatom.demo import demo_case
+
+    predictor = hccatom.Predictor.from_bundle(explain_bundle, device="cpu")
+    shift = 1e-3
+
+    class Fp16Like:
+        def __init__(self, engine: Any) -> None:
+            self.engine = engine
+            self.providers = engine.providers
+
+        def run(self, feeds: Any) -> dict[str, np.ndarray]:
+            return {k: np.asarray(v) + np.float32(shift) for k, v in self.engine.run(feeds).items()}
+
+    predictor.scorer.engines = {m: Fp16Like(e) for m, e in predictor.scorer.engines.items()}
+    predictor.precisions.update({f"selection.{m}": "fp16" for m in MODELS})
+    ct, clinical, _ = demo_case(0)
+    got = predictor.recommend(ct, clinical, explain=True)
+    for m in MODELS:  # the fp16-like graphs' scores: the fp32 ones + shift
+        assert abs(got.scores[m].score - (explained.scores[m].score + shift)) <= 1e-6
+        # base and copies from the same (shifted) graphs: the shift cancels in every delta
+        want = {a.variable: a.delta for a in explained.explanation.attributions[m]}
+        for a in got.explanation.attributions[m]:
+            assert abs(a.delta - want[a.variable]) <= 1e-5, (m, a.variable)

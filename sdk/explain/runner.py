@@ -145,18 +145,26 @@ class ExplainRun:
     """One case's SELECTION stage run through the explain graphs (module doc).
 
     :meth:`score` is the stage's scoring function; it keeps the graphs' outputs (the
-    attention maps) for :func:`explain_case`. One object per case, not shared."""
+    attention maps) for :func:`explain_case`. One object per case, not shared.
 
-    def __init__(self, explainer: Explainer, scorer: SelectionScorer) -> None:
+    ``twins``: the scorer runs the fp32 graphs the explain graphs were made from, so the
+    explain graphs' scores are the stage's scores. False (fp16 graphs, TensorRT fp16
+    kernels) runs the scorer for the scores as well: attributions, scored by the scorer,
+    must be measured against scores of the same graphs. A fused scorer always scores."""
+
+    def __init__(self, explainer: Explainer, scorer: SelectionScorer, *,
+                 twins: bool = True) -> None:
         self.explainer = explainer
         self.scorer = scorer
+        self.twins = twins
         self.outputs: dict[str, dict[str, np.ndarray]] | None = None
         self.scores: dict[str, float] | None = None
 
     def score(self, feeds: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """The four scores of one case (batch of one) from the explain graphs."""
+        """The four scores of one case (batch of one): from the explain graphs when they
+        are the scorer's twins, else from the scorer."""
         self.outputs = self.explainer.run_graphs(feeds)
-        if self.scorer.layout == "fused":
+        if self.scorer.layout == "fused" or not self.twins:
             self.scores = self.scorer.score(feeds)[0]
         else:
             key = self.explainer.spec.io.score

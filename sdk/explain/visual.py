@@ -18,6 +18,7 @@ import numpy as np
 
 from hccatom.chain import PhaseImage
 from hccatom.clinical import ClinicalVariables
+from hccatom.engines.providers import TENSORRT
 from hccatom.explain.geometry import CropGeometry
 from hccatom.explain.result import Explanation, PhaseName
 from hccatom.explain.runner import ExplainMode, ExplainRun, explain_case
@@ -53,6 +54,15 @@ def geometry_of(img: PhaseImage, spec: PreprocessSpec) -> CropGeometry | None:
         centre_yx_mm=img.crop.centre_yx_mm, box_mm=img.crop.box_mm,
         crop_px=spec.image_size_px, resize_px=spec.resize_center_crop_px,
         model_px=spec.image_size_px)
+
+
+def explain_graphs_are_twins(predictor: Predictor) -> bool:
+    """Whether the predictor's SELECTION engines run the fp32 graphs the (fp32) explain
+    graphs were made from: no fp16 twin chosen, no TensorRT fp16 kernels."""
+    chosen = [p for what, p in predictor.precisions.items() if what.startswith("selection.")]
+    fp16_kernels = any(getattr(e, "fp16", False) and TENSORRT in e.providers
+                       for e in predictor.scorer.engines.values())
+    return all(p == "fp32" for p in chosen) and not fp16_kernels
 
 
 def explain_recommendation(predictor: Predictor, images: Mapping[PhaseName, PhaseImage],
