@@ -60,6 +60,8 @@ class FixedShapeEngine:
         path: the ``.onnx`` file.
         device: ``"cuda"`` (CUDA EP, graph captured on the first run) or ``"cpu"``.
         fixed: sizes of the model's symbolic dimensions, e.g. ``{"batch": 4}``.
+        batch: size of every input's first dimension where it is symbolic (the batch, when
+            its name is not known beforehand); ``fixed`` wins for a dimension it names.
         cuda_options: CUDA EP options; ``enable_cuda_graph`` is forced on for ``cuda``.
         threads: CPU intra-op threads.
     """
@@ -70,6 +72,7 @@ class FixedShapeEngine:
         device: str = "cuda",
         *,
         fixed: Mapping[str, int] | None = None,
+        batch: int | None = None,
         cuda_options: CudaOptions | None = None,
         threads: int | None = None,
     ) -> None:
@@ -115,6 +118,10 @@ class FixedShapeEngine:
             )
         self._inputs = tuple(_spec(n, "input") for n in self._session.get_inputs())
         self._outputs = tuple(_spec(n, "output") for n in self._session.get_outputs())
+        if batch is not None:
+            first = {s.shape[0]: int(batch) for s in self._inputs
+                     if s.shape and isinstance(s.shape[0], str)}
+            fixed = {**first, **(fixed or {})}
         self.input_shapes = check_cuda_graph(self._inputs, fixed)
         self._lock = threading.Lock()
         where = "cuda" if device == "cuda" else "cpu"

@@ -357,14 +357,19 @@ class Predictor:
         else:
             sel_paths = {k: bundle.path(pick(v.path, v.path_fp16, f"selection.{k}"))
                          for k, v in sel.models.items()}
-        made = make_engines(make, [*seg_paths, *sel_paths.values()])
-        seg_engines = made[: len(seg_paths)]
+        # CUDA graphs: the Segmenter creates only the sessions that run (hccatom.segmentation
+        # .cuda_graphs.graph_models), so no ordinary fold engines are made here
+        own_seg = engine_factory is None and cuda_options is not None \
+            and cuda_options.enable_cuda_graph
+        made = make_engines(make, [*([] if own_seg else seg_paths), *sel_paths.values()])
+        n_seg = 0 if own_seg else len(seg_paths)
         segmenter = Segmenter(
             bundle.segmentation_dir, device=device, step_size=step_size, mirroring=mirroring,
-            threads=threads, spec=seg_spec, engines=seg_engines, verify=False,
-            device_resident=device_resident, cuda_options=cuda_options,
+            threads=threads, spec=seg_spec, engines=None if own_seg else made[:n_seg],
+            verify=False, device_resident=device_resident, cuda_options=cuda_options,
+            models=seg_paths if own_seg else None,
         )
-        sel_engines = dict(zip(sel_paths, made[len(seg_paths):], strict=True))
+        sel_engines = dict(zip(sel_paths, made[n_seg:], strict=True))
         scorer = SelectionScorer(sel, sel_engines)
         predictor = cls(bundle, segmenter, scorer, device=device, safety=safety,
                         phase_workers=phase_workers)

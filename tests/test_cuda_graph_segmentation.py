@@ -213,8 +213,8 @@ def test_fixed_shape_segmenter_serves_two_threads() -> None:
 
 
 def test_predictor_passes_cuda_options_to_the_segmenter() -> None:
-    """from_bundle(cuda_options=...) builds the fixed-shape network on the device path; its
-    ordinary engines get the options without CUDA graphs; labels equal the plain path."""
+    """from_bundle(cuda_options=...) builds the fixed-shape network on the device path (no
+    ordinary fold engines, see the test above); labels equal the plain path."""
     from hccatom import Predictor
     from hccatom.demo import demo_bundle_path
     from hccatom.synthetic import ScanSpec, draw_cohort, generate_patient
@@ -228,6 +228,48 @@ def test_predictor_passes_cuda_options_to_the_segmenter() -> None:
     assert fixed.segmenter.fixed_shape_network and not fixed.segmenter.cuda_graphs
     assert not plain.segmenter.fixed_shape_network
     np.testing.assert_array_equal(fixed.segment(phase).array, plain.segment(phase).array)
+
+
+def _count_sessions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """File names of every onnxruntime session created from now on ("<bytes>": a helper
+    graph built in memory)."""
+    opened: list[str] = []
+
+    class Counting(ort.InferenceSession):  # type: ignore[misc]
+        def __init__(self, source: Any, *args: Any, **kwargs: Any) -> None:
+            opened.append(Path(source).name if isinstance(source, str) else "<bytes>")
+            super().__init__(source, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", Counting)
+    return opened
+
+
+def test_cuda_graphs_create_only_the_sessions_that_run(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """With CUDA graphs on the device path each fold model gets one session, its
+    fixed-shape one (no ordinary session with a second copy of the weights), from the
+    Segmenter and from Predictor.from_bundle."""
+    from hccatom import Predictor
+    from hccatom.demo import demo_bundle_path
+
+    opened = _count_sessions(monkeypatch)
+    seg = Segmenter(EXPORT, device="cpu", threads=1, folds=[0, 1], mirroring=False,
+                    device_resident=True, batch_size=2, cuda_options=GRAPHS)
+    folds = [f.onnx for f in seg.spec.folds[:2]]
+    assert sorted(n for n in opened if n != "<bytes>") == sorted(folds)
+    assert seg.fixed_shape_network and all(type(e).__name__ == "FixedShapeEngine"
+                                           for e in seg.engines)
+    seg.segment(load("small_ct.nii.gz"))  # parity: test_fixed_shape_network_equals_...
+    assert seg.transfer_stats().host_to_device > 0  # the pad graph's session counts the uploads
+
+    opened.clear()
+    kw: dict[str, Any] = dict(device="cpu", threads=1, phase_workers=1, device_resident=True,
+                              mirroring=False)
+    fixed = Predictor.from_bundle(demo_bundle_path(), cuda_options=GRAPHS, **kw)
+    seg_models = [Path(f.onnx).name for f in fixed.bundle.manifest.segmentation.spec.all_folds()]
+    for name in seg_models:
+        assert opened.count(name) == 1, (name, opened)
+    assert fixed.segmenter.fixed_shape_network  # labels: test_predictor_passes_cuda_...
 
 
 @pytest.mark.gpu

@@ -11,10 +11,13 @@ setup of the network, or a clear error where CUDA graphs cannot run.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 
 from hccatom.engines.providers import CudaOptions
 from hccatom.errors import InputError
 from hccatom.segmentation.device_window import FixedShape
+from hccatom.segmentation.spec import SegmentationSpec
 
 
 def engine_cuda_options(options: CudaOptions | None) -> CudaOptions | None:
@@ -42,3 +45,25 @@ def fixed_shape_setup(
             "turn enable_cuda_graph off"
         )
     return FixedShape(cuda_options=options, threads=threads)
+
+
+def graph_models(
+    models: Sequence[Path], device: str, device_resident: bool | None,
+    options: CudaOptions | None, threads: int | None, spec: SegmentationSpec,
+) -> FixedShape | None:
+    """The fixed-shape setup that loads ``models`` itself, so that no ordinary fold session
+    (a second copy of the weights and an arena per fold) is created, when CUDA graphs are
+    asked for and the device-resident path will surely run them; else None.
+
+    Decided before any session exists, so only where the device is explicit:
+    ``device="cuda"`` (``device_resident`` not False), or ``"cpu"`` with
+    ``device_resident=True`` (the tests). A 3-D configuration, not a cascade's
+    full-resolution stage. ``"auto"`` and ``"tensorrt"`` keep the ordinary path: its engines
+    show which provider really runs, and it refuses TensorRT.
+    """
+    setup = fixed_shape_setup(options, threads, device_resident)
+    if setup is None or spec.dims != 3 or spec.previous_stage is not None:
+        return None
+    if device == "cuda" or (device == "cpu" and device_resident):
+        return dataclasses.replace(setup, models=tuple(models), device=device)
+    return None

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,10 +104,16 @@ def free_device_memory(engine: OnnxRuntimeEngine) -> int | None:
 class FixedShape:
     """Run the network through :class:`FixedShapeEngine` (one per fold) with the tile batch
     fixed: CUDA graphs on the CUDA provider (``cuda_options``, ``enable_cuda_graph`` forced
-    on), the same fixed buffers without capture on the CPU provider (how it is tested)."""
+    on), the same fixed buffers without capture on the CPU provider (how it is tested).
+
+    ``models`` (one ``.onnx`` per fold) with ``device`` ("cuda" or "cpu"): the fold models
+    when no ordinary fold engines exist; then only the fixed-shape sessions are created
+    (no second copy of the weights and arena per fold)."""
 
     cuda_options: CudaOptions | None = None
     threads: int | None = None
+    models: tuple[Path, ...] = ()
+    device: str = "cpu"
 
 
 def padded_starts(chunk: np.ndarray, size: int) -> np.ndarray:
@@ -122,36 +129,52 @@ def padded_starts(chunk: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
 
 
+TENSORRT_REFUSED = ("CUDA graphs run on the CUDA provider; this segmentation engine runs "
+                    "TensorRT (use device='cuda', or turn enable_cuda_graph off)")
+
+
+def fixed_shape_network(
+    model: Path, device: str, input_name: str, samples: int, setup: FixedShape
+) -> FixedShapeEngine:
+    """The :class:`FixedShapeEngine` of one fold model, its batch fixed at ``samples``."""
+    net = FixedShapeEngine(model, device=device, batch=samples,
+                           cuda_options=setup.cuda_options, threads=setup.threads)
+    shape = net.input_shapes.get(input_name)
+    if shape is None:
+        raise InputError(f"the segmentation model {model.name} has no input {input_name!r}")
+    if shape[0] != samples:
+        raise InputError(
+            f"the segmentation model's batch is fixed at {shape[0]} but the device path runs "
+            f"{samples} samples per call; pass batch_size so that tiles x mirror flips = "
+            f"{shape[0]}"
+        )
+    return net
+
+
 def fixed_shape_networks(
     engines: Sequence[OnnxRuntimeEngine], input_name: str, samples: int, setup: FixedShape
 ) -> list[FixedShapeEngine]:
-    """One :class:`FixedShapeEngine` per fold engine, its batch fixed at ``samples``."""
+    """One :class:`FixedShapeEngine` per fold (``engines``, or ``setup.models`` when no
+    fold engines exist), its batch fixed at ``samples``."""
+    if not engines:
+        return [fixed_shape_network(m, setup.device, input_name, samples, setup)
+                for m in setup.models]
     made = []
     for engine in engines:
         if TENSORRT in engine.providers:
-            raise InputError(
-                "CUDA graphs run on the CUDA provider; this segmentation engine runs TensorRT "
-                "(use device='cuda', or turn enable_cuda_graph off)"
-            )
-        spec = next((s for s in engine.inputs if s.name == input_name), None)
-        if spec is None:
-            raise InputError(f"the segmentation model has no input {input_name!r}")
-        batch = spec.shape[0]
-        fixed: dict[str, int] = {}
-        if isinstance(batch, str):
-            fixed[batch] = samples
-        elif batch != samples:
-            raise InputError(
-                f"the segmentation model's batch is fixed at {batch} but the device path runs "
-                f"{samples} samples per call; pass batch_size so that tiles x mirror flips = "
-                f"{batch}"
-            )
+            raise InputError(TENSORRT_REFUSED)
         kind, _ = engine.ort_device
-        made.append(FixedShapeEngine(
-            engine.path, device="cuda" if kind == "cuda" else "cpu", fixed=fixed,
-            cuda_options=setup.cuda_options, threads=setup.threads,
-        ))
+        made.append(fixed_shape_network(engine.path, "cuda" if kind == "cuda" else "cpu",
+                                        input_name, samples, setup))
     return made
+
+
+def anchor_engine(setup: FixedShape) -> OnnxRuntimeEngine:
+    """The pad helper graph's session on the fixed-shape networks' device: without fold
+    engines it stands in for them as where helper graphs and uploads go (weightless)."""
+    device_id = setup.cuda_options.device_id if setup.cuda_options is not None else 0
+    return OnnxRuntimeEngine(graphs.pad_graph(), device=setup.device, threads=setup.threads,
+                             device_id=device_id, name="hccatom_pad.onnx")
 
 
 @dataclass(frozen=True)
@@ -189,6 +212,14 @@ class DeviceSlidingWindow:
         if spec.dims != 3:
             raise ValueError("the device-resident path runs 3-D configurations only")
         self.engines = list(engines)
+        """The ordinary fold engines; empty when ``fixed_shape.models`` gives the folds."""
+        if not self.engines and (fixed_shape is None or not fixed_shape.models):
+            raise ValueError("give the fold engines, or FixedShape(models=...)")
+        self.n_folds = len(self.engines) or len(fixed_shape.models if fixed_shape else ())
+        self.anchor = self.engines[0] if self.engines else anchor_engine(
+            fixed_shape or FixedShape())
+        """Where helper graphs run and tensors are uploaded: the first fold engine, else the
+        pad graph's session."""
         self.spec = spec
         self.input_name = input_name
         self.output_name = output_name
@@ -199,7 +230,7 @@ class DeviceSlidingWindow:
         self.channels = int(spec.num_output_channels)
         n_mirrors = len(self.combos) + 1
         if batch_size is None:
-            free = free_device_memory(self.engines[0])
+            free = free_device_memory(self.anchor)
             budget = memory_budget or (free // 2 if free else DEFAULT_CPU_BUDGET)
             batch_size = tiles_per_call(self.patch, n_mirrors, budget)
             if any(TENSORRT in e.providers for e in self.engines):
@@ -214,6 +245,8 @@ class DeviceSlidingWindow:
             )
         self._lock = threading.Lock()
         self._graphs: dict[tuple[object, ...], OnnxRuntimeEngine] = {}
+        if not self.engines:
+            self._graphs[("pad",)] = self.anchor
         self._gauss: Any = None
 
     # --- graph cache ----------------------------------------------------------------------
@@ -222,7 +255,7 @@ class DeviceSlidingWindow:
         with self._lock:
             got = self._graphs.get(key)
             if got is None:
-                got = self.engines[0].companion(build(), f"hccatom_{key[0]}.onnx")
+                got = self.anchor.companion(build(), f"hccatom_{key[0]}.onnx")
                 self._graphs[key] = got
             return got
 
@@ -232,7 +265,7 @@ class DeviceSlidingWindow:
                 g = gaussian_importance(
                     self.patch, self.spec.gaussian_sigma_scale, self.spec.gaussian_value_scale
                 )
-                self._gauss = self.engines[0].upload(g, meter=meter, constant=True)
+                self._gauss = self.anchor.upload(g, meter=meter, constant=True)
             return self._gauss
 
     def _zeros(self, shape: Sequence[int], meter: TransferMeter | None) -> Any:
@@ -262,7 +295,7 @@ class DeviceSlidingWindow:
         padded_shape = tuple(max(s, p) for s, p in zip(shape, self.patch, strict=True))
         below = [(n - s) // 2 for n, s in zip(padded_shape, shape, strict=True)]
         above = [n - s - b for n, s, b in zip(padded_shape, shape, below, strict=True)]
-        engine0 = self.engines[0]
+        engine0 = self.anchor
         volume = engine0.upload(data, meter=meter)
         pads = np.asarray([0, *below, 0, *above], dtype=np.int64)
         padded = self._graph(("pad",), graphs.pad_graph).run_device(
@@ -286,12 +319,13 @@ class DeviceSlidingWindow:
             lambda: graphs.accumulate_graph(self.patch, self.channels, self.combos, self.dtype),
         )
         n_tiles = len(starts)
-        total = n_tiles * len(self.engines)
+        total = n_tiles * self.n_folds
         done = 0
         net_time = 0.0
         fold_sum: Any = None
-        for f, engine in enumerate(self.engines):
+        for f in range(self.n_folds):
             acc = self._zeros([*padded_shape, self.channels], meter)
+            engine = self.engines[f] if self.engines else None
             network = None if self.networks is None else self.networks[f]
             with network.lock if network is not None else contextlib.nullcontext():
                 for b0 in range(0, n_tiles, self.batch_size):
@@ -322,7 +356,7 @@ class DeviceSlidingWindow:
         hi = lo + np.asarray(shape, dtype=np.int64)
         out = self._graph(
             ("finish",),
-            lambda: graphs.finish_graph(self.channels, self.dtype, len(self.engines)),
+            lambda: graphs.finish_graph(self.channels, self.dtype, self.n_folds),
         ).run_device(
             {"fold_sum": fold_sum, "lo": lo, "hi": hi}, meter=meter
         )
@@ -335,7 +369,7 @@ class DeviceSlidingWindow:
                                confidence_channel, timings, meter)
 
     def _network(
-        self, engine: OnnxRuntimeEngine, network: FixedShapeEngine | None, padded: Any,
+        self, engine: OnnxRuntimeEngine | None, network: FixedShapeEngine | None, padded: Any,
         chunk: np.ndarray, meter: TransferMeter | None,
     ) -> tuple[float, Any]:
         """Cut the tiles of ``chunk`` (with their flips) and run the network on them.
@@ -349,6 +383,7 @@ class DeviceSlidingWindow:
                  "starts": chunk if network is None else padded_starts(chunk, n)}
         tiles = self._graph(("tiles", n), partial(graphs.tiles_graph, self.patch, self.combos, n))
         if network is None:
+            assert engine is not None  # no fixed-shape network: the fold engines exist
             batch = tiles.run_device(feeds, meter=meter)["batch"]
             t0 = time.perf_counter()
             pred = engine.run_device({self.input_name: batch}, meter=meter)[self.output_name]
@@ -365,7 +400,7 @@ class DeviceSlidingWindow:
             ("confidence", channel),
             lambda: graphs.confidence_graph(self.channels, self.dtype, channel),
         ).run_device({"logits": logits}, meter=meter)
-        engine0 = self.engines[0]
+        engine0 = self.anchor
         count = float(engine0.download(out["winner_count"], meter=meter))
         if count <= 0:
             return None
@@ -384,7 +419,7 @@ class DeviceSlidingWindow:
             pre.target_spacing, pre.spacing_transposed, res.force_separate_z,
             res.anisotropy_threshold,
         )
-        engine0 = self.engines[0]
+        engine0 = self.anchor
         on_device = net_shape == target or (res.order == 1 and axis is None)
         if not on_device:
             host_logits = engine0.download(logits, meter=meter)

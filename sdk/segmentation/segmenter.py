@@ -33,8 +33,12 @@ from hccatom.engines.base import TransferMeter, TransferStats
 from hccatom.engines.providers import CUDA, TENSORRT, CudaOptions, file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
 from hccatom.segmentation.confidence import mean_max_probability
-from hccatom.segmentation.cuda_graphs import engine_cuda_options, fixed_shape_setup
-from hccatom.segmentation.device_window import DeviceSlidingWindow
+from hccatom.segmentation.cuda_graphs import (
+    engine_cuda_options,
+    fixed_shape_setup,
+    graph_models,
+)
+from hccatom.segmentation.device_window import DeviceSlidingWindow, FixedShape
 from hccatom.segmentation.ensemble import (
     StageParts,
     average_probabilities,
@@ -117,6 +121,9 @@ class Segmenter:
             batch is fixed (the last batch padded, the padding's outputs dropped) and the
             CUDA EP captures it once as a CUDA graph and replays it (on the CPU provider the
             same fixed buffers run without capture). Needs the device-resident path.
+        models: the fold model files (one per fold of every stage, in
+            :meth:`SegmentationSpec.all_folds` order) instead of the spec's, e.g. the fp16
+            twins a Predictor picked; loaded as ``export_dir``'s would be, not verified.
         spec, engines: advanced/testing — a spec and ready engines (one per fold, in
             :meth:`SegmentationSpec.all_folds` order) instead of loading them from
             ``export_dir``.
@@ -148,6 +155,7 @@ class Segmenter:
         spec: SegmentationSpec | None = None,
         engines: Sequence[Engine] | None = None,
         verify: bool = True,
+        models: Sequence[Path] | None = None,
     ) -> None:
         if not 0 < step_size <= 1:
             raise InputError(f"step_size must be in (0, 1], got {step_size}")
@@ -177,51 +185,84 @@ class Segmenter:
             except ValueError as exc:
                 raise InputError(f"engines for a multi-stage spec: {exc}") from exc
             engines = parts.own
+        model_parts: StageParts[Path] | None = None
+        if models is not None:
+            try:
+                model_parts = split_by_stage(spec, [Path(m) for m in models])
+            except ValueError as exc:
+                raise InputError(f"models for this spec: {exc}") from exc
         chosen = [f for f in spec.folds if folds is None or f.fold in list(folds)]
         if folds is not None and len(chosen) != len(list(folds)):
             have = [f.fold for f in spec.folds]
             raise InputError(f"folds {list(folds)} requested but the export has folds {have}")
         self.folds = [f.fold for f in chosen]
+        fixed_only: FixedShape | None = None
         if engines is not None:
             if len(engines) != len(chosen):
                 raise InputError(f"{len(engines)} engines given for {len(chosen)} folds")
             self.engines = list(engines)
         else:
-            if export_dir is None:
+            if export_dir is None and model_parts is None:
                 raise InputError("engines are loaded from export_dir; give one")
-            root = Path(export_dir)
-            self.engines = []
-            for f in chosen:
-                path = root / f.onnx
+            root = Path(export_dir or ".")
+            given = model_parts.own if model_parts is not None else []
+            paths = ([m for f, m in zip(spec.folds, given, strict=True) if f in chosen]
+                     if given else [root / f.onnx for f in chosen])
+            for f, path in zip(chosen, paths, strict=True):
                 if not path.is_file():
                     raise BundleNotFoundError(
-                        f"fold {f.fold} model {f.onnx} missing in {root}; re-run "
+                        f"fold {f.fold} model {path.name} missing in {path.parent}; re-run "
                         "`hccatom export nnunet` or use a complete bundle"
                     )
-                if verify and file_sha256(path) != f.sha256:
+                if verify and not given and file_sha256(path) != f.sha256:
                     raise BundleIntegrityError(
                         f"fold {f.fold} model {f.onnx} does not match its sha256 in the "
                         "segmentation spec (changed or corrupted); re-export it"
                     )
-                self.engines.append(OnnxRuntimeEngine(
-                    path, device=device, threads=threads,
-                    cuda_options=engine_cuda_options(cuda_options)))
-        self._device_window = self._make_device_window(
-            device_resident, batch_size, cuda_options, threads)
+            # CUDA graphs on the device path: the fixed-shape sessions are the only ones
+            fixed_only = graph_models(paths, device, device_resident, cuda_options, threads,
+                                      self.spec)
+            self.engines = [] if fixed_only is not None else [
+                OnnxRuntimeEngine(path, device=device, threads=threads,
+                                  cuda_options=engine_cuda_options(cuda_options))
+                for path in paths]
+        if fixed_only is not None:
+            self._device_window: DeviceSlidingWindow | None = self._fixed_only_window(
+                fixed_only, batch_size)
+        else:
+            self._device_window = self._make_device_window(
+                device_resident, batch_size, cuda_options, threads)
 
-        def stage(stage_spec: SegmentationSpec, stage_engines: list[Engine] | None) -> Segmenter:
+        def stage(stage_spec: SegmentationSpec, stage_engines: list[Engine] | None,
+                  stage_models: list[Path] | None) -> Segmenter:
             return Segmenter(
                 export_dir, device, step_size, mirroring, threads, batch_size,
                 accumulate=accumulate, device_resident=device_resident, spec=stage_spec,
                 engines=stage_engines, verify=verify, cuda_options=cuda_options,
+                models=stage_models,
             )
 
+        mp = model_parts
         self._previous: Segmenter | None = None
         if spec.previous_stage is not None:
-            self._previous = stage(spec.previous_stage, parts.previous if parts else None)
+            self._previous = stage(spec.previous_stage, parts.previous if parts else None,
+                                   mp.previous if mp else None)
         self._members = [
-            stage(m, parts.members[i] if parts else None) for i, m in enumerate(spec.ensemble)
+            stage(m, parts.members[i] if parts else None, mp.members[i] if mp else None)
+            for i, m in enumerate(spec.ensemble)
         ]
+
+    def _fixed_only_window(self, setup: FixedShape, batch_size: int | None
+                           ) -> DeviceSlidingWindow:
+        """The device window whose folds exist only as fixed-shape networks."""
+        window = DeviceSlidingWindow(
+            [], self.spec, input_name=self.spec.input_name, output_name=self.spec.output_name,
+            step_size=self.step_size, mirror_axes=self.mirror_axes,
+            accumulate=self.accumulate, batch_size=batch_size, fixed_shape=setup,
+        )
+        assert window.networks is not None
+        self.engines = list(window.networks)
+        return window
 
     def _make_device_window(
         self, device_resident: bool | None, batch_size: int | None,
@@ -284,6 +325,9 @@ class Segmenter:
         for e in self.engines:
             if isinstance(e, OnnxRuntimeEngine):
                 total = total + e.transfer_stats()
+        window = self._device_window
+        if window is not None and not window.engines:  # fold engines exist only as networks
+            total = total + window.anchor.transfer_stats()
         for stage in [*([self._previous] if self._previous else []), *self._members]:
             total = total + stage.transfer_stats()
         return total
