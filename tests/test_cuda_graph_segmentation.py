@@ -272,6 +272,33 @@ def test_cuda_graphs_create_only_the_sessions_that_run(monkeypatch: pytest.Monke
     assert fixed.segmenter.fixed_shape_network  # labels: test_predictor_passes_cuda_...
 
 
+def test_given_models_reach_every_ensemble_member(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segmenter(models=...) (how the Predictor hands over the graphs it picked) splits the
+    files by stage like engines: each member's fixed-shape network loads its own file, and
+    the labels equal the ordinary ensemble's."""
+    import json
+
+    from hccatom.segmentation import SegmentationSpec
+
+    data = json.loads(SegmentationSpec.load(EXPORT).to_json())
+    member = dict(data, folds=[data["folds"][1]])
+    spec = SegmentationSpec.model_validate(dict(data, folds=[data["folds"][0]],
+                                                 ensemble=[member]))
+    files = [EXPORT / f.onnx for f in spec.all_folds()]
+    opened = _count_sessions(monkeypatch)
+    kw: dict[str, Any] = dict(device="cpu", threads=1, mirroring=False, spec=spec,
+                              device_resident=True, batch_size=2)
+    fixed = Segmenter(None, models=files, cuda_options=GRAPHS, **kw)
+    assert sorted(n for n in opened if n != "<bytes>") == sorted(f.name for f in files)
+    assert fixed.fixed_shape_network and fixed._members[0].fixed_shape_network
+    assert [e.path for e in fixed._members[0].engines] == [files[1]]
+    plain = Segmenter(EXPORT, **kw)
+    vol = load("small_ct.nii.gz")
+    np.testing.assert_array_equal(fixed.segment(vol).array, plain.segment(vol).array)
+    with pytest.raises(InputError, match="models"):
+        Segmenter(None, models=files[:1], cuda_options=GRAPHS, **kw)
+
+
 @pytest.mark.gpu
 def test_cuda_graph_segmentation_on_a_gpu() -> None:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
