@@ -188,3 +188,16 @@ def test_manifest_refuses_an_unlisted_explain_graph() -> None:
     data["selection"]["explain"] = {"graphs": {"TACE": "selection/TACE/evil.explain.onnx"}}
     with pytest.raises(ValueError, match="not listed"):
         Manifest.model_validate(data)
+
+
+def test_group_attribution_equal_to_the_reference_reads_as_a_group() -> None:
+    """A token group whose values all equal the reference names the group, not a single
+    'value = as entered' (the row is not a variable)."""
+    from hccatom.explain.result import Attribution
+
+    row = Attribution(variable="demo", value="as entered", reference="reference values",
+                      delta=0.0, equals_reference=True, variables=["age_years", "sex"])
+    assert row.text() == "group demo (2 variables) at reference: 0, all equal the reference"
+    single = Attribution(variable="sex", value="male", reference="male", delta=0.0,
+                         equals_reference=True)
+    assert single.text() == "sex = male (ref male): 0, equals the reference"

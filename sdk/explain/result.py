@@ -89,11 +89,12 @@ class Attribution(_Model):
         """E.g. 'afp_ng_per_ml = 1210 (ref 35): -0.080 towards high risk'."""
         way = "towards low risk" if self.delta > 0 else (
             "towards high risk" if self.delta < 0 else "no change")
+        if self.variables:  # a token group: its values are not one value
+            what = f"group {self.variable} ({len(self.variables)} variables) at reference"
+            return (f"{what}: 0, all equal the reference" if self.equals_reference
+                    else f"{what}: {self.delta:+.3f} {way}")
         if self.equals_reference:
             return f"{self.variable} = {self.value} (ref {self.reference}): 0, equals the reference"
-        if self.variables:
-            return (f"group {self.variable} ({len(self.variables)} variables) at reference: "
-                    f"{self.delta:+.3f} {way}")
         return f"{self.variable} = {self.value} (ref {self.reference}): {self.delta:+.3f} {way}"
 
 
