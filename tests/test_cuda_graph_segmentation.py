@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from concurrency import results_from_threads
 from fixtures.nnunet.helpers import load_volume as load
 
 from hccatom import Segmenter
@@ -189,26 +190,10 @@ def test_cuda_graphs_need_the_device_path() -> None:
 
 def test_fixed_shape_segmenter_serves_two_threads() -> None:
     """A replay owns the fixed buffers: threads wait for each other, results unchanged."""
-    import threading
-
     vol = load("small_ct.nii.gz")
     _, fixed = _segmenters(2, [0, 1], [0])
     expected = fixed.segment(vol).array
-    got: list[np.ndarray] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            got.append(fixed.segment(vol).array)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    got = results_from_threads(lambda: fixed.segment(vol).array, 3)
     assert len(got) == 3 and all(np.array_equal(g, expected) for g in got)
 
 

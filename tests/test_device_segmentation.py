@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from concurrency import results_from_threads
 from fixtures.nnunet.helpers import load_volume as load
 
 from hccatom import Segmenter, Volume
@@ -294,26 +295,10 @@ def test_cuda_device_path_equals_host_path_and_moves_only_the_volume() -> None:
 
 
 def test_one_device_segmenter_serves_two_threads() -> None:
-    import threading
-
     vol = load("small_ct.nii.gz")
     seg = pair([0, 1], [0])[1]
     expected = seg.segment(vol).array
-    got: list[np.ndarray] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            got.append(seg.segment(vol).array)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    got = results_from_threads(lambda: seg.segment(vol).array, 2)
     assert len(got) == 2 and all(np.array_equal(g, expected) for g in got)
 
 
