@@ -23,7 +23,7 @@ from fixtures.nnunet.helpers import load_volume as load
 from hccatom import Segmenter
 from hccatom.engines import OnnxRuntimeEngine
 from hccatom.engines.providers import CudaOptions
-from hccatom.errors import EngineInputError, InputError
+from hccatom.errors import EngineInputError, EngineUnavailableError, InputError
 from hccatom.segmentation import preprocess
 from hccatom.segmentation.device_window import padded_starts
 from hccatom.segmentation.sliding_window import tile_starts
@@ -298,3 +298,21 @@ def test_cuda_graph_segmentation_on_a_gpu() -> None:
     p_host, _ = host.probabilities(vol)
     assert np.mean(np.argmax(p_gpu, 0) == np.argmax(p_host, 0)) >= 0.9999
     assert np.abs(p_gpu - p_host).mean() <= 1e-4
+
+
+def test_auto_device_falls_back_when_cuda_graph_sessions_cannot_start(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """device='auto' where onnxruntime lists the CUDA provider: the fixed-shape sessions are
+    tried first; when they cannot start (here: no CUDA in this onnxruntime) the Segmenter
+    falls back to ordinary engines, as 'auto' does, instead of failing."""
+    import hccatom.segmentation.cuda_graphs as cg
+
+    monkeypatch.setattr(cg, "ort_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with caplog.at_level("WARNING"):
+        seg = Segmenter(EXPORT, device="auto", threads=1, folds=[0], cuda_options=GRAPHS)
+    assert "falling back to ordinary engines" in caplog.text  # the fixed-shape try came first
+    assert not seg.fixed_shape_network
+    assert seg.engines and all(isinstance(e, OnnxRuntimeEngine) for e in seg.engines)
+    with pytest.raises(EngineUnavailableError):  # explicit cuda: no fallback
+        Segmenter(EXPORT, device="cuda", threads=1, folds=[0], cuda_options=GRAPHS)

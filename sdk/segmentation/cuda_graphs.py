@@ -14,7 +14,12 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from hccatom.engines.providers import CudaOptions
+from hccatom.engines.providers import (
+    CUDA,
+    CudaOptions,
+    ort_available_providers,
+    provider_plan,
+)
 from hccatom.errors import InputError
 from hccatom.segmentation.device_window import FixedShape
 from hccatom.segmentation.spec import SegmentationSpec
@@ -55,15 +60,17 @@ def graph_models(
     (a second copy of the weights and an arena per fold) is created, when CUDA graphs are
     asked for and the device-resident path will surely run them; else None.
 
-    Decided before any session exists, so only where the device is explicit:
-    ``device="cuda"`` (``device_resident`` not False), or ``"cpu"`` with
+    Decided before any session exists: ``device="cuda"``, or ``"auto"`` where the CUDA
+    provider comes first (the caller falls back to the ordinary path if its sessions cannot
+    start, as ``"auto"`` does), ``device_resident`` not False; or ``"cpu"`` with
     ``device_resident=True`` (the tests). A 3-D configuration, not a cascade's
-    full-resolution stage. ``"auto"`` and ``"tensorrt"`` keep the ordinary path: its engines
-    show which provider really runs, and it refuses TensorRT.
+    full-resolution stage. ``"tensorrt"`` keeps the ordinary path, which refuses it.
     """
     setup = fixed_shape_setup(options, threads, device_resident)
     if setup is None or spec.dims != 3 or spec.previous_stage is not None:
         return None
+    if device == "auto" and provider_plan(device, ort_available_providers())[0] == CUDA:
+        device = "cuda"
     if device == "cuda" or (device == "cpu" and device_resident):
         return dataclasses.replace(setup, models=tuple(models), device=device)
     return None

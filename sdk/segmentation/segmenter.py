@@ -21,6 +21,7 @@ nnU-Net on the CPU).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,12 @@ import numpy as np
 from hccatom.engines import Engine, OnnxRuntimeEngine
 from hccatom.engines.base import TransferMeter, TransferStats
 from hccatom.engines.providers import CUDA, TENSORRT, CudaOptions, file_sha256
-from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
+from hccatom.errors import (
+    BundleIntegrityError,
+    BundleNotFoundError,
+    EngineUnavailableError,
+    InputError,
+)
 from hccatom.segmentation.confidence import mean_max_probability
 from hccatom.segmentation.cuda_graphs import (
     engine_cuda_options,
@@ -64,6 +70,15 @@ from hccatom.segmentation.pipeline import (
 from hccatom.segmentation.postprocessing import apply_postprocessing
 from hccatom.segmentation.spec import SegmentationSpec
 from hccatom.volume import Volume
+
+log = logging.getLogger(__name__)
+
+
+def _ordinary_engines(paths: Sequence[Path], device: str, threads: int | None,
+                      cuda_options: CudaOptions | None) -> list[Engine]:
+    """One ordinary (variable-shape) session per fold model."""
+    return [OnnxRuntimeEngine(p, device=device, threads=threads,
+                              cuda_options=engine_cuda_options(cuda_options)) for p in paths]
 
 HOST_BATCH_SIZE = 2
 """Tiles per engine call on the host path (measured best on the 2-core VM)."""
@@ -222,14 +237,20 @@ class Segmenter:
             # CUDA graphs on the device path: the fixed-shape sessions are the only ones
             fixed_only = graph_models(paths, device, device_resident, cuda_options, threads,
                                       self.spec)
-            self.engines = [] if fixed_only is not None else [
-                OnnxRuntimeEngine(path, device=device, threads=threads,
-                                  cuda_options=engine_cuda_options(cuda_options))
-                for path in paths]
+            self.engines = [] if fixed_only is not None else _ordinary_engines(
+                paths, device, threads, cuda_options)
+        window: DeviceSlidingWindow | None = None
         if fixed_only is not None:
-            self._device_window: DeviceSlidingWindow | None = self._fixed_only_window(
-                fixed_only, batch_size)
-        else:
+            try:
+                window = self._fixed_only_window(fixed_only, batch_size)
+            except EngineUnavailableError as exc:
+                if device != "auto":
+                    raise
+                log.warning("CUDA graphs: the fixed-shape sessions could not start on the "
+                            "CUDA provider (%s); falling back to ordinary engines", exc)
+                self.engines = _ordinary_engines(paths, device, threads, cuda_options)
+        self._device_window: DeviceSlidingWindow | None = window
+        if window is None:
             self._device_window = self._make_device_window(
                 device_resident, batch_size, cuda_options, threads)
 
