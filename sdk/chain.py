@@ -27,6 +27,7 @@ from hccatom.clinical import ClinicalVariables
 from hccatom.ct_io import read_ct
 from hccatom.engines import Engine
 from hccatom.errors import ClinicalInputError, EngineError, InputError
+from hccatom.phases import Phase
 from hccatom.preprocess import (
     CropResult,
     SlicePick,
@@ -37,7 +38,7 @@ from hccatom.preprocess import (
     resize_center_crop,
     window_hu,
 )
-from hccatom.recommendation import Phase, PhaseReport, QualityFlag
+from hccatom.recommendation import PhaseReport, QualityFlag
 from hccatom.safety import DEFAULT_SAFETY_LIMITS, SafetyLimits
 from hccatom.volume import Volume
 

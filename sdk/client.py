@@ -108,7 +108,8 @@ class RemotePredictor:
         else:
             from hccatom.chain import check_phase_keys
             from hccatom.ct_io import read_ct
-            from hccatom.predictor import PHASES, CTStudy
+            from hccatom.phases import PHASES
+            from hccatom.predictor import CTStudy
 
             if ct is None:
                 raise InputError("recommend needs ct={'arterial': ..., 'portal': ...} or "

@@ -18,14 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from hccatom.atom import MODELS, Decision, ModelAssessment
 from hccatom.atom.policy import Plan
 from hccatom.explain.result import Explanation
+from hccatom.phases import Phase
 
 RESEARCH_USE_NOTICE: Final[str] = (
     "Research use only: hccatom is not a medical device and its recommendations are not "
     "validated for clinical decisions. ATOM's policy is a reconstruction of a published "
     "flowchart; every decision must be made by the treating team."
 )
-
-Phase = Literal["arterial", "portal"]
 
 
 class _Model(BaseModel):

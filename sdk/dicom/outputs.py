@@ -30,10 +30,11 @@ from hccatom.dicom.index import SeriesInfo
 from hccatom.dicom.report_image import PhasePanel, render_report
 from hccatom.dicom.seg import LIVER, TUMOUR, algorithm_identification, build_seg
 from hccatom.dicom.sr import PhaseMeasurements, build_sr, largest_diameter
+from hccatom.phases import PHASES
 
 if TYPE_CHECKING:
     from hccatom.dicom.study_run import DicomContext, PhaseData
-    from hccatom.recommendation import Phase, PhaseReport, Recommendation
+    from hccatom.recommendation import PhaseReport, Recommendation
 
 __all__ = ["segments_on_source", "source_headers", "write_dicom"]
 
@@ -154,8 +155,7 @@ def _write(rec: Recommendation, out_dir: Path, first_series_number: int) -> list
     measured: list[PhaseMeasurements] = []
     panels: list[PhasePanel] = []
     number = first_series_number
-    phases: tuple[Phase, Phase] = ("arterial", "portal")
-    for phase in phases:
+    for phase in PHASES:
         data = ctx.phases[phase]
         report = rec.phases[phase]
         segments = segments_on_source(data, ctx.liver_label, ctx.tumour_label)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hccatom.explain.geometry import CropGeometry, grid_to_model_image, model_image_to_source
+from hccatom.phases import Phase
 
 SENSITIVITY_NOTE: Final[str] = (
     "Attributions are model sensitivities: how this model's score changes when one input is "
@@ -19,8 +20,6 @@ ROLLOUT_NOTE: Final[str] = (
     "the residual, rows normalised, layers multiplied; the mean output token's row), a "
     "picture of where the model's attention flows, not proof of what drives the score."
 )
-
-PhaseName = Literal["arterial", "portal"]
 
 
 class _Model(BaseModel):
@@ -66,7 +65,7 @@ class ModelExplanation(_Model):
     """Rollout relevance for one SELECTION model."""
 
     score: float
-    phases: dict[PhaseName, PhaseRelevance]
+    phases: dict[Phase, PhaseRelevance]
     clinical: list[ClinicalTokenRelevance] = Field(
         default_factory=list, description="Empty for image-only models.")
 

@@ -25,10 +25,10 @@ from hccatom.explain.result import (
     ClinicalTokenRelevance,
     Explanation,
     ModelExplanation,
-    PhaseName,
     PhaseRelevance,
 )
 from hccatom.explain.rollout import ExplainLayout, token_relevance
+from hccatom.phases import PHASES, Phase
 
 EXPORT_HINT = ("re-export the SELECTION models with `hccatom export selection ... --explain` "
                "and rebuild the bundle (`hccatom bundle build`)")
@@ -75,8 +75,8 @@ class Explainer:
                     self._engines[m] = (engine, layout)
         return self._engines
 
-    def relevance(self, feeds: Mapping[str, np.ndarray], images: Mapping[PhaseName, PhaseImage],
-                  geometry: Mapping[PhaseName, CropGeometry | None]) -> dict[str, ModelExplanation]:
+    def relevance(self, feeds: Mapping[str, np.ndarray], images: Mapping[Phase, PhaseImage],
+                  geometry: Mapping[Phase, CropGeometry | None]) -> dict[str, ModelExplanation]:
         """Rollout relevance per model for one case (batch of one)."""
         out: dict[str, ModelExplanation] = {}
         for m, (engine, layout) in self._loaded().items():
@@ -90,7 +90,7 @@ class Explainer:
                                         rel, layout, geometry, self.spec.clinical_encoding)
         return out
 
-    def attributions(self, scorer: SelectionScorer, images: Mapping[PhaseName, PhaseImage],
+    def attributions(self, scorer: SelectionScorer, images: Mapping[Phase, PhaseImage],
                      clinical: ClinicalVariables) -> tuple[dict[str, list] | None, str]:
         """Ranked attributions per model (one batched fast-graph call) and a status line."""
         if self.reference is None:
@@ -124,15 +124,14 @@ def _parse_layout(raw: str | None, where: str) -> ExplainLayout:
 
 
 def _model_explanation(score: float, rel: np.ndarray, layout: ExplainLayout,
-                       geometry: Mapping[PhaseName, CropGeometry | None],
+                       geometry: Mapping[Phase, CropGeometry | None],
                        encoding: ClinicalEncoding) -> ModelExplanation:
     """Split the token relevance into phases (patch grids) and clinical tokens; clinical
     tokens are named by the bundle's encoding (which variable feeds each position)."""
     t = layout.tokens_per_phase
     gy, gx = layout.patch_grid
-    phases: dict[PhaseName, PhaseRelevance] = {}
-    order: tuple[PhaseName, PhaseName] = ("arterial", "portal")
-    for k, name in enumerate(order):
+    phases: dict[Phase, PhaseRelevance] = {}
+    for k, name in enumerate(PHASES):
         tokens = rel[k * t:(k + 1) * t]
         phases[name] = PhaseRelevance(
             grid=tokens[1:].reshape(gy, gx).tolist(), class_token=float(tokens[0]),
@@ -152,8 +151,8 @@ def _model_explanation(score: float, rel: np.ndarray, layout: ExplainLayout,
 
 
 def explain_case(explainer: Explainer, scorer: SelectionScorer,
-                 feeds: Mapping[str, np.ndarray], images: Mapping[PhaseName, PhaseImage],
-                 geometry: Mapping[PhaseName, CropGeometry | None],
+                 feeds: Mapping[str, np.ndarray], images: Mapping[Phase, PhaseImage],
+                 geometry: Mapping[Phase, CropGeometry | None],
                  clinical: ClinicalVariables) -> Explanation:
     """Rollout relevance and attributions for one case."""
     models = explainer.relevance(feeds, images, geometry)
