@@ -44,9 +44,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from hccatom.errors import ClinicalInputError
+from hccatom.model_base import FrozenModel
 from hccatom.safe_json import JSONLimitError, JSONLimits, loads_limited, read_limited
 
 __all__ = [
@@ -192,12 +193,10 @@ _UNIT_HINTS: dict[str, Callable[[float], str | None]] = {
 }
 
 
-class ClinicalVariables(BaseModel):
+class ClinicalVariables(FrozenModel):
     """The 20 clinical variables of one patient (paper units; see the module doc)."""
 
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
+    model_config = ConfigDict(  # frozen and strict from FrozenModel
         use_enum_values=False,
         allow_inf_nan=False,
         json_schema_extra={"title": "hccatom clinical variables (SELECTION, 20 fields)"},

@@ -43,10 +43,11 @@ from enum import Enum
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hccatom.clinical import GROUPS, BclcStage, ClinicalVariables, Sex
 from hccatom.errors import ClinicalInputError
+from hccatom.model_base import FrozenModel
 
 __all__ = ["GROUP_SIZES", "ClinicalEncoding", "EncodingSlot", "Group", "Transform"]
 
@@ -60,10 +61,8 @@ _BOOL_FIELDS = frozenset(
 _ENUM_FIELDS: dict[str, type[Enum]] = {"sex": Sex, "bclc_stage": BclcStage}
 
 
-class EncodingSlot(BaseModel):
+class EncodingSlot(FrozenModel):
     """One model input position: where it comes from and how it is transformed."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     group: Group
     position: int = Field(ge=0, description="Index inside the group's vector")
@@ -139,10 +138,8 @@ class EncodingSlot(BaseModel):
         return (self.raw(clinical) - self.offset) / self.scale
 
 
-class ClinicalEncoding(BaseModel):
+class ClinicalEncoding(FrozenModel):
     """The 20 slots that turn ClinicalVariables into ``lab`` (8), ``demo`` (6), ``iv`` (6)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     slots: tuple[EncodingSlot, ...]
     description: str = ""

@@ -13,11 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from hccatom.atom import MODELS, Decision, ModelAssessment
 from hccatom.atom.policy import Plan
 from hccatom.explain.result import Explanation
+from hccatom.model_base import FrozenModel
 from hccatom.phases import Phase
 
 RESEARCH_USE_NOTICE: Final[str] = (
@@ -27,11 +28,7 @@ RESEARCH_USE_NOTICE: Final[str] = (
 )
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SourceImage(_Model):
+class SourceImage(FrozenModel):
     """The source DICOM image nearest to the chosen slice (DICOM input only)."""
 
     series_instance_uid: str
@@ -40,7 +37,7 @@ class SourceImage(_Model):
     distance_mm: float = Field(description="From the chosen slice centre to this image, mm.")
 
 
-class InputSeries(_Model):
+class InputSeries(FrozenModel):
     """Which series of a DICOM study was used for one phase, and why (no free text)."""
 
     series_instance_uid: str
@@ -52,7 +49,7 @@ class InputSeries(_Model):
     reasons: list[str]
 
 
-class PhaseReport(_Model):
+class PhaseReport(FrozenModel):
     """The slice the SELECTION models saw for one phase, and how it was cropped."""
 
     slice_index: int = Field(description="z index in the resampled CT (slice_thickness_mm).")
@@ -95,7 +92,7 @@ scan); ``warning``: check the input or the segmentation before using the result;
 context (e.g. default limits in use)."""
 
 
-class QualityFlag(_Model):
+class QualityFlag(FrozenModel):
     """Something a reader of the recommendation should check; never blocks the result.
 
     Codes, severities and the limits behind them: ``docs/safety.md``.
@@ -110,7 +107,7 @@ class QualityFlag(_Model):
         description="The measured values and the limit behind the flag (units in the keys).")
 
 
-class EngineInfo(_Model):
+class EngineInfo(FrozenModel):
     """Which execution providers ran the models."""
 
     device: str = Field(description="The device asked for ('auto', 'cpu', 'cuda', ...).")
@@ -119,7 +116,7 @@ class EngineInfo(_Model):
     selection_layout: Literal["fused", "separate"]
 
 
-class BundleRef(_Model):
+class BundleRef(FrozenModel):
     """The bundle that produced the recommendation."""
 
     name: str
@@ -139,7 +136,7 @@ class BundleRef(_Model):
         default=False, description="Signed with the public demo key: proves nothing.")
 
 
-class Recommendation(_Model):
+class Recommendation(FrozenModel):
     """ATOM's recommendation for one patient, with everything needed to audit it."""
 
     final_plan: Plan

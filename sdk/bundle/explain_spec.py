@@ -17,18 +17,17 @@ from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from hccatom.clinical import ClinicalVariables, clinical_records
 from hccatom.errors import ClinicalInputError
+from hccatom.model_base import ManifestModel
 
 ReferenceValue = float | int | bool | str
 
 
-class ExplainSpec(BaseModel):
+class ExplainSpec(ManifestModel):
     """Explain graphs and clinical reference values of a bundle (all optional)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
     graphs: dict[str, str] = Field(
         default_factory=dict, description="Cohort -> bundle-relative explain graph path.")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from hccatom.explain.geometry import CropGeometry, grid_to_model_image, model_image_to_source
+from hccatom.model_base import FrozenModel
 from hccatom.phases import Phase
 
 SENSITIVITY_NOTE: Final[str] = (
@@ -22,11 +23,7 @@ ROLLOUT_NOTE: Final[str] = (
 )
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PhaseRelevance(_Model):
+class PhaseRelevance(FrozenModel):
     """Rollout relevance of one phase's tokens for one model."""
 
     grid: list[list[float]] = Field(
@@ -52,7 +49,7 @@ class PhaseRelevance(_Model):
         return model_image_to_source(self.on_model_image(), self.geometry)
 
 
-class ClinicalTokenRelevance(_Model):
+class ClinicalTokenRelevance(FrozenModel):
     """Rollout relevance of one clinical token (one variable in its model group)."""
 
     group: str
@@ -61,7 +58,7 @@ class ClinicalTokenRelevance(_Model):
     relevance: float
 
 
-class ModelExplanation(_Model):
+class ModelExplanation(FrozenModel):
     """Rollout relevance for one SELECTION model."""
 
     score: float
@@ -70,7 +67,7 @@ class ModelExplanation(_Model):
         default_factory=list, description="Empty for image-only models.")
 
 
-class Attribution(_Model):
+class Attribution(FrozenModel):
     """Score change when one variable is replaced by its reference value."""
 
     variable: str
@@ -86,7 +83,7 @@ class Attribution(_Model):
         return f"{self.variable} = {self.value} (ref {self.reference}): {self.delta:+.3f} {way}"
 
 
-class Explanation(_Model):
+class Explanation(FrozenModel):
     """Rollout relevance and clinical attributions per model (TACE, HAIC, TC, HC)."""
 
     models: dict[str, ModelExplanation]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -27,6 +26,7 @@ from pydantic import (
 )
 
 from hccatom.errors import BundleFormatError
+from hccatom.model_base import FrozenModel
 from hccatom.segmentation.orientation import is_code
 from hccatom.segmentation.postprocessing import Postprocessing, check_mappable
 
@@ -34,11 +34,7 @@ SPEC_FILENAME = "segmentation_spec.json"
 SCHEMA = "hccatom.segmentation-spec/1"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CTIntensityStats(_Model):
+class CTIntensityStats(FrozenModel):
     """Foreground intensity statistics of the training set (HU), used by ``CTNormalization``.
 
     Normalised value = (clip(HU, percentile_00_5, percentile_99_5) - mean) / max(std, 1e-8).
@@ -56,7 +52,7 @@ class CTIntensityStats(_Model):
         return self
 
 
-class ResamplingSpec(_Model):
+class ResamplingSpec(FrozenModel):
     """Arguments of nnU-Net's ``resample_data_or_seg_to_shape`` for one kind of array.
 
     ``order``: spline order in-plane (or in 3-D); ``order_z``: order along the low-resolution
@@ -71,7 +67,7 @@ class ResamplingSpec(_Model):
     anisotropy_threshold: float = Field(default=3.0, gt=0)
 
 
-class FoldModel(_Model):
+class FoldModel(FrozenModel):
     """One fold's ONNX file (relative to the export directory) and its sha256."""
 
     fold: int | Literal["all"]
@@ -99,7 +95,7 @@ class FoldModel(_Model):
         return data
 
 
-class LabelMeaning(_Model):
+class LabelMeaning(FrozenModel):
     """What each network output channel means in hccatom's label map.
 
     ``channel_to_label[c]`` is the hccatom label (0 background, 1 liver, 2 tumour) written
@@ -129,7 +125,7 @@ class LabelMeaning(_Model):
         return self
 
 
-class SegmentationSpec(_Model):
+class SegmentationSpec(FrozenModel):
     """Everything the torch-free runtime needs to reproduce nnU-Net v2 inference."""
 
     schema_: Literal["hccatom.segmentation-spec/1"] = Field(
@@ -200,7 +196,7 @@ class SegmentationSpec(_Model):
         "configuration's, then argmax. Empty: no ensemble.",
     )
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # frozen and strict from FrozenModel
 
     @model_serializer(mode="wrap")
     def _omit_absent_optional(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
