@@ -48,7 +48,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from hccatom.errors import ClinicalInputError
 from hccatom.model_base import FrozenModel
-from hccatom.safe_json import JSONLimitError, JSONLimits, loads_limited, read_limited
+from hccatom.safe_json import JSONLimitError, JSONLimits, load_limited
 
 __all__ = [
     "CLINICAL_JSON_LIMITS",
@@ -408,7 +408,7 @@ def read_clinical_json(path: str | Path, what: str, expected: str,
     (``expected``); no file content is echoed."""
     p = Path(path)
     try:
-        return loads_limited(read_limited(p, limits), limits)
+        return load_limited(p, limits)
     except FileNotFoundError:
         raise ClinicalInputError(f"{what} not found: {p}. Pass {expected}.") from None
     except IsADirectoryError:

@@ -78,5 +78,93 @@ def test_clinical_list_readers_still_read_a_cohort(tmp_path: Path, reader: str) 
     read, _, _ = CLINICAL_LIST_READERS[reader]
     assert read(path)
     missing = tmp_path / "absent.json"
-    with pytest.raises(ClinicalInputError, match="not found: .*absent.json"):
+    with pytest.raises(ClinicalInputError, match=r"not found: .*absent\.json"):
         read(missing)
+
+
+# --- bundle and build-time files ---------------------------------------------------------
+def _hostile_bytes(kind: str, limit: int) -> bytes:
+    """A JSON object that breaks one limit: nesting, a number's length, or the size."""
+    if kind == "deep":
+        return ('{"a": ' + "[" * 30_000 + "]" * 30_000 + "}").encode()
+    if kind == "huge number":
+        return ('{"a": ' + "9" * 5000 + "}").encode()
+    return b'{"a": "' + b"x" * limit + b'"}'
+
+
+BUNDLE_NEEDLES = {"deep": "nested 30001 levels", "huge number": "5000 characters",
+                  "huge file": "bytes"}
+
+
+@pytest.mark.parametrize("hostile", sorted(BUNDLE_NEEDLES))
+def test_signature_file_outside_the_limits_is_a_signature_error(tmp_path: Path,
+                                                                 hostile: str) -> None:
+    from hccatom.bundle import load_bundle
+    from hccatom.bundle.signature import SIGNATURE_JSON_LIMITS, SIGNATURE_NAME, SignatureFile
+    from hccatom.demo import demo_bundle_path
+    from hccatom.errors import BundleSignatureError
+
+    raw = _hostile_bytes(hostile, SIGNATURE_JSON_LIMITS.max_bytes)
+    with pytest.raises(BundleSignatureError, match=BUNDLE_NEEDLES[hostile]) as err:
+        SignatureFile.parse(raw, "b")
+    assert SIGNATURE_NAME in str(err.value)
+    # the same file inside a bundle folder: refused before any checksum, naming the bundle
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    bundle.joinpath("manifest.json").write_bytes(
+        demo_bundle_path().joinpath("manifest.json").read_bytes())
+    bundle.joinpath(SIGNATURE_NAME).write_bytes(raw)
+    with pytest.raises(BundleSignatureError) as err:
+        load_bundle(bundle)
+    assert str(bundle) in str(err.value) and SIGNATURE_NAME in str(err.value)
+
+
+@pytest.mark.parametrize("hostile", sorted(BUNDLE_NEEDLES))
+def test_segmentation_spec_outside_the_limits_is_a_format_error(tmp_path: Path,
+                                                                 hostile: str) -> None:
+    from hccatom.errors import BundleFormatError
+    from hccatom.segmentation.spec import SPEC_FILENAME, SPEC_JSON_LIMITS, SegmentationSpec
+
+    path = tmp_path / SPEC_FILENAME
+    path.write_bytes(_hostile_bytes(hostile, SPEC_JSON_LIMITS.max_bytes))
+    t0 = time.perf_counter()
+    with pytest.raises(BundleFormatError, match=BUNDLE_NEEDLES[hostile]) as err:
+        SegmentationSpec.load(tmp_path)
+    assert time.perf_counter() - t0 < FAST_S
+    assert str(path) in str(err.value) and "9" * 50 not in str(err.value)
+
+
+@pytest.mark.parametrize("hostile", sorted(BUNDLE_NEEDLES))
+def test_thresholds_and_parity_files_outside_the_limits_are_export_errors(
+        tmp_path: Path, hostile: str) -> None:
+    from hccatom.bundle.writer import INPUT_JSON_LIMITS, parse_thresholds
+    from hccatom.errors import ExportError
+
+    path = tmp_path / "thresholds.json"
+    path.write_bytes(_hostile_bytes(hostile, INPUT_JSON_LIMITS.max_bytes))
+    with pytest.raises(ExportError, match=BUNDLE_NEEDLES[hostile]) as err:
+        parse_thresholds(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_a_deep_error_payload_from_a_server_is_no_typed_error_and_no_crash() -> None:
+    import base64
+
+    from hccatom.errors import CTInputError
+    from hccatom.serve import wire
+
+    assert isinstance(wire.decode_error(wire.encode_error(CTInputError("bad CT"))),
+                      CTInputError)
+    deep = base64.b64encode(('{"type": ' + "[" * 30_000 + "]" * 30_000 + "}").encode())
+    assert wire.decode_error(f"{wire.ERROR_TAG}{deep.decode()} boom") is None
+
+
+def test_a_deep_or_huge_score_cache_entry_is_scored_again(tmp_path: Path) -> None:
+    from hccatom.validation.cohort import CohortCase
+    from hccatom.validation.scoring import CACHE_JSON_LIMITS, _read_cache
+
+    case = CohortCase(line=2, case_id="a", treatment="TACE", study=Path("/s/one"))
+    for kind in ("deep", "huge number", "huge file"):
+        entry = tmp_path / f"{kind}.json"
+        entry.write_bytes(_hostile_bytes(kind, CACHE_JSON_LIMITS.max_bytes))
+        assert _read_cache(entry, case, "0" * 64) is None, kind

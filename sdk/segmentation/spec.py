@@ -12,7 +12,6 @@ mirror axes) are kept in that transposed order, exactly as in ``plans.json``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,11 +26,14 @@ from pydantic import (
 
 from hccatom.errors import BundleFormatError
 from hccatom.model_base import FrozenModel
+from hccatom.safe_json import JSONLimitError, JSONLimits, load_limited
 from hccatom.segmentation.orientation import is_code
 from hccatom.segmentation.postprocessing import Postprocessing, check_mappable
 
 SPEC_FILENAME = "segmentation_spec.json"
 SCHEMA = "hccatom.segmentation-spec/1"
+SPEC_JSON_LIMITS = JSONLimits(max_bytes=4 << 20, max_depth=32, max_number_chars=40)
+"""A spec is a few kB (a five-member ensemble with a cascade stays far under 1 MB)."""
 
 
 class CTIntensityStats(FrozenModel):
@@ -287,9 +289,15 @@ class SegmentationSpec(FrozenModel):
                 f"directory (it holds {SPEC_FILENAME} and the fold ONNX files)"
             )
         try:
-            return cls.model_validate(json.loads(p.read_text(encoding="utf-8")))
+            data = load_limited(p, SPEC_JSON_LIMITS)
+        except (OSError, JSONLimitError) as exc:
+            raise BundleFormatError(
+                f"segmentation spec {p} cannot be used: {exc}; re-export it with "
+                "`hccatom export nnunet`") from None
+        try:
+            return cls.model_validate(data)
         except (ValueError, TypeError) as exc:
-            raise BundleFormatError(f"invalid segmentation spec {p.name}: {exc}") from exc
+            raise BundleFormatError(f"invalid segmentation spec {p}: {exc}") from exc
 
 
 def check_stages(spec: SegmentationSpec) -> None:

@@ -113,7 +113,7 @@ def decode_error(text: str) -> HccatomError | None:
     if match is None:
         return None
     try:
-        payload = json.loads(base64.b64decode(match.group(1)))
+        payload = loads_limited(base64.b64decode(match.group(1)), REQUEST_JSON_LIMITS)
         cls = _error_class(str(payload["type"]))
         message = str(payload["message"])
     except (ValueError, KeyError, TypeError):
