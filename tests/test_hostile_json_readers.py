@@ -168,3 +168,17 @@ def test_a_deep_or_huge_score_cache_entry_is_scored_again(tmp_path: Path) -> Non
         entry = tmp_path / f"{kind}.json"
         entry.write_bytes(_hostile_bytes(kind, CACHE_JSON_LIMITS.max_bytes))
         assert _read_cache(entry, case, "0" * 64) is None, kind
+
+
+@pytest.mark.parametrize("hostile", sorted(BUNDLE_NEEDLES))
+def test_one_record_readers_refuse_hostile_json(tmp_path: Path, hostile: str) -> None:
+    """``ClinicalVariables.from_json`` and the serving client read one record the same way."""
+    from hccatom.client import _clinical_mapping
+    from hccatom.clinical import CLINICAL_JSON_LIMITS, ClinicalVariables
+
+    path = tmp_path / "clinical.json"
+    path.write_bytes(_hostile_bytes(hostile, CLINICAL_JSON_LIMITS.max_bytes))
+    for read in (ClinicalVariables.from_json, _clinical_mapping):
+        with pytest.raises(ClinicalInputError, match=BUNDLE_NEEDLES[hostile]) as err:
+            read(path)
+        assert "Clinical file" in str(err.value) and str(path) in str(err.value)
