@@ -332,19 +332,6 @@ def _read_model(path: Path, cls: Any, what: str) -> Any:
         raise InputError(f"--{what} {path}: does not validate: {exc}") from exc
 
 
-def _parse_selection(items: Sequence[str]) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not value:
-            raise InputError(f"--selection entries look like TACE=DIR, got {item!r}.")
-        key = key.strip().upper()
-        if key in out:
-            raise InputError(f"--selection gives {key} twice.")
-        out[key] = Path(value)
-    return out
-
-
 def _bundle_safety(args: argparse.Namespace) -> Any:
     """``--safety`` limits, with ``--training-clinical``'s ranges added (None: neither)."""
     from hccatom.safety import SafetyLimits, training_population_from_json
@@ -373,6 +360,7 @@ def _build_bundle(args: argparse.Namespace) -> Path:
     from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec, SegmentationSpec
     from hccatom.bundle.window_choice import resolve_window_before_segmentation
     from hccatom.bundle.writer import build_bundle, parse_thresholds
+    from hccatom.cli_args import cohort_paths
 
     thresholds = dict(PAPER_MSS) if args.paper_thresholds else parse_thresholds(args.thresholds)
     if args.sign_key is not None and not args.sign_key.is_file():
@@ -381,7 +369,7 @@ def _build_bundle(args: argparse.Namespace) -> Path:
         args.out,
         sign_key=args.sign_key,
         segmentation=args.segmentation,
-        selection=_parse_selection(args.selection),
+        selection=cohort_paths(args.selection, "--selection", "TACE=DIR"),
         fused=args.fused,
         name=args.name or args.out.name.removesuffix(".zip"),
         version=args.bundle_version,
