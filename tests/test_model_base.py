@@ -56,3 +56,29 @@ def test_no_module_defines_its_own_base_again() -> None:
     copies = [str(p.relative_to(SDK)) for p in sorted(SDK.rglob("*.py"))
               if p.name != "model_base.py" and pattern.search(p.read_text(encoding="utf-8"))]
     assert copies == [], f"derive from hccatom.model_base instead: {copies}"
+
+
+def test_without_absent_drops_only_the_named_unset_fields() -> None:
+    from hccatom.model_base import without_absent
+
+    data = {"a": None, "b": None, "c": 0, "d": []}
+    assert without_absent(data, ("a", "c", "d", "missing")) == {"b": None, "c": 0, "d": []}
+
+
+def test_unset_optional_fields_stay_out_of_the_written_manifest_and_spec() -> None:
+    from hccatom.bundle import load_bundle
+    from hccatom.demo import demo_bundle_path
+    from hccatom.segmentation.spec import SegmentationSpec
+
+    bundle = load_bundle(demo_bundle_path())
+    selection = bundle.manifest.model_dump(mode="json", by_alias=True)["selection"]
+    assert selection.get("explain", "absent") is not None
+    for model in selection["models"].values():
+        assert model.get("path_fp16", "absent") is not None
+        assert model.get("parity_fp16", "absent") is not None
+    spec = SegmentationSpec.load(bundle.segmentation_dir).model_dump(mode="json")
+    for key in ("window_before_segmentation", "training_orientation", "postprocessing",
+                "previous_stage", "resampling_segmentation"):
+        assert spec.get(key, "absent") is not None, key
+    for fold in spec["folds"]:
+        assert fold.get("onnx_fp16", "absent") is not None

@@ -35,7 +35,7 @@ from hccatom.bundle.specs import (
     SafetyLimits,
     SegmentationSpec,
 )
-from hccatom.model_base import ManifestModel
+from hccatom.model_base import ManifestModel, without_absent
 
 #: The schema version this runtime writes.
 SCHEMA_VERSION: Final[str] = "1.1"
@@ -132,11 +132,7 @@ class SelectionModel(ManifestModel):
     @model_serializer(mode="wrap")
     def _omit_absent_fp16(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # fp32-only entries serialise exactly as before
-        data: dict[str, Any] = handler(self)
-        for key in ("path_fp16", "parity_fp16"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+        return without_absent(handler(self), ("path_fp16", "parity_fp16"))
 
     @field_validator("path", "parity", "path_fp16", "parity_fp16")
     @classmethod
@@ -168,10 +164,8 @@ class SelectionSpec(ManifestModel):
 
     @model_serializer(mode="wrap")
     def _omit_absent_explain(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)  # bundles without it serialise as before
-        if data.get("explain") is None:
-            data.pop("explain", None)
-        return data
+        # bundles without it serialise as before
+        return without_absent(handler(self), ("explain",))
 
     @model_validator(mode="after")
     def _complete(self) -> SelectionSpec:

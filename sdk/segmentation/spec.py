@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from hccatom.errors import BundleFormatError
-from hccatom.model_base import FrozenModel
+from hccatom.model_base import FrozenModel, without_absent
 from hccatom.safe_json import JSONLimitError, JSONLimits, load_limited
 from hccatom.segmentation.orientation import is_code
 from hccatom.segmentation.postprocessing import Postprocessing, check_mappable
@@ -90,11 +90,7 @@ class FoldModel(FrozenModel):
     @model_serializer(mode="wrap")
     def _omit_absent_fp16(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # fp32-only specs serialise exactly as before, so older readers still load them
-        data: dict[str, Any] = handler(self)
-        for key in ("onnx_fp16", "sha256_fp16"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+        return without_absent(handler(self), ("onnx_fp16", "sha256_fp16"))
 
 
 class LabelMeaning(FrozenModel):
@@ -205,11 +201,9 @@ class SegmentationSpec(FrozenModel):
         # fields added in schema 1.1 are left out when unset, so that a spec without them
         # serialises exactly as before and readers of schema 1.0 still load it
         # (likewise the cascade and ensemble fields: single-configuration specs omit them)
-        data: dict[str, Any] = handler(self)
-        for key in ("window_before_segmentation", "training_orientation", "postprocessing",
-                    "previous_stage", "resampling_segmentation"):
-            if data.get(key) is None:
-                data.pop(key, None)
+        data = without_absent(handler(self), (
+            "window_before_segmentation", "training_orientation", "postprocessing",
+            "previous_stage", "resampling_segmentation"))
         if not data.get("ensemble"):
             data.pop("ensemble", None)
         return data
