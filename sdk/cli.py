@@ -324,8 +324,10 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _read_model(path: Path, cls: Any, what: str) -> Any:
-    try:
-        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+    from hccatom.safe_json import JSONLimits, read_limited
+
+    try:  # pydantic's JSON parser bounds depth and numbers; the size is bounded here
+        return cls.model_validate_json(read_limited(path, JSONLimits(max_bytes=4 << 20)))
     except OSError as exc:
         raise InputError(f"--{what} {path}: cannot read ({exc}).") from exc
     except ValueError as exc:

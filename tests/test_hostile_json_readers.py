@@ -182,3 +182,24 @@ def test_one_record_readers_refuse_hostile_json(tmp_path: Path, hostile: str) ->
         with pytest.raises(ClinicalInputError, match=BUNDLE_NEEDLES[hostile]) as err:
             read(path)
         assert "Clinical file" in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("hostile", sorted(BUNDLE_NEEDLES))
+def test_bundle_build_settings_files_refuse_hostile_json(tmp_path: Path, hostile: str) -> None:
+    """``bundle build --safety/--policy/...``: pydantic's parser bounds depth and numbers,
+    the size is bounded before reading (a sparse 4 MB + 1 file is not read)."""
+    from hccatom.cli import _read_model
+    from hccatom.errors import InputError
+    from hccatom.safety import SafetyLimits
+
+    path = tmp_path / "safety.json"
+    if hostile == "huge file":
+        with path.open("wb") as fh:
+            fh.truncate((4 << 20) + 1)
+    else:
+        path.write_bytes(_hostile_bytes(hostile, 0))
+    needle = {"deep": "recursion limit", "huge number": "number out of range",
+              "huge file": "larger than the 4,194,304 bytes"}[hostile]
+    with pytest.raises(InputError, match=needle) as err:
+        _read_model(path, SafetyLimits, "safety")
+    assert f"--safety {path}" in str(err.value)
