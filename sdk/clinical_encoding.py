@@ -285,27 +285,20 @@ class ClinicalEncoding(FrozenModel):
         )
 
 
+#: The authors' codes of the categorical variables (the raw-values default encoding).
+_DEFAULT_ENUM_CODES: dict[str, dict[str, float]] = {
+    "sex": {"male": 1.0, "female": 0.0},
+    "bclc_stage": {"A": 0.0, "B": 1.0, "C": 2.0},
+}
+
+
 def _default_slot(group: str, position: int, name: str) -> EncodingSlot:
-    if name == "sex":
-        return EncodingSlot(
-            group=group,  # type: ignore[arg-type]
-            position=position,
-            source=name,
-            transform="enum",
-            mapping={"male": 1.0, "female": 0.0},
-        )
-    if name == "bclc_stage":
-        return EncodingSlot(
-            group=group,  # type: ignore[arg-type]
-            position=position,
-            source=name,
-            transform="enum",
-            mapping={"A": 0.0, "B": 1.0, "C": 2.0},
-        )
-    transform: Transform = "bool01" if name in _BOOL_FIELDS else "identity"
+    transform: Transform = ("enum" if name in _DEFAULT_ENUM_CODES
+                            else "bool01" if name in _BOOL_FIELDS else "identity")
     return EncodingSlot(
         group=group,  # type: ignore[arg-type]
         position=position,
         source=name,
         transform=transform,
+        mapping=_DEFAULT_ENUM_CODES.get(name),
     )
