@@ -41,6 +41,7 @@ from hccatom.bench_probe import (
     segmentation_evaluations,
 )
 from hccatom.errors import HccatomError, InputError
+from hccatom.phases import PHASES
 
 #: Stages in table order (the Predictor's timing keys).
 STAGES: tuple[str, ...] = (
@@ -403,7 +404,7 @@ def _study_from_args(args: argparse.Namespace, tmp: Path) -> Study:
     if args.arterial is not None:
         if args.study == "synthetic":
             raise InputError("--study synthetic and --arterial/--portal exclude each other")
-        for name in ("arterial", "portal"):
+        for name in PHASES:
             if not Path(getattr(args, name)).exists():
                 raise InputError(f"--{name} {getattr(args, name)}: no such file or folder")
         if args.clinical is not None:

@@ -176,10 +176,11 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _run_recommend(args: argparse.Namespace) -> int:
     from hccatom.clinical import ClinicalVariables
+    from hccatom.phases import PHASES
     from hccatom.predictor import CTStudy, Predictor
 
     if args.study is None:
-        for name in ("arterial", "portal"):
+        for name in PHASES:
             if getattr(args, name) is None:
                 raise InputError(f"--{name} is required (or pass a whole DICOM --study DIR).")
             if not Path(getattr(args, name)).exists():
