@@ -68,9 +68,9 @@ METADATA_KEYS: frozenset[str] = frozenset({"patient_id", "case_id", "notes"})
 CLINICAL_JSON_LIMITS = JSONLimits(max_bytes=256 * 1024, max_depth=8, max_number_chars=40)
 """A clinical file is about 1 kB; these limits refuse anything that is not one, fast."""
 
-CLINICAL_COHORT_JSON_LIMITS = JSONLimits(max_bytes=64 << 20, max_depth=8, max_number_chars=40)
+CLINICAL_COHORT_JSON_LIMITS = JSONLimits(max_bytes=16 << 20, max_depth=8, max_number_chars=40)
 """A file of many clinical records (a training cohort, about 1 kB a record): room for
-tens of thousands of patients; the depth and number limits are those of one record."""
+about 16,000 patients; the depth and number limits are those of one record."""
 
 MAX_KEYS = 200
 """More keys than this in one record is not a clinical record (refused before validation)."""

@@ -41,7 +41,7 @@ def _huge_number(tmp_path: Path) -> Path:
 
 
 def _huge_file(tmp_path: Path) -> Path:
-    """A sparse file one byte over the limit: costs no disk, would cost 64 MB to read whole."""
+    """A sparse file one byte over the limit: costs no disk, is never read whole."""
     path = tmp_path / "huge.json"
     with path.open("wb") as fh:
         fh.truncate(CLINICAL_COHORT_JSON_LIMITS.max_bytes + 1)
@@ -51,7 +51,7 @@ def _huge_file(tmp_path: Path) -> Path:
 HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "deep": (_deep, "nested 100002 levels"),
     "huge number": (_huge_number, "5000 characters"),
-    "huge file": (_huge_file, "larger than the 67,108,864 bytes"),
+    "huge file": (_huge_file, f"larger than the {CLINICAL_COHORT_JSON_LIMITS.max_bytes:,} bytes"),
 }
 
 
