@@ -193,12 +193,21 @@ class Recommendation(FrozenModel):
 
     @classmethod
     def from_json(cls, source: str | Path) -> Recommendation:
-        """Parse JSON text, or read it from a ``.json`` path."""
-        if isinstance(source, Path) or (
-            isinstance(source, str) and not source.lstrip().startswith("{")
-        ):
-            source = Path(source).read_text(encoding="utf-8")
-        return cls.model_validate_json(source)
+        """Parse JSON text, or read it from a ``.json`` path (at most 64 MB; pydantic's
+        parser bounds depth and numbers). Raises :class:`InputError` naming the file."""
+        from hccatom.errors import InputError
+        from hccatom.safe_json import JSONLimits, read_limited
+
+        where = "the recommendation JSON text"
+        text: str | bytes = source if isinstance(source, str) else ""
+        try:
+            if isinstance(source, Path) or not source.lstrip().startswith("{"):
+                where = f"recommendation file {source}"
+                text = read_limited(source, JSONLimits(max_bytes=64 << 20))
+            return cls.model_validate_json(text)
+        except (OSError, ValueError) as exc:  # JSONLimitError and ValidationError included
+            raise InputError(f"{where} cannot be used: {exc}. Pass what "
+                             "Recommendation.to_json wrote.") from None
 
     def comparable(self) -> dict[str, object]:
         """The content without run-dependent fields (timings, creation time)."""

@@ -203,3 +203,25 @@ def test_bundle_build_settings_files_refuse_hostile_json(tmp_path: Path, hostile
     with pytest.raises(InputError, match=needle) as err:
         _read_model(path, SafetyLimits, "safety")
     assert f"--safety {path}" in str(err.value)
+
+
+@pytest.mark.parametrize("hostile", [*sorted(BUNDLE_NEEDLES), "missing"])
+def test_a_hostile_recommendation_file_is_an_input_error_naming_it(tmp_path: Path,
+                                                                    hostile: str) -> None:
+    from hccatom.errors import InputError
+    from hccatom.recommendation import Recommendation
+
+    path = tmp_path / "rec.json"
+    if hostile == "huge file":
+        with path.open("wb") as fh:
+            fh.truncate((64 << 20) + 1)
+    elif hostile != "missing":
+        path.write_bytes(_hostile_bytes(hostile, 0))
+    needle = {"deep": "recursion limit", "huge number": "number out of range",
+              "huge file": "larger than the 67,108,864 bytes",
+              "missing": "No such file"}[hostile]
+    with pytest.raises(InputError, match=needle) as err:
+        Recommendation.from_json(path)
+    assert f"recommendation file {path}" in str(err.value)
+    with pytest.raises(InputError, match="the recommendation JSON text"):
+        Recommendation.from_json('{"final_plan": 1}')
