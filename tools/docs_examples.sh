@@ -140,6 +140,8 @@ run bundle_build /usr/bin/time -f "%e s wall" hccatom bundle build \
   --name site-hcc --version 1.0.0 --sign-key keys/site-private.pem --out site-hcc-1.0.0.zip
 run bundle_verify hccatom bundle verify site-hcc-1.0.0.zip
 run bundle_verify_trusted hccatom bundle verify --trusted-key keys/site-public.pem site-hcc-1.0.0.zip
+cp keys/site-public.pem site-public.pem  # bundle.md's Python example names the key bare
+example load-signed-bundle bundle.md
 run bundle_info hccatom bundle info site-hcc-1.0.0.zip
 # a bundle signed by another key is refused (exit code 3); so is a pinned digest that differs
 expect_code 3 bundle_verify_wrong_pin hccatom bundle verify --no-run \
