@@ -30,6 +30,7 @@ from hccatom.recommendation import (
 from hccatom.volume import Volume
 
 if TYPE_CHECKING:
+    from hccatom.explain.runner import ExplainMode
     from hccatom.predictor import Predictor, ProgressCallback
 
 __all__ = ["DicomContext", "PhaseData", "crop_to_labels", "liver_mean_hu", "recommend_folders",
@@ -127,7 +128,7 @@ def recommend_study(
     arterial: str | None = None,
     portal: str | None = None,
     progress: ProgressCallback | None = None,
-    explain: bool = False,
+    explain: bool | ExplainMode = False,
 ) -> Recommendation:
     """:meth:`Predictor.recommend` for a DICOM study folder (see the module doc)."""
     from hccatom.predictor import _Timer
@@ -163,7 +164,7 @@ def recommend_folders(
     clinical: Any,
     *,
     progress: ProgressCallback | None = None,
-    explain: bool = False,
+    explain: bool | ExplainMode = False,
 ) -> Recommendation | None:
     """``recommend`` for one DICOM series folder per phase, with slices named by their
     source images and DICOM output available; None when a folder is not exactly one CT
@@ -192,7 +193,7 @@ def recommend_folders(
 
 
 def _run(predictor: Predictor, selection: PhaseSelection, clinical: Any, timer: Any,
-         t0: float, explain: bool = False) -> Recommendation:
+         t0: float, explain: bool | ExplainMode = False) -> Recommendation:
     """Read the chosen series, run the chain, name slices, flag, keep DICOM context."""
     with timer.stage("read_dicom"):
         volumes = _read_pair(selection, predictor.phase_workers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 from pydantic import Field
@@ -21,7 +21,6 @@ ROLLOUT_NOTE: Final[str] = (
     "the residual, rows normalised, layers multiplied; the mean output token's row), a "
     "picture of where the model's attention flows, not proof of what drives the score."
 )
-
 
 class PhaseRelevance(FrozenModel):
     """Rollout relevance of one phase's tokens for one model."""
@@ -68,18 +67,28 @@ class ModelExplanation(FrozenModel):
 
 
 class Attribution(FrozenModel):
-    """Score change when one variable is replaced by its reference value."""
+    """Score change when one variable (or one token group) is replaced by its reference."""
 
-    variable: str
+    variable: str = Field(description="The variable, or the group (lab, demo, iv).")
     value: str = Field(description="The patient's value, as entered.")
     reference: str = Field(description="The bundle's reference value.")
     delta: float = Field(description="score(patient) - score(variable at reference); "
                          "positive: this value raises the score (towards low risk).")
+    equals_reference: bool = Field(
+        default=False, description="The reference gives the model the same input (the "
+        "value equals it): delta is exactly 0 and the model was not run for it.")
+    variables: list[str] = Field(
+        default_factory=list, description="For a group: the variables replaced together.")
 
     def text(self) -> str:
         """E.g. 'afp_ng_per_ml = 1210 (ref 35): -0.080 towards high risk'."""
         way = "towards low risk" if self.delta > 0 else (
             "towards high risk" if self.delta < 0 else "no change")
+        if self.equals_reference:
+            return f"{self.variable} = {self.value} (ref {self.reference}): 0, equals the reference"
+        if self.variables:
+            return (f"group {self.variable} ({len(self.variables)} variables) at reference: "
+                    f"{self.delta:+.3f} {way}")
         return f"{self.variable} = {self.value} (ref {self.reference}): {self.delta:+.3f} {way}"
 
 
@@ -91,6 +100,9 @@ class Explanation(FrozenModel):
         default=None, description="Per model, ranked by |delta|; None when the bundle stores "
         "no clinical reference values (see attribution_status).")
     attribution_status: str
+    attribution_level: Literal["variables", "groups"] | None = Field(
+        default=None, description="One row per variable or per token group; None when no "
+        "attributions were computed.")
     rollout_note: str = ROLLOUT_NOTE
     sensitivity_note: str = SENSITIVITY_NOTE
 

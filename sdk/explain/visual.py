@@ -20,7 +20,7 @@ from hccatom.chain import PhaseImage
 from hccatom.clinical import ClinicalVariables
 from hccatom.explain.geometry import CropGeometry
 from hccatom.explain.result import Explanation
-from hccatom.explain.runner import explain_case
+from hccatom.explain.runner import ExplainMode, ExplainRun, explain_case
 from hccatom.phases import Phase
 from hccatom.preprocess import PreprocessSpec
 
@@ -57,8 +57,10 @@ def geometry_of(img: PhaseImage, spec: PreprocessSpec) -> CropGeometry | None:
 
 
 def explain_recommendation(predictor: Predictor, images: Mapping[Phase, PhaseImage],
-                           clinical: ClinicalVariables) -> Explanation:
-    """Rollout relevance and attributions for the case the predictor just scored."""
+                           clinical: ClinicalVariables, run: ExplainRun,
+                           mode: ExplainMode = "variables") -> Explanation:
+    """Rollout relevance and attributions for the case the predictor just scored with
+    ``run`` (its SELECTION stage ran the explain graphs)."""
     from hccatom.chain import encode_clinical
 
     sel = predictor.bundle.manifest.selection
@@ -66,8 +68,7 @@ def explain_recommendation(predictor: Predictor, images: Mapping[Phase, PhaseIma
     feeds = predictor.scorer.feeds(images["arterial"].image, images["portal"].image, clin)
     geometry: dict[Phase, CropGeometry | None] = {
         n: geometry_of(img, predictor.preprocessing) for n, img in images.items()}
-    return explain_case(predictor.explainer, predictor.scorer, feeds, images, geometry,
-                        clinical)
+    return explain_case(run, feeds, images, geometry, clinical, mode)
 
 
 _VISUAL: dict[int, dict[str, KeySlice]] = {}
