@@ -51,11 +51,11 @@ from hccatom.explain.visual import (
     explain_graphs_are_twins,
     explain_recommendation,
 )
+from hccatom.phases import PHASES, Phase
 from hccatom.precision import check_precision, choose_graph, default_precision
 from hccatom.recommendation import (
     BundleRef,
     EngineInfo,
-    Phase,
     PhaseReport,
     Recommendation,
 )
@@ -77,8 +77,6 @@ from hccatom.safety import (
 from hccatom.segmentation import Segmenter
 from hccatom.segmentation.cuda_graphs import engine_cuda_options
 from hccatom.volume import Volume
-
-PHASES: tuple[Phase, Phase] = ("arterial", "portal")
 
 
 def _version() -> str:

@@ -20,8 +20,9 @@ from hccatom.chain import PhaseImage
 from hccatom.clinical import ClinicalVariables
 from hccatom.engines.providers import TENSORRT
 from hccatom.explain.geometry import CropGeometry
-from hccatom.explain.result import Explanation, PhaseName
+from hccatom.explain.result import Explanation
 from hccatom.explain.runner import ExplainMode, ExplainRun, explain_case
+from hccatom.phases import Phase
 from hccatom.preprocess import PreprocessSpec
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def explain_graphs_are_twins(predictor: Predictor) -> bool:
     return all(p == "fp32" for p in chosen) and not fp16_kernels
 
 
-def explain_recommendation(predictor: Predictor, images: Mapping[PhaseName, PhaseImage],
+def explain_recommendation(predictor: Predictor, images: Mapping[Phase, PhaseImage],
                            clinical: ClinicalVariables, run: ExplainRun,
                            mode: ExplainMode = "variables") -> Explanation:
     """Rollout relevance and attributions for the case the predictor just scored with
@@ -75,7 +76,7 @@ def explain_recommendation(predictor: Predictor, images: Mapping[PhaseName, Phas
     sel = predictor.bundle.manifest.selection
     clin = encode_clinical(clinical, sel.clinical_encoding, sel)
     feeds = predictor.scorer.feeds(images["arterial"].image, images["portal"].image, clin)
-    geometry: dict[PhaseName, CropGeometry | None] = {
+    geometry: dict[Phase, CropGeometry | None] = {
         n: geometry_of(img, predictor.preprocessing) for n, img in images.items()}
     return explain_case(run, feeds, images, geometry, clinical, mode)
 
@@ -101,7 +102,7 @@ def copy_key_slices(source: Recommendation, dest: Recommendation) -> Recommendat
     return dest
 
 
-def attach_visual(rec: Recommendation, images: Mapping[PhaseName, PhaseImage],
+def attach_visual(rec: Recommendation, images: Mapping[Phase, PhaseImage],
                   spec: PreprocessSpec) -> Recommendation:
     """Keep the key slices for ``rec`` (beside it, see the module doc) for the report."""
     visual: dict[str, KeySlice] = {}
