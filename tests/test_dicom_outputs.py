@@ -377,3 +377,27 @@ def test_recommend_argument_errors(case: dict) -> None:
         pred.recommend(study=case["root"])
     with pytest.raises(InputError, match="arterial=/portal= choose series"):
         pred.recommend({"arterial": 1, "portal": 2}, clinical, arterial="1.2.3")
+
+
+def test_explain_with_a_study_folder(case: dict, explain_bundle: Path) -> None:
+    """recommend(study=..., explain="groups"): the explanation survives the DICOM run's
+    copy of the recommendation (source images named, key slices kept for the report), and
+    the scores are the ones without explain."""
+    pytest.importorskip("matplotlib", reason="the report page needs the report extra")
+    from hccatom.report import render_figure
+
+    predictor = Predictor.from_bundle(explain_bundle, device="cpu", mirroring=False,
+                                      phase_workers=1)
+    rec = predictor.recommend(study=case["root"], clinical=case["member"].clinical,
+                              explain="groups")
+    exp = rec.explanation
+    assert exp is not None and exp.attribution_level == "groups"
+    assert exp.attributions is not None and all(len(v) == 3 for v in exp.attributions.values())
+    for m, a in case["rec"].scores.items():
+        assert abs(rec.scores[m].score - a.score) <= 1e-6
+    assert all(p.source_image is not None for p in rec.phases.values())
+    from matplotlib.text import Text
+
+    text = " ".join(t.get_text() for t in render_figure(rec).findobj(Text))
+    assert "not available" not in text  # key slices and attributions drawn
+    assert "token group" in text and "image " in text  # groups; the DICOM image named
