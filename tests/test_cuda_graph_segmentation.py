@@ -105,6 +105,7 @@ def test_outputs_are_bound_before_the_first_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("volume", "folds", "mirroring", "batch"), [
     ("typical_ct.nii.gz", [0, 1], [0], 4),
     ("anisotropic_ct.nii.gz", [0], [1], 5),
+    ("small_ct.nii.gz", [0, 1], [0], 4),  # one tile: a batch of one real tile + 3 repeats
 ])
 def test_fixed_shape_network_equals_the_plain_device_path(
     volume: str, folds: list[int], mirroring: Any, batch: int
