@@ -104,6 +104,17 @@ def transfer_snapshot(engines: Mapping[str, Any]) -> dict[str, dict[str, float]]
     return out or None
 
 
+def transfer_sources(predictor: Any) -> dict[str, Any]:
+    """What to read transfer counters from: each fold engine and SELECTION engine; the
+    segmenter as a whole when its folds run as fixed-shape networks (those count nothing
+    themselves: the device window's helper sessions count every byte)."""
+    seg = predictor.segmenter
+    out: dict[str, Any] = ({"segmentation": seg} if seg.fixed_shape_network else
+                           {f"segmentation.fold{i}": e for i, e in enumerate(seg.engines)})
+    out.update({f"selection.{k}": e for k, e in predictor.scorer.engines.items()})
+    return out
+
+
 def transfer_delta(before: dict[str, dict[str, float]] | None,
                    after: dict[str, dict[str, float]] | None, runs: int
                    ) -> dict[str, dict[str, float]] | None:
@@ -250,8 +261,7 @@ def run_bench(
     t0 = time.perf_counter()
     predictor = Predictor.from_bundle(bundle, **kwargs)
     load_ms = (time.perf_counter() - t0) * 1000.0
-    engines = {f"segmentation.fold{i}": e for i, e in enumerate(predictor.segmenter.engines)}
-    engines.update({f"selection.{k}": e for k, e in predictor.scorer.engines.items()})
+    engines = transfer_sources(predictor)
     ct = CTStudy(arterial=study.arterial, portal=study.portal)
     timings: list[dict[str, float]] = []
     rec = None

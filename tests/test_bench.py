@@ -277,3 +277,25 @@ def test_peak_tflops_sources() -> None:
     assert peak_tflops("gpu", 123.0).source == "given"
     cpu = peak_tflops("cpu")
     assert cpu.source == "measured" and cpu.tflops is not None and cpu.tflops > 0
+
+
+def test_bench_counts_transfers_of_fixed_shape_folds() -> None:
+    """With CUDA graphs the folds exist only as fixed-shape networks (no transfer counters of
+    their own): the bench reads the segmenter's total instead, which counts the bytes."""
+    from hccatom import Predictor
+    from hccatom.bench import transfer_snapshot, transfer_sources
+    from hccatom.demo import demo_bundle_path
+    from hccatom.engines.providers import CudaOptions
+
+    predictor = Predictor.from_bundle(demo_bundle_path(), device="cpu", threads=1,
+                                      phase_workers=1, device_resident=True, mirroring=False,
+                                      cuda_options=CudaOptions(enable_cuda_graph=True))
+    sources = transfer_sources(predictor)
+    assert "segmentation" in sources and not any(k.startswith("segmentation.fold")
+                                                 for k in sources)
+    from hccatom.synthetic import ScanSpec, draw_cohort, generate_patient
+
+    member = draw_cohort("TACE", 1, seed=11).patients[0]
+    predictor.segment(generate_patient(member.seed, ScanSpec.demo(), member.features).portal)
+    snap = transfer_snapshot(sources)
+    assert snap is not None and snap["segmentation"]["host_to_device"] > 0
