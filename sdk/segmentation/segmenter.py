@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from hccatom.engines import Engine, OnnxRuntimeEngine
-from hccatom.engines.base import TransferMeter, TransferStats
+from hccatom.engines.base import MeteredEngine, TransferMeter, TransferStats
 from hccatom.engines.providers import CUDA, TENSORRT, file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
 from hccatom.segmentation.confidence import mean_max_probability
@@ -67,7 +67,7 @@ HOST_BATCH_SIZE = 2
 def _engine_predictor(
     engine: Engine, input_name: str, output_name: str, meter: TransferMeter | None
 ) -> TilePredictor:
-    if meter is not None and isinstance(engine, OnnxRuntimeEngine):
+    if meter is not None and isinstance(engine, MeteredEngine):  # ONNX Runtime, Triton
         def run_counted(x: np.ndarray) -> np.ndarray:
             return engine.run({input_name: x}, meter=meter)[output_name]
 
@@ -257,7 +257,7 @@ class Segmenter:
         stage and ensemble member)."""
         total = TransferStats()
         for e in self.engines:
-            if isinstance(e, OnnxRuntimeEngine):
+            if isinstance(e, MeteredEngine):
                 total = total + e.transfer_stats()
         for stage in [*([self._previous] if self._previous else []), *self._members]:
             total = total + stage.transfer_stats()
