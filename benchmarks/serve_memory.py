@@ -345,7 +345,8 @@ def main() -> int:
     }
     for v in variants:
         per_request = [s["requests"] for s in v.samples]
-        start = next((i for i, n in enumerate(per_request) if n >= args.warmup), 0)
+        # the first sample after the warm-up report (a report allocates: a step before it)
+        start = next((i for i, n in enumerate(per_request) if n > args.warmup), 0)
         series = {key: [sum(r[key] for r in s["by_role"].values()) for s in v.samples]
                   for key in ("Rss", "Pss")}
         by_role_pss = {role: [s["by_role"].get(role, {}).get("Pss", 0.0) for s in v.samples]
