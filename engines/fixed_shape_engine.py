@@ -2,7 +2,8 @@
 
 ONNX Runtime's CUDA graphs capture a whole run once and replay it; the replay reads and
 writes the same device buffers every time, so inputs and outputs must be bound through IO
-binding to buffers that never move. :class:`FixedShapeEngine` owns those buffers: ``run``
+binding to buffers that never move, bound before the first run (the first run captures the
+graph with the addresses bound then). :class:`FixedShapeEngine` owns those buffers: ``run``
 copies the feeds into the input buffers, replays, and copies the outputs back. One session
 and one set of buffers per engine; a lock serialises runs (a replay owns the buffers), so
 one engine is still safe to share across threads.
@@ -14,7 +15,7 @@ tests exercise this code on machines without a GPU.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,25 @@ from hccatom.engines.providers import (
     preload_cuda_libraries,
 )
 from hccatom.errors import EngineError, EngineInputError, EngineUnavailableError
+
+
+def output_shapes_from_inputs(
+    outputs: Sequence[TensorSpec], inputs: Sequence[TensorSpec],
+    input_shapes: Mapping[str, tuple[int, ...]],
+) -> dict[str, tuple[int, ...]] | None:
+    """Output shapes whose symbolic dimensions all appear in the inputs (e.g. ``batch``),
+    sized as the fixed input shapes size them; None when any output dimension is open."""
+    sizes: dict[str, int] = {}
+    for spec in inputs:
+        for dim, size in zip(spec.shape, input_shapes[spec.name], strict=True):
+            if isinstance(dim, str):
+                sizes[dim] = size
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in outputs:
+        if not all(isinstance(d, int) or d in sizes for d in spec.shape):
+            return None
+        shapes[spec.name] = tuple(d if isinstance(d, int) else sizes[d] for d in spec.shape)
+    return shapes
 
 
 class FixedShapeEngine:
@@ -106,11 +126,31 @@ class FixedShapeEngine:
         self._binding = self._session.io_binding()
         for name, value in self._in.items():
             self._binding.bind_ortvalue_input(name, value)
-        self._out_shapes: dict[str, tuple[int, ...]] = {}
-        self._out: dict[str, Any] = {}
-        self._bound_outputs = False
         self._where = where
+        self.device = device
         self.runs = 0
+        # Outputs are bound to fixed buffers BEFORE the first run: on the CUDA EP the first
+        # run captures the graph with the output addresses bound then, and later runs replay
+        # into those addresses only.
+        shapes = output_shapes_from_inputs(self._outputs, self._inputs, self.input_shapes)
+        if shapes is None:
+            shapes = self._probe_output_shapes(
+                source=str(self.path), options=options, device=device,
+                cuda_options=cuda_options)
+        self.output_shapes: dict[str, tuple[int, ...]] = shapes
+        """The fixed shape of every output buffer."""
+        self._out: dict[str, Any] = {}
+        for spec in self._outputs:
+            buf = ort.OrtValue.ortvalue_from_shape_and_type(
+                list(self.output_shapes[spec.name]), np.dtype(spec.dtype).type, where,
+                self.device_id)
+            self._out[spec.name] = buf
+            self._binding.bind_ortvalue_output(spec.name, buf)
+
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether runs are captured once and replayed as a CUDA graph (CUDA EP only)."""
+        return self.device == "cuda"
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -128,21 +168,27 @@ class FixedShapeEngine:
         """Providers onnxruntime actually runs this session with."""
         return list(self._providers)
 
-    def _bind_outputs(self) -> None:
-        # the first run sizes the outputs; then they are bound to fixed buffers
+    def _probe_output_shapes(
+        self, *, source: str, options: Any, device: str, cuda_options: CudaOptions | None
+    ) -> dict[str, tuple[int, ...]]:
+        """Output shapes the model's metadata leaves open, from one run on zero inputs in a
+        throw-away session (without CUDA graphs: a capture there would pin its buffers)."""
+        import dataclasses
+
         import onnxruntime as ort
 
-        for spec in self._outputs:
-            self._binding.bind_output(spec.name, self._where, self.device_id)
-        self._session.run_with_iobinding(self._binding)
-        first = self._binding.get_outputs()
-        self._binding.clear_binding_outputs()
-        for spec, value in zip(self._outputs, first, strict=True):
-            buf = ort.OrtValue.ortvalue_from_shape_and_type(
-                value.shape(), np.dtype(spec.dtype).type, self._where, self.device_id)
-            self._out[spec.name] = buf
-            self._binding.bind_ortvalue_output(spec.name, buf)
-        self._bound_outputs = True
+        if device == "cuda":
+            opts = dataclasses.replace(cuda_options or CudaOptions(), enable_cuda_graph=False)
+            providers: list[Any] = [(CUDA, cuda_provider_options(opts))]
+        else:
+            providers = [CPU]
+        probe = ort.InferenceSession(source, options, providers=providers)
+        feeds = {s.name: np.zeros(self.input_shapes[s.name], dtype=s.dtype)
+                 for s in self._inputs}
+        outs = probe.run([s.name for s in self._outputs], feeds)
+        del probe
+        return {s.name: tuple(int(d) for d in np.shape(o))
+                for s, o in zip(self._outputs, outs, strict=True)}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy feeds in, run (replay), copy outputs out. Shapes must be the fixed ones."""
@@ -151,15 +197,39 @@ class FixedShapeEngine:
             try:
                 for name, arr in arrays.items():
                     self._in[name].update_inplace(arr)
-                if not self._bound_outputs:
-                    self._bind_outputs()
-                self._session.run_with_iobinding(self._binding)
-                self.runs += 1
-                return {name: np.array(v.numpy(), copy=True) for name, v in self._out.items()}
-            except EngineInputError:
-                raise
             except Exception as exc:
-                raise EngineError(f"onnxruntime failed running {self.path.name}: {exc}") from exc
+                raise EngineError(f"could not fill the input buffers of {self.path.name}: "
+                                  f"{exc}") from exc
+            out = self._replay()
+            return {name: np.array(v.numpy(), copy=True) for name, v in out.items()}
+
+    # --- device-resident use: fill the input buffers on the device, read outputs there ------
+    @property
+    def lock(self) -> threading.Lock:
+        """Held by :meth:`run`; a caller using :meth:`input_buffer` and :meth:`replay` holds
+        it from filling the inputs until it has read the outputs (they are overwritten by
+        the next run)."""
+        return self._lock
+
+    def input_buffer(self, name: str) -> Any:
+        """The fixed ``OrtValue`` input ``name`` is bound to (bind it as another graph's
+        output to fill it without leaving the device)."""
+        if name not in self._in:
+            raise EngineInputError(f"unknown input {name!r}; this model takes {sorted(self._in)}")
+        return self._in[name]
+
+    def replay(self) -> dict[str, Any]:
+        """Run on what the input buffers hold now; return the fixed output ``OrtValue``s
+        (on the engine's device). Call with :attr:`lock` held."""
+        return self._replay()
+
+    def _replay(self) -> dict[str, Any]:
+        try:
+            self._session.run_with_iobinding(self._binding)
+        except Exception as exc:
+            raise EngineError(f"onnxruntime failed running {self.path.name}: {exc}") from exc
+        self.runs += 1
+        return dict(self._out)
 
     def __repr__(self) -> str:
         return f"FixedShapeEngine({self.path.name!r}, shapes={self.input_shapes})"

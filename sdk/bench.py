@@ -5,7 +5,8 @@
     hccatom bench [--bundle B] [--device auto|cpu|cuda|tensorrt]
                   [--study synthetic | --arterial P --portal P [--clinical FILE.json]]
                   [--size 512x512x200] [--small] [--repeats N] [--warmup K]
-                  [--precision fp16|fp32] [--json OUT] [--compare-nnunet MODEL_FOLDER]
+                  [--precision fp16|fp32] [--cuda-graphs] [--json OUT]
+                  [--compare-nnunet MODEL_FOLDER]
 
 Runs ``Predictor.recommend`` ``warmup + repeats`` times on one study (a seeded synthetic
 phantom written to NIfTI, or the given files, so that reading is timed too) and reports per
@@ -41,6 +42,8 @@ from hccatom.bench_probe import (
     segmentation_evaluations,
 )
 from hccatom.errors import HccatomError, InputError
+from hccatom.phases import PHASES
+from hccatom.precision import PRECISIONS
 
 #: Stages in table order (the Predictor's timing keys).
 STAGES: tuple[str, ...] = (
@@ -223,6 +226,7 @@ def run_bench(
     count_flops: bool = True,
     compare_nnunet: Path | None = None,
     progress: Progress | None = None,
+    cuda_graphs: bool = False,
 ) -> dict[str, Any]:
     """Time ``recommend`` on ``study``; return the full result (what ``--json`` writes)."""
     from hccatom.predictor import CTStudy, Predictor
@@ -239,6 +243,10 @@ def run_bench(
     kwargs: dict[str, Any] = {"device": device, "threads": threads, "mirroring": mirroring}
     if precision is not None:
         kwargs["precision"] = precision
+    if cuda_graphs:
+        from hccatom.engines.providers import CudaOptions
+
+        kwargs["cuda_options"] = CudaOptions(enable_cuda_graph=True)
     t0 = time.perf_counter()
     predictor = Predictor.from_bundle(bundle, **kwargs)
     load_ms = (time.perf_counter() - t0) * 1000.0
@@ -307,6 +315,7 @@ def run_bench(
             "arena)" if mem.device_peak_mib is not None else
             "not measurable: " + ("CPU execution" if not gpu else "no nvidia-smi")
         ),
+        "segmentation_runtime": segmentation_runtime(predictor.segmenter, cuda_graphs),
         "transfer_bytes_per_study": transfers,
         "transfer_note": (None if transfers is not None else
                           "these engines do not count host<->device bytes "
@@ -321,6 +330,17 @@ def run_bench(
             ours=stages, progress=say,
         )
     return result
+
+
+def segmentation_runtime(segmenter: Any, cuda_graphs_requested: bool) -> dict[str, Any]:
+    """Which segmentation path ran: device-resident or host, fixed-shape network, CUDA
+    graphs asked for and actually used (only fixed-shape engines on the CUDA provider)."""
+    return {
+        "device_resident": bool(getattr(segmenter, "device_resident", False)),
+        "fixed_shape_network": bool(getattr(segmenter, "fixed_shape_network", False)),
+        "cuda_graphs_requested": cuda_graphs_requested,
+        "cuda_graphs_used": bool(getattr(segmenter, "cuda_graphs", False)),
+    }
 
 
 def _reference_timer() -> Any:
@@ -381,8 +401,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="a small synthetic study (128x128x48 at 3 x 3 x 4 mm) for smoke tests")
     p.add_argument("--repeats", type=int, default=5, help="timed runs (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    p.add_argument("--precision", choices=("fp16", "fp32"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="network precision (default: the bundle's choice for the device)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="run the segmentation network as a CUDA graph (fixed tile batch on "
+                        "the device-resident path; the report says whether it was used)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
     p.add_argument("--no-mirroring", action="store_true",
                    help="segment without test-time mirroring")
@@ -403,7 +426,7 @@ def _study_from_args(args: argparse.Namespace, tmp: Path) -> Study:
     if args.arterial is not None:
         if args.study == "synthetic":
             raise InputError("--study synthetic and --arterial/--portal exclude each other")
-        for name in ("arterial", "portal"):
+        for name in PHASES:
             if not Path(getattr(args, name)).exists():
                 raise InputError(f"--{name} {getattr(args, name)}: no such file or folder")
         if args.clinical is not None:
@@ -439,6 +462,12 @@ def print_summary(result: Mapping[str, Any], out: TextIO) -> None:
       + (f"{result['peak_device_memory_mib']:.0f} MiB\n"
          if result["peak_device_memory_mib"] is not None
          else f"{result['peak_device_memory_note']}\n"))
+    rt = result.get("segmentation_runtime")
+    if rt:
+        w(f"segmentation: {'device-resident' if rt['device_resident'] else 'host'} path; "
+          f"CUDA graphs {'used' if rt['cuda_graphs_used'] else 'not used'}"
+          + (" (asked for)" if rt["cuda_graphs_requested"] else "")
+          + ("; fixed-shape network" if rt["fixed_shape_network"] else "") + "\n")
     tr = result["transfer_bytes_per_study"]
     if tr:
         for eng, fields in tr.items():
@@ -478,6 +507,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup, precision=args.precision, threads=args.threads,
             mirroring=False if args.no_mirroring else None, peak=args.peak_tflops,
             count_flops=not args.no_flops, compare_nnunet=args.compare_nnunet, progress=say,
+            cuda_graphs=args.cuda_graphs,
         )
     print_summary(result, sys.stdout)
     if args.json is not None:

@@ -4,6 +4,7 @@ Subcommands::
 
     hccatom recommend --bundle B --arterial PATH --portal PATH --clinical FILE.json
                       [--json OUT] [--device auto|cpu|cuda|tensorrt] [--threads N]
+                      [--precision fp16|fp32]
     hccatom bundle build --segmentation DIR --selection TACE=DIR HAIC=DIR TC=DIR HC=DIR
                          [--fused DIR] --thresholds ... --out DIR|FILE.zip
                          [--sign-key PRIVATE.pem]
@@ -52,6 +53,7 @@ from hccatom.errors import (
     InputError,
     SegmentationError,
 )
+from hccatom.precision import PRECISIONS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BAD_BUNDLE, EXIT_NO_ENGINE = 0, 1, 2, 3, 4
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports
@@ -162,11 +164,16 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--report", type=Path, metavar="OUT",
                    help="write the one-page visual report (.pdf or .png; report extra), with "
                    "relevance maps and attributions when the bundle has explain graphs")
-    p.add_argument("--explain", action="store_true",
+    p.add_argument("--explain", nargs="?", const="variables", default=None,
+                   choices=("variables", "groups", "rollout"),  # hccatom.explain EXPLAIN_MODES
                    help="compute attention rollout and clinical attributions (needs a bundle "
-                   "exported with `hccatom export selection ... --explain`)")
+                   "exported with `hccatom export selection ... --explain`); groups: one "
+                   "attribution per clinical token group (cheaper), rollout: maps only")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="network graph precision (default: the fp16 twin on CUDA when the "
+                   "bundle has one, else fp32; see hccatom.precision)")
     p.add_argument("--no-mirroring", action="store_true",
                    help="segment without test-time mirroring (faster; nnU-Net mirrors by "
                    "default where the model allows it)")
@@ -176,10 +183,11 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _run_recommend(args: argparse.Namespace) -> int:
     from hccatom.clinical import ClinicalVariables
+    from hccatom.phases import PHASES
     from hccatom.predictor import CTStudy, Predictor
 
     if args.study is None:
-        for name in ("arterial", "portal"):
+        for name in PHASES:
             if getattr(args, name) is None:
                 raise InputError(f"--{name} is required (or pass a whole DICOM --study DIR).")
             if not Path(getattr(args, name)).exists():
@@ -201,7 +209,7 @@ def _run_recommend(args: argparse.Namespace) -> int:
     with progress.stage("load_bundle"):
         predictor = Predictor.from_bundle(
             args.bundle, device=args.device, threads=args.threads,
-            mirroring=False if args.no_mirroring else None,
+            mirroring=False if args.no_mirroring else None, precision=args.precision,
             trusted_keys=args.trusted_keys, expect_sha256=args.expect_sha256,
         )
     load_ms = (time.perf_counter() - t0) * 1000
@@ -221,7 +229,8 @@ def _run_recommend(args: argparse.Namespace) -> int:
         sys.stdout.write(rec.to_json() + "\n")
         return EXIT_OK
     print(rec.summary())
-    print(f"(bundle loaded in {load_ms:.0f} ms)")
+    graphs = "/".join(sorted(set(predictor.precisions.values()))) or "fp32"
+    print(f"(bundle loaded in {load_ms:.0f} ms; network graphs {graphs})")
     if args.json is not None:
         rec.to_json(args.json)
         print(f"JSON written to {args.json}")
@@ -324,25 +333,14 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _read_model(path: Path, cls: Any, what: str) -> Any:
-    try:
-        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+    from hccatom.safe_json import JSONLimits, read_limited
+
+    try:  # pydantic's JSON parser bounds depth and numbers; the size is bounded here
+        return cls.model_validate_json(read_limited(path, JSONLimits(max_bytes=4 << 20)))
     except OSError as exc:
         raise InputError(f"--{what} {path}: cannot read ({exc}).") from exc
     except ValueError as exc:
         raise InputError(f"--{what} {path}: does not validate: {exc}") from exc
-
-
-def _parse_selection(items: Sequence[str]) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not value:
-            raise InputError(f"--selection entries look like TACE=DIR, got {item!r}.")
-        key = key.strip().upper()
-        if key in out:
-            raise InputError(f"--selection gives {key} twice.")
-        out[key] = Path(value)
-    return out
 
 
 def _bundle_safety(args: argparse.Namespace) -> Any:
@@ -373,6 +371,7 @@ def _build_bundle(args: argparse.Namespace) -> Path:
     from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec, SegmentationSpec
     from hccatom.bundle.window_choice import resolve_window_before_segmentation
     from hccatom.bundle.writer import build_bundle, parse_thresholds
+    from hccatom.cli_args import cohort_paths
 
     thresholds = dict(PAPER_MSS) if args.paper_thresholds else parse_thresholds(args.thresholds)
     if args.sign_key is not None and not args.sign_key.is_file():
@@ -381,7 +380,7 @@ def _build_bundle(args: argparse.Namespace) -> Path:
         args.out,
         sign_key=args.sign_key,
         segmentation=args.segmentation,
-        selection=_parse_selection(args.selection),
+        selection=cohort_paths(args.selection, "--selection", "TACE=DIR"),
         fused=args.fused,
         name=args.name or args.out.name.removesuffix(".zip"),
         version=args.bundle_version,

@@ -42,16 +42,16 @@ from hccatom.chain import (
 )
 from hccatom.clinical import ClinicalVariables
 from hccatom.engines import Engine, OnnxRuntimeEngine
-from hccatom.engines.providers import ort_available_providers
+from hccatom.engines.providers import CudaOptions, ort_available_providers
 from hccatom.errors import HccatomError, InputError
 from hccatom.explain.result import Explanation
-from hccatom.explain.runner import Explainer
+from hccatom.explain.runner import Explainer, ExplainMode, ExplainRun, explain_mode
 from hccatom.explain.visual import attach_visual, explain_recommendation
+from hccatom.phases import PHASES, Phase
 from hccatom.precision import check_precision, choose_graph, default_precision
 from hccatom.recommendation import (
     BundleRef,
     EngineInfo,
-    Phase,
     PhaseReport,
     Recommendation,
 )
@@ -71,9 +71,8 @@ from hccatom.safety import (
     synthetic_input_flags,
 )
 from hccatom.segmentation import Segmenter
+from hccatom.segmentation.cuda_graphs import engine_cuda_options
 from hccatom.volume import Volume
-
-PHASES: tuple[Phase, Phase] = ("arterial", "portal")
 
 
 def _version() -> str:
@@ -277,6 +276,7 @@ class Predictor:
         expect_sha256: str | None = None,
         precision: str | None = None,
         engines: str | None = None,
+        cuda_options: CudaOptions | None = None,
     ) -> Predictor:
         """Open and verify a bundle (schema, signature, checksums) and create every engine
         once.
@@ -305,6 +305,9 @@ class Predictor:
         elsewhere); "fp16" or "fp32" forces it (see :mod:`hccatom.precision`).
         ``engines``: ``"triton://host:8001"`` runs the networks on that Triton server (a
         repository from ``hccatom export triton``; serve extra), the rest in-process.
+        ``cuda_options``: CUDA provider options of every engine; ``enable_cuda_graph`` runs
+        the segmentation network as a CUDA graph on the device-resident path (see
+        :class:`~hccatom.segmentation.Segmenter`).
         """
         phase_workers = _phase_workers(phase_workers)
         if threads is None and phase_workers == 2:
@@ -328,7 +331,8 @@ class Predictor:
             if engine_factory is not None:
                 return engine_factory(p)
             return OnnxRuntimeEngine(p, device=device, threads=threads,
-                                     fp16=device == "tensorrt" and requested == "fp16")
+                                     fp16=device == "tensorrt" and requested == "fp16",
+                                     cuda_options=engine_cuda_options(cuda_options))
 
         def pick(fp32: str, fp16: str | None, what: str) -> str:
             rel, used[what] = choose_graph(fp32, fp16, requested=requested,
@@ -352,7 +356,7 @@ class Predictor:
         segmenter = Segmenter(
             bundle.segmentation_dir, device=device, step_size=step_size, mirroring=mirroring,
             threads=threads, spec=seg_spec, engines=seg_engines, verify=False,
-            device_resident=device_resident,
+            device_resident=device_resident, cuda_options=cuda_options,
         )
         sel_engines = dict(zip(sel_paths, made[len(seg_paths):], strict=True))
         scorer = SelectionScorer(sel, sel_engines)
@@ -400,6 +404,7 @@ class Predictor:
 
     def _score(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer,
                on_labels: LabelsCallback | None = None,
+               select: Callable[[dict[str, Any]], dict[str, float]] | None = None,
                ) -> tuple[dict[str, float], dict[Phase, PhaseImage], dict[Phase, PhaseReport],
                           dict[Phase, PhaseMeasures], ClinicalVariables]:
         study = CTStudy.coerce(ct)
@@ -424,7 +429,8 @@ class Predictor:
         check_distinct_pixels({n: m.fingerprint for n, m in measures.items()})
         with timer.stage("selection"):
             feeds = self.scorer.feeds(images["arterial"].image, images["portal"].image, clin)
-            scores = self.scorer.score(feeds)[0]
+            # select: ExplainRun.score with explain (the explain graphs give the scores)
+            scores = select(feeds) if select is not None else self.scorer.score(feeds)[0]
         return scores, images, reports, measures, cv
 
     def score(self, ct: CTStudy | Mapping[str, Any], clinical: Any) -> dict[str, float]:
@@ -441,13 +447,15 @@ class Predictor:
         arterial: str | None = None,
         portal: str | None = None,
         progress: ProgressCallback | None = None,
-        explain: bool = False,
+        explain: bool | ExplainMode = False,
     ) -> Recommendation:
         """Run the whole chain for one patient. Raises typed :class:`HccatomError`s.
 
         ``explain``: also compute ``rec.explanation`` (attention rollout per model and
         phase, clinical attributions; :mod:`hccatom.explain`); needs a bundle exported with
-        ``--explain`` (else :class:`~hccatom.errors.ExplainUnavailableError`).
+        ``--explain`` (else :class:`~hccatom.errors.ExplainUnavailableError`). ``True`` or
+        ``"variables"``: one attribution per variable; ``"groups"``: per clinical token
+        group (cheaper); ``"rollout"``: relevance maps only.
 
         ``study``: a DICOM study folder instead of ``ct`` (needs the dicom extra): the
         arterial and portal series are found by :func:`hccatom.dicom.find_phases`;
@@ -457,6 +465,7 @@ class Predictor:
         """
         if clinical is None:
             raise InputError("recommend needs the clinical variables (clinical=...).")
+        explain_mode(explain)  # a bad mode fails before any work
         if study is not None:
             if ct is not None:
                 raise InputError("Pass either ct=... or study=..., not both.")
@@ -481,21 +490,26 @@ class Predictor:
         return self._recommend(phases, clinical, _Timer(progress), explain=explain)
 
     def explain(self, ct: CTStudy | Mapping[str, Any],
-                clinical: ClinicalVariables | Mapping[str, Any] | str | Path) -> Explanation:
+                clinical: ClinicalVariables | Mapping[str, Any] | str | Path, *,
+                mode: ExplainMode = "variables") -> Explanation:
         """The :class:`~hccatom.explain.Explanation` of one case (runs the whole chain;
-        :class:`~hccatom.errors.ExplainUnavailableError` without explain graphs)."""
-        rec = self.recommend(ct, clinical, explain=True)
+        :class:`~hccatom.errors.ExplainUnavailableError` without explain graphs); ``mode``
+        as ``recommend(explain=...)``."""
+        rec = self.recommend(ct, clinical, explain=mode)
         assert rec.explanation is not None
         return rec.explanation
 
     def _recommend(self, ct: CTStudy | Mapping[str, Any], clinical: Any, timer: _Timer,
-                   on_labels: LabelsCallback | None = None, *, explain: bool = False
-                   ) -> Recommendation:
+                   on_labels: LabelsCallback | None = None, *,
+                   explain: bool | ExplainMode = False) -> Recommendation:
         """The whole chain; ``on_labels(phase, ct, labels)`` sees each phase's labels."""
-        if explain and not self.explainer.available:  # fail before segmenting
+        mode = explain_mode(explain)
+        if mode and not self.explainer.available:  # fail before segmenting
             self.explainer.require()
+        run = ExplainRun(self.explainer, self.scorer) if mode else None
         t0 = time.perf_counter()
-        scores, images, reports, measures, cv = self._score(ct, clinical, timer, on_labels)
+        scores, images, reports, measures, cv = self._score(
+            ct, clinical, timer, on_labels, select=run.score if run else None)
         m = self.bundle.manifest
         lim = self.safety
         with timer.stage("atom"):
@@ -509,9 +523,9 @@ class Predictor:
                 *self._limit_flags,
             ]
         explanation = None
-        if explain:
+        if run is not None and mode is not None:
             with timer.stage("explain"):
-                explanation = explain_recommendation(self, images, cv)
+                explanation = explain_recommendation(self, images, cv, run, mode)
         timer.timings_ms["total"] = (time.perf_counter() - t0) * 1000.0
         rec = Recommendation(
             final_plan=decision.final_plan,

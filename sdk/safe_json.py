@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["JSONLimitError", "JSONLimits", "loads_limited", "read_limited"]
+__all__ = ["JSONLimitError", "JSONLimits", "load_limited", "loads_limited", "read_limited"]
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
@@ -118,3 +118,9 @@ def loads_limited(text: bytes | str, limits: JSONLimits) -> Any:
         ) from None
     except (ValueError, RecursionError, OverflowError) as exc:  # defensive: limits above
         raise JSONLimitError(f"not valid JSON ({type(exc).__name__})") from None
+
+
+def load_limited(path: str | Path, limits: JSONLimits) -> Any:
+    """Parse the JSON file at ``path`` within ``limits``: a file over ``max_bytes`` is refused
+    unread. Raises :class:`JSONLimitError`, or ``OSError`` when the file cannot be opened."""
+    return loads_limited(read_limited(path, limits), limits)

@@ -38,7 +38,8 @@ def bench_json(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any]
     err = io.StringIO()
     with redirect_stderr(err):
         code = main(["bench", "--small", "--device", "cpu", "--repeats", "2", "--warmup",
-                     "1", "--no-mirroring", "--threads", "1", "--json", str(out)])
+                     "1", "--no-mirroring", "--threads", "1", "--cuda-graphs",
+                     "--json", str(out)])
     assert code == 0
     return json.loads(out.read_text()), err.getvalue()
 
@@ -75,6 +76,31 @@ def test_bench_json_machine_providers_memory(bench_json: tuple[dict[str, Any], s
     for i in (1, 2):
         assert f"run {i}/2" in stderr
     assert "warm-up 1/1" in stderr
+    # --cuda-graphs was asked for; the CPU provider runs the host path: reported as not used
+    assert result["segmentation_runtime"] == {
+        "device_resident": False, "fixed_shape_network": False,
+        "cuda_graphs_requested": True, "cuda_graphs_used": False}
+
+
+def test_bench_reports_whether_cuda_graphs_ran() -> None:
+    """``segmentation_runtime`` reads the Segmenter: fixed-shape networks count as CUDA
+    graphs only where they run on the CUDA provider."""
+    from hccatom import Segmenter
+    from hccatom.bench import segmentation_runtime
+    from hccatom.engines.providers import CudaOptions
+
+    seg = Segmenter(NNUNET_EXPORT, device="cpu", threads=1, folds=[0], device_resident=True,
+                    cuda_options=CudaOptions(enable_cuda_graph=True))
+    assert segmentation_runtime(seg, True) == {
+        "device_resident": True, "fixed_shape_network": True,
+        "cuda_graphs_requested": True, "cuda_graphs_used": False}
+    for net in seg._device_window.networks or []:  # type: ignore[union-attr]
+        net.device = "cuda"  # as a FixedShapeEngine on the CUDA EP reports itself
+    assert segmentation_runtime(seg, True)["cuda_graphs_used"] is True
+    plain = Segmenter(NNUNET_EXPORT, device="cpu", threads=1, folds=[0])
+    assert segmentation_runtime(plain, False) == {
+        "device_resident": False, "fixed_shape_network": False,
+        "cuda_graphs_requested": False, "cuda_graphs_used": False}
 
 
 def test_bench_json_flop_floor(bench_json: tuple[dict[str, Any], str]) -> None:

@@ -107,6 +107,19 @@ def test_recommend_exit_codes(
     assert "Traceback" not in err
 
 
+def test_recommend_precision_flag(files: dict[str, Path],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--precision takes Predictor.from_bundle's choices, errors and exit codes."""
+    assert main(_recommend_args(files, **{"--precision": "fp32"})) == 0
+    assert "network graphs fp32)" in capsys.readouterr().out
+    # the fixture bundle has no fp16 twins: forcing fp16 is a bad-bundle error naming it
+    assert main(_recommend_args(files, **{"--precision": "fp16"})) == 3
+    err = capsys.readouterr().err
+    assert "precision='fp16'" in err and "no fp16 graph" in err and "Traceback" not in err
+    assert main(_recommend_args(files, **{"--precision": "bf16"})) == 2
+    assert "invalid choice: 'bf16'" in capsys.readouterr().err
+
+
 def test_bad_clinical_lists_every_problem(
     files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -214,9 +214,16 @@ def test_sr_holds_measurements_scores_plan_and_key_images(case: dict) -> None:
 
 
 def test_report_image_and_study_membership(case: dict) -> None:
+    from hccatom.report import render_pixels
+    from hccatom.report.page import A4_INCHES
+
     sc = _read(case["files"], "REPORT_SC.dcm")
     assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
     assert sc.pixel_array.shape[-1] == 3 and sc.pixel_array.std() > 10
+    # one report layout: the SC carries the page rec.report() draws (A4 at 150 dpi)
+    page = render_pixels(case["rec"])
+    assert page.shape == (int(A4_INCHES[1] * 150), int(A4_INCHES[0] * 150), 3)
+    np.testing.assert_array_equal(sc.pixel_array, page)
     assert "Research use only - not for clinical decisions" in sc.ImageComments
     assert "synthetic models" in sc.ImageComments  # the demo bundle is synthetic
     source = pydicom.dcmread(index_study(case["root"]).by_uid(

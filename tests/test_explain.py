@@ -132,7 +132,7 @@ def test_model_depending_on_one_clinical_token_ranks_it_first(tmp_path: Path) ->
     from hccatom.chain import SelectionScorer
     from hccatom.clinical_encoding import ClinicalEncoding
     from hccatom.engines import OnnxRuntimeEngine
-    from hccatom.explain.attributions import batch_feeds, rank, variants
+    from hccatom.explain.attributions import attribute, batch_feeds
     from hccatom.synthetic import draw_cohort
 
     graph = _only_afp_graph(tmp_path / "afp.onnx")
@@ -143,16 +143,24 @@ def test_model_depending_on_one_clinical_token_ranks_it_first(tmp_path: Path) ->
     patients = [p.clinical for p in draw_cohort("HAIC", 30, seed=2).patients]
     reference = reference_values(patients)
     patient = patients[0].model_copy(update={"afp_ng_per_ml": reference["afp_ng_per_ml"] + 300.0})
-    pairs = variants(patient, reference)
     image = np.zeros((3, 224, 224), np.float32)
     names = {k: k for k in ("arterial", "portal", "lab", "demo", "iv")}
-    scores = scorer.score(batch_feeds(image, image, [patient, *(c for _, c in pairs)], enc,
-                                      names))
-    ranked = rank(patient, reference, [n for n, _ in pairs], scores)
-    for m in MODELS:
-        assert ranked[m][0].variable == "afp_ng_per_ml"
-        assert ranked[m][0].delta > 0 and "towards low risk" in ranked[m][0].text()
-        assert all(a.delta == 0.0 for a in ranked[m][1:])
+
+    def score_rows(rows: list[Any]) -> list[dict[str, float]]:
+        return scorer.score(batch_feeds(image, image, rows, enc, names))
+
+    base = score_rows([patient])[0]
+    for level in ("variables", "groups"):
+        ranked = attribute(patient, reference, enc, base, score_rows, level)
+        for m in MODELS:
+            first = ranked[m][0]
+            assert first.variable == ("afp_ng_per_ml" if level == "variables" else "iv")
+            assert first.delta > 0 and "towards low risk" in first.text()
+            assert all(a.delta == 0.0 for a in ranked[m][1:])
+        if level == "groups":
+            assert [a.variable for a in ranked["TACE"]][1:] in (["lab", "demo"],
+                                                                  ["demo", "lab"])
+            assert "afp_ng_per_ml" in ranked["TACE"][0].variables
 
 
 def test_manifest_explain_section_is_optional_and_round_trips() -> None:

@@ -185,11 +185,14 @@ def test_selection_fp16_gate_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def bundle16(seg_fp16: Path, fused_fp16: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hccatom.atom import PAPER_MSS
     from hccatom.export.bundle_writer import build_bundle
+    from hccatom.safety import SafetyLimits
 
     out = tmp_path_factory.mktemp("b16") / "bundle"
     return build_bundle(out, segmentation=seg_fp16, selection=None, fused=fused_fp16,
                         name="fp16-test", version="0.0.1", thresholds=dict(PAPER_MSS),
-                        synthetic=True)
+                        synthetic=True,
+                        # the fixture phantom's liver is ~200 mL (40 mm field of view)
+                        safety=SafetyLimits(liver_volume_min_ml=100.0))
 
 
 @pytest.mark.export
@@ -246,6 +249,31 @@ def test_forced_fp16_runs_on_the_cpu_provider_close_to_fp32(bundle16: Path) -> N
     a = p32.segment(ph["arterial"]).array
     b = p16.segment(ph["arterial"]).array
     assert np.mean(a == b) >= 0.999
+
+
+@pytest.mark.export
+def test_recommend_cli_precision_picks_the_graph(
+    bundle16: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``hccatom recommend --precision`` reaches the graph choice (CPU provider)."""
+    from hccatom.cli import main
+    from hccatom.ct_io import write_volume
+
+    sys.path.insert(0, str(FIXTURES / "bundle"))
+    try:
+        from helpers import clinical_example, phantom
+    finally:
+        sys.path.pop(0)
+    ph = phantom()
+    clinical = tmp_path / "clinical.json"
+    clinical.write_text(json.dumps(clinical_example()))
+    base = ["recommend", "--bundle", str(bundle16), "--device", "cpu", "--no-mirroring",
+            "--arterial", str(write_volume(ph["arterial"], tmp_path / "a.nii.gz")),
+            "--portal", str(write_volume(ph["portal"], tmp_path / "p.nii.gz")),
+            "--clinical", str(clinical)]
+    for precision in ("fp16", "fp32"):
+        assert main([*base, "--precision", precision]) == 0
+        assert f"network graphs {precision})" in capsys.readouterr().out
 
 
 @pytest.mark.export

@@ -114,3 +114,31 @@ def test_cli_recommend_writes_the_report(explain_bundle: Path, tmp_path: Path,
     assert f"report written to {out}" in capsys.readouterr().out
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["explanation"]["attributions"] is not None  # explain ran for the report
+
+
+def test_cli_explain_mode(explain_bundle: Path, tmp_path: Path) -> None:
+    """`--explain groups`: per-group attributions in the JSON; the CLI's choices are the
+    runtime's modes."""
+    import argparse
+    import json
+
+    from hccatom.cli import build_parser, main
+    from hccatom.ct_io import write_volume
+    from hccatom.demo import demo_case
+    from hccatom.explain.runner import EXPLAIN_MODES
+
+    ct, clinical, _ = demo_case(0)
+    art = write_volume(ct["arterial"], tmp_path / "art.nii.gz")
+    por = write_volume(ct["portal"], tmp_path / "por.nii.gz")
+    cj = tmp_path / "clinical.json"
+    cj.write_text(json.dumps(clinical.model_dump(mode="json")))
+    assert main(["recommend", "--bundle", str(explain_bundle), "--arterial", str(art),
+                 "--portal", str(por), "--clinical", str(cj), "--device", "cpu",
+                 "--explain", "groups", "--json", str(tmp_path / "r.json")]) == 0
+    saved = json.loads((tmp_path / "r.json").read_text())["explanation"]
+    assert saved["attribution_level"] == "groups"
+    assert sorted(a["variable"] for a in saved["attributions"]["TACE"]) == ["demo", "iv", "lab"]
+    recommend = next(a for a in build_parser()._actions
+                     if isinstance(a, argparse._SubParsersAction)).choices["recommend"]
+    option = next(a for a in recommend._actions if "--explain" in a.option_strings)
+    assert tuple(option.choices or ()) == EXPLAIN_MODES

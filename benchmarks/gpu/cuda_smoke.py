@@ -4,7 +4,8 @@ The carried CUDA EP keeps only one GPU architecture's code (``strip_fatbin.py``)
 did not suit this GPU, the benchmark would fail minutes in. This runs a tiny graph (a Conv
 from cuDNN, then ONNX Runtime's own kernels: Softmax, Mul, ReduceMax, ArgMax, Cast) on the
 CUDA provider and on the CPU provider and compares them. Exit 0: the CUDA EP placed the
-nodes and agrees with the CPU; exit 1 otherwise, saying so. ``--provider
+nodes and agrees with the CPU; exit 1 otherwise, saying so. Then, for information, the same
+graph as a captured CUDA graph (``FixedShapeEngine``), replayed on a second input. ``--provider
 CPUExecutionProvider`` exercises the script itself on a machine without a GPU.
 
     python3 benchmarks/gpu/cuda_smoke.py
@@ -78,7 +79,41 @@ def main(argv: list[str] | None = None) -> int:
     ok = used[0] == args.provider and same_labels >= 0.999 and diff < 1e-3
     print(f"cuda_smoke: providers {used}; label agreement with the CPU {same_labels:.4f}, "
           f"|max diff| {diff:.2e}: {'ok' if ok else 'FAILED'}", file=sys.stderr)
+    cuda_graph_check(model, ref, x, args.provider)
     return 0 if ok else 1
+
+
+def cuda_graph_check(model: bytes, ref: list[np.ndarray], x: np.ndarray, provider: str) -> bool:
+    """Informational: the same graph through ``FixedShapeEngine`` (a captured CUDA graph on
+    the CUDA EP), replayed on a second input; only ``--cuda-graphs`` runs depend on it."""
+    import tempfile
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from hccatom.engines.fixed_shape_engine import FixedShapeEngine
+
+    device = "cuda" if provider == "CUDAExecutionProvider" else "cpu"
+    x2 = np.ascontiguousarray(x[..., ::-1])
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "cuda_smoke.onnx"
+            path.write_bytes(model)
+            eng = FixedShapeEngine(path, device=device)
+            first = eng.run({"x": x})
+            second = eng.run({"x": x2})  # a replay on CUDA
+        ref2 = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x2})
+        ok = all(float(np.mean(got["labels"] == want[1])) >= 0.999
+                 and abs(float(got["m"]) - float(want[0])) < 1e-3
+                 for got, want in ((first, ref), (second, ref2)))
+    except Exception as exc:
+        print(f"cuda_smoke: CUDA graph ({device}) failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return False
+    how = "captured run + replay" if device == "cuda" else "fixed buffers, nothing captured"
+    print(f"cuda_smoke: CUDA graph ({device}, FixedShapeEngine, {how}): "
+          f"{'ok' if ok else 'FAILED (differs from the CPU)'}", file=sys.stderr)
+    return ok
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
    UNGATED and the bundle says so in its provenance: these bundles are for timing only;
 3. the paper-size SELECTION x 4 (random weights) as one fused graph, fp32 + fp16;
 4. a bundle of both, then ``hccatom bench`` with ``--precision fp16`` (and
-   ``--compare-nnunet`` on the same model folder) and with ``--precision fp32``.
+   ``--compare-nnunet`` on the same model folder) and with ``--precision fp32``; with
+   ``--cuda-graphs`` a third run, ``--precision fp16 --cuda-graphs``.
 
 Every file lands under ``--out``; the bench JSONs are copied to ``--results``.
 
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="a third run: --precision fp16 --cuda-graphs (fixed-shape network)")
     args = p.parse_args(argv)
     from hccatom.cli import main as hccatom
 
@@ -129,11 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     if peak:
         common += ["--peak-tflops", f"{peak:.1f}"]
     codes = {}
-    for precision, extra in (("fp16", ["--compare-nnunet", str(folder)]), ("fp32", [])):
-        out = args.results / f"bench_{args.device}_{precision}.json"
-        log(f"hccatom bench --precision {precision}")
-        codes[precision] = hccatom([*common, "--precision", precision, *extra,
-                                    "--json", str(out)])
+    runs = [("fp16", "fp16", ["--compare-nnunet", str(folder)]), ("fp32", "fp32", [])]
+    if args.cuda_graphs:
+        runs.append(("fp16_cuda_graphs", "fp16", ["--cuda-graphs"]))
+    for name, precision, extra in runs:
+        out = args.results / f"bench_{args.device}_{name}.json"
+        log(f"hccatom bench --precision {precision} {' '.join(extra[:1])}")
+        codes[name] = hccatom([*common, "--precision", precision, *extra,
+                               "--json", str(out)])
     (args.results / "device_bench_codes.json").write_text(json.dumps(codes))
     shutil.copy(folder / "plans.json", args.results / "plans.json")
     return 0 if all(c == 0 for c in codes.values()) else 1

@@ -25,7 +25,7 @@ for i in "${!parts[@]}"; do
     (cd "$tree" && bash benchmarks/gpu/on_device.sh stash)
   else
     echo "== call $call/$n: stash ${parts[$i]}, assemble, install, run (CPU smoke test)"
-    (cd "$tree" && bash benchmarks/gpu/on_device.sh run bench --device cpu --small \
+    (cd "$tree" && bash benchmarks/gpu/on_device.sh run bench --device cpu --small --cuda-graphs \
       --repeats 2 --warmup 1 --no-mirroring)
   fi
   rm -rf "$tree"

@@ -10,25 +10,23 @@ this section loads as before.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from hccatom.clinical import ClinicalVariables, clinical_records
+from hccatom.clinical import ClinicalVariables, clinical_records, read_clinical_json
 from hccatom.errors import ClinicalInputError
+from hccatom.model_base import ManifestModel
 
 ReferenceValue = float | int | bool | str
 
 
-class ExplainSpec(BaseModel):
+class ExplainSpec(ManifestModel):
     """Explain graphs and clinical reference values of a bundle (all optional)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
     graphs: dict[str, str] = Field(
         default_factory=dict, description="Cohort -> bundle-relative explain graph path.")
@@ -81,11 +79,8 @@ def reference_from_json(path: str | Path) -> tuple[dict[str, ReferenceValue], st
     of clinical records (the training cohort) -> :func:`reference_values`. Returns the
     values and a description of their source."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ClinicalInputError(f"clinical reference file {p}: cannot read it as JSON "
-                                 f"({type(exc).__name__}).") from None
+    data = read_clinical_json(p, "Clinical reference file", "a JSON object (variable -> "
+                              "value) or a list of clinical records")
     if isinstance(data, dict):
         try:
             spec = ExplainSpec(clinical_reference=data)

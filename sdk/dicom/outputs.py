@@ -5,8 +5,8 @@
 * ``SEG_arterial.dcm``, ``SEG_portal.dcm``: liver and tumour on each source series' own
   grid, frames referencing its SOP instances (:mod:`hccatom.dicom.seg`);
 * ``SR.dcm``: TID 1500 measurement report (:mod:`hccatom.dicom.sr`);
-* ``REPORT_SC.dcm``: the visual report as a Secondary Capture image
-  (:mod:`hccatom.dicom.report_image`).
+* ``REPORT_SC.dcm``: the visual report as a Secondary Capture image: the same page as
+  ``rec.report(...)`` (:func:`hccatom.report.render_pixels`), burned into RGB pixels.
 
 Every object gets new Series and SOP Instance UIDs and joins the source study: the Patient
 and General Study attributes (name, ID, birth date, sex, study UID/date/time/ID, accession
@@ -27,13 +27,13 @@ from pydicom.tag import Tag
 from hccatom.dicom.errors import DicomStudyError, no_phi_warnings
 from hccatom.dicom.grid import labels_to_source
 from hccatom.dicom.index import SeriesInfo
-from hccatom.dicom.report_image import PhasePanel, render_report
 from hccatom.dicom.seg import LIVER, TUMOUR, algorithm_identification, build_seg
 from hccatom.dicom.sr import PhaseMeasurements, build_sr, largest_diameter
+from hccatom.phases import PHASES
 
 if TYPE_CHECKING:
     from hccatom.dicom.study_run import DicomContext, PhaseData
-    from hccatom.recommendation import Phase, PhaseReport, Recommendation
+    from hccatom.recommendation import PhaseReport, Recommendation
 
 __all__ = ["segments_on_source", "source_headers", "write_dicom"]
 
@@ -101,23 +101,6 @@ def _voxel_mm3(data: PhaseData) -> float:
     return float(data.grid.spacing_rc[0] * data.grid.spacing_rc[1] * abs(dz))
 
 
-def _box_rc(labels_2d: np.ndarray, box_mm: float, spacing_rc: tuple[float, float]
-            ) -> tuple[float, float, float, float] | None:
-    rows, cols = np.nonzero(labels_2d > 0)
-    if rows.size == 0:
-        return None
-    cr, cc = (rows.min() + rows.max()) / 2.0, (cols.min() + cols.max()) / 2.0
-    hh, ww = box_mm / spacing_rc[0], box_mm / spacing_rc[1]
-    return (cr - hh / 2.0 + 0.5, cc - ww / 2.0 + 0.5, hh, ww)
-
-
-def _hu(path: Path) -> np.ndarray:
-    ds = pydicom.dcmread(path)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    return np.asarray(ds.pixel_array, dtype=np.float32) * slope + intercept
-
-
 def _join_study(ds: pydicom.Dataset, source: pydicom.Dataset) -> None:
     """Study-level attributes and character set from the source; nothing else."""
     for kw in _PATIENT_STUDY:
@@ -140,6 +123,7 @@ def write_dicom(rec: Recommendation, out_dir: str | Path, *, first_series_number
 
 def _write(rec: Recommendation, out_dir: Path, first_series_number: int) -> list[Path]:
     from hccatom import __version__
+    from hccatom.report import render_pixels
 
     ctx: DicomContext | None = rec._dicom
     if ctx is None:
@@ -152,10 +136,8 @@ def _write(rec: Recommendation, out_dir: Path, first_series_number: int) -> list
     algorithm = algorithm_identification(ctx.bundle_name, ctx.bundle_version)
     written: list[Path] = []
     measured: list[PhaseMeasurements] = []
-    panels: list[PhasePanel] = []
     number = first_series_number
-    phases: tuple[Phase, Phase] = ("arterial", "portal")
-    for phase in phases:
+    for phase in PHASES:
         data = ctx.phases[phase]
         report = rec.phases[phase]
         segments = segments_on_source(data, ctx.liver_label, ctx.tumour_label)
@@ -179,17 +161,6 @@ def _write(rec: Recommendation, out_dir: Path, first_series_number: int) -> list
             diameter_mm=diam[0] if diam else None,
             diameter_line_rc=diam[1] if diam else None,
         ))
-        inst = data.grid.series.instances[k]
-        panels.append(PhasePanel(
-            title=f"{phase}: image {inst.instance_number} (series "
-                  f"{data.grid.series.series_number})",
-            image_hu=_hu(inst.path), labels=key_labels,
-            box_rc=_box_rc(key_labels, report.box_mm, data.grid.spacing_rc),
-            diameter_line_rc=diam[1] if diam else None,
-            caption=(f"tumour {report.tumour_area_mm2:.0f} mm^2"
-                     + (f", largest diameter {diam[0]:.1f} mm" if diam else "")
-                     + f"; box {report.box_mm:.0f} mm"),
-        ))
     scores = {m: (a.score, a.threshold, a.risk_group) for m, a in rec.scores.items()}
     rules = [(r.rule_id, r.text) for r in rec.decision.rationale]
     sr = build_sr(measured, scores=scores, plan=rec.final_plan,
@@ -201,15 +172,7 @@ def _write(rec: Recommendation, out_dir: Path, first_series_number: int) -> list
     path = out / "SR.dcm"
     sr.save_as(path)
     written.append(path)
-    footer = [
-        f"hccatom {__version__}, bundle {ctx.bundle_name} {ctx.bundle_version} "
-        f"({rec.bundle.sha256[:12]}), policy {rec.decision.policy_id}",
-        *(f"quality: {f.message[:150]}" for f in rec.quality_flags),
-        "Research use only - not for clinical decisions. Not a medical device.",
-    ]
-    pixels = render_report(panels, plan=rec.final_plan, advice=rec.decision.advice,
-                           scores=scores, rules=rules, footer=footer,
-                           synthetic=ctx.synthetic)
+    pixels = render_pixels(rec)  # the one report layout (hccatom.report)
     ref = measured[0].key_image
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref, pixel_array=pixels, photometric_interpretation="RGB",

@@ -20,9 +20,9 @@ from hccatom.dicom.errors import DicomStudyError, PhaseConflictError
 from hccatom.dicom.grid import SourceGrid, internal_point, read_series
 from hccatom.dicom.index import StudyIndex, index_study
 from hccatom.dicom.phases import PhaseChoice, PhaseSelection, eligibility, find_phases
+from hccatom.phases import PHASES, Phase
 from hccatom.recommendation import (
     InputSeries,
-    Phase,
     QualityFlag,
     Recommendation,
     SourceImage,
@@ -30,12 +30,11 @@ from hccatom.recommendation import (
 from hccatom.volume import Volume
 
 if TYPE_CHECKING:
+    from hccatom.explain.runner import ExplainMode
     from hccatom.predictor import Predictor, ProgressCallback
 
 __all__ = ["DicomContext", "PhaseData", "crop_to_labels", "liver_mean_hu", "recommend_folders",
            "recommend_study", "swap_flag"]
-
-PHASES: tuple[Phase, Phase] = ("arterial", "portal")
 
 
 @dataclass
@@ -129,7 +128,7 @@ def recommend_study(
     arterial: str | None = None,
     portal: str | None = None,
     progress: ProgressCallback | None = None,
-    explain: bool = False,
+    explain: bool | ExplainMode = False,
 ) -> Recommendation:
     """:meth:`Predictor.recommend` for a DICOM study folder (see the module doc)."""
     from hccatom.predictor import _Timer
@@ -165,7 +164,7 @@ def recommend_folders(
     clinical: Any,
     *,
     progress: ProgressCallback | None = None,
-    explain: bool = False,
+    explain: bool | ExplainMode = False,
 ) -> Recommendation | None:
     """``recommend`` for one DICOM series folder per phase, with slices named by their
     source images and DICOM output available; None when a folder is not exactly one CT
@@ -194,7 +193,7 @@ def recommend_folders(
 
 
 def _run(predictor: Predictor, selection: PhaseSelection, clinical: Any, timer: Any,
-         t0: float, explain: bool = False) -> Recommendation:
+         t0: float, explain: bool | ExplainMode = False) -> Recommendation:
     """Read the chosen series, run the chain, name slices, flag, keep DICOM context."""
     with timer.stage("read_dicom"):
         volumes = _read_pair(selection, predictor.phase_workers)

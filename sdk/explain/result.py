@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Final, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from hccatom.explain.geometry import CropGeometry, grid_to_model_image, model_image_to_source
+from hccatom.model_base import FrozenModel
+from hccatom.phases import Phase
 
 SENSITIVITY_NOTE: Final[str] = (
     "Attributions are model sensitivities: how this model's score changes when one input is "
@@ -20,14 +22,7 @@ ROLLOUT_NOTE: Final[str] = (
     "picture of where the model's attention flows, not proof of what drives the score."
 )
 
-PhaseName = Literal["arterial", "portal"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PhaseRelevance(_Model):
+class PhaseRelevance(FrozenModel):
     """Rollout relevance of one phase's tokens for one model."""
 
     grid: list[list[float]] = Field(
@@ -53,7 +48,7 @@ class PhaseRelevance(_Model):
         return model_image_to_source(self.on_model_image(), self.geometry)
 
 
-class ClinicalTokenRelevance(_Model):
+class ClinicalTokenRelevance(FrozenModel):
     """Rollout relevance of one clinical token (one variable in its model group)."""
 
     group: str
@@ -62,32 +57,42 @@ class ClinicalTokenRelevance(_Model):
     relevance: float
 
 
-class ModelExplanation(_Model):
+class ModelExplanation(FrozenModel):
     """Rollout relevance for one SELECTION model."""
 
     score: float
-    phases: dict[PhaseName, PhaseRelevance]
+    phases: dict[Phase, PhaseRelevance]
     clinical: list[ClinicalTokenRelevance] = Field(
         default_factory=list, description="Empty for image-only models.")
 
 
-class Attribution(_Model):
-    """Score change when one variable is replaced by its reference value."""
+class Attribution(FrozenModel):
+    """Score change when one variable (or one token group) is replaced by its reference."""
 
-    variable: str
+    variable: str = Field(description="The variable, or the group (lab, demo, iv).")
     value: str = Field(description="The patient's value, as entered.")
     reference: str = Field(description="The bundle's reference value.")
     delta: float = Field(description="score(patient) - score(variable at reference); "
                          "positive: this value raises the score (towards low risk).")
+    equals_reference: bool = Field(
+        default=False, description="The reference gives the model the same input (the "
+        "value equals it): delta is exactly 0 and the model was not run for it.")
+    variables: list[str] = Field(
+        default_factory=list, description="For a group: the variables replaced together.")
 
     def text(self) -> str:
         """E.g. 'afp_ng_per_ml = 1210 (ref 35): -0.080 towards high risk'."""
         way = "towards low risk" if self.delta > 0 else (
             "towards high risk" if self.delta < 0 else "no change")
+        if self.equals_reference:
+            return f"{self.variable} = {self.value} (ref {self.reference}): 0, equals the reference"
+        if self.variables:
+            return (f"group {self.variable} ({len(self.variables)} variables) at reference: "
+                    f"{self.delta:+.3f} {way}")
         return f"{self.variable} = {self.value} (ref {self.reference}): {self.delta:+.3f} {way}"
 
 
-class Explanation(_Model):
+class Explanation(FrozenModel):
     """Rollout relevance and clinical attributions per model (TACE, HAIC, TC, HC)."""
 
     models: dict[str, ModelExplanation]
@@ -95,6 +100,9 @@ class Explanation(_Model):
         default=None, description="Per model, ranked by |delta|; None when the bundle stores "
         "no clinical reference values (see attribution_status).")
     attribution_status: str
+    attribution_level: Literal["variables", "groups"] | None = Field(
+        default=None, description="One row per variable or per token group; None when no "
+        "attributions were computed.")
     rollout_note: str = ROLLOUT_NOTE
     sensitivity_note: str = SENSITIVITY_NOTE
 

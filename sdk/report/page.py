@@ -23,6 +23,7 @@ import numpy as np
 from hccatom.atom import MODELS
 from hccatom.errors import HccatomError, InputError
 from hccatom.explain.visual import key_slices
+from hccatom.phases import PHASES
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -106,9 +107,9 @@ def _relevance_row(fig: Figure, rec: Recommendation, top: float, height: float) 
         return
     w = 0.92 / 8
     for i, m in enumerate(MODELS):
-        for k, phase in enumerate(("arterial", "portal")):
+        for k, phase in enumerate(PHASES):
             ax = fig.add_axes((0.04 + (2 * i + k) * w, top - height, w * 0.96, height - 0.012))
-            rel = exp.models[m].phases[phase]  # type: ignore[index]
+            rel = exp.models[m].phases[phase]
             ks = visual.get(phase)
             if ks is not None:
                 ax.imshow(ks.model_image, cmap="gray", interpolation="nearest")
@@ -143,12 +144,17 @@ def render_figure(rec: Recommendation) -> Figure:
                  color="#e65100", weight="bold")
     visual = key_slices(rec)
     # --- images: key slice + model image per phase ------------------------------------
-    for k, phase in enumerate(("arterial", "portal")):
+    for k, phase in enumerate(PHASES):
         ks = visual.get(phase)
-        ph = rec.phases.get(phase)  # type: ignore[call-overload]
+        ph = rec.phases.get(phase)
         ax_key = fig.add_axes((0.04 + 0.48 * k, 0.745, 0.235, 0.19))
         ax_img = fig.add_axes((0.28 + 0.48 * k, 0.745, 0.20, 0.19))
-        where = f"slice {ph.slice_index}, tumour {ph.tumour_area_mm2:.0f} mm²" if ph else ""
+        where = ""
+        if ph is not None:  # DICOM input: name the source image, as the summary does
+            src = ph.source_image
+            at = (f"image {src.instance_number}" if src is not None
+                  and src.instance_number is not None else f"slice {ph.slice_index}")
+            where = f"{at}, tumour {ph.tumour_area_mm2:.0f} mm²"
         if ks is None:
             _missing(ax_key, f"{phase}: key slice not available (recommendation read from "
                      "JSON, not made in this process)")
@@ -171,8 +177,10 @@ def render_figure(rec: Recommendation) -> Figure:
     fig.texts[-1].set_x(0.60)
     # --- attributions -----------------------------------------------------------------
     exp = rec.explanation
-    fig.text(0.04, 0.425, "Clinical attributions (score change vs the reference value; top 4 "
-             "per model)", fontsize=8, weight="bold", va="top")
+    per = ("each clinical token group at its reference values" if exp is not None
+           and exp.attribution_level == "groups" else "the reference value; top 4 per model")
+    fig.text(0.04, 0.425, f"Clinical attributions (score change vs {per})", fontsize=8,
+             weight="bold", va="top")
     if exp is None or exp.attributions is None:
         why = ("not computed (recommend(..., explain=True))" if exp is None
                else exp.attribution_status)
@@ -214,6 +222,18 @@ def render_figure(rec: Recommendation) -> Figure:
     return fig
 
 
+def render_pixels(rec: Recommendation, *, dpi: int = 150) -> np.ndarray:
+    """The report page as RGB pixels, (rows, columns, 3) uint8 (A4 at ``dpi``): the same
+    page as the PDF/PNG, for the DICOM Secondary Capture (:mod:`hccatom.dicom.outputs`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = render_figure(rec)
+    fig.set_dpi(dpi)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+
+
 def write_report(rec: Recommendation, path: str | Path, *, dpi: int = 150) -> Path:
     """Write the report page to ``path`` (``.pdf`` or ``.png``); returns the path."""
     out = Path(path)
@@ -233,4 +253,5 @@ def write_report(rec: Recommendation, path: str | Path, *, dpi: int = 150) -> Pa
     return out
 
 
-__all__ = ["RESEARCH_BANNER", "ReportUnavailableError", "render_figure", "write_report"]
+__all__ = ["RESEARCH_BANNER", "ReportUnavailableError", "render_figure", "render_pixels",
+           "write_report"]

@@ -8,6 +8,11 @@ on ``OrtValue`` objects. Only the channel-index map on the cropped input grid co
 (plus the probabilities when asked). On the CPU execution provider the same code runs with
 "device" = host memory, which is how it is tested.
 
+With a :class:`FixedShape` setup (CUDA graphs asked for) the network of each fold runs
+through a :class:`FixedShapeEngine`: the tiles graph writes each batch straight into its
+fixed input buffer, the last, short batch is padded by repeating a tile, and only the real
+tiles' outputs are accumulated.
+
 What stays on the host: the un-crop and channel -> label lookup of the (small, uint8)
 result, and, when nnU-Net resamples the logits with a separate low-resolution axis
 (anisotropic spacing) or another order than 1, that back-resampling: then the logits on
@@ -17,6 +22,7 @@ runs on them.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +34,9 @@ import numpy as np
 
 from hccatom.engines import OnnxRuntimeEngine
 from hccatom.engines.base import TransferMeter
-from hccatom.engines.providers import TENSORRT
+from hccatom.engines.fixed_shape_engine import FixedShapeEngine
+from hccatom.engines.providers import TENSORRT, CudaOptions
+from hccatom.errors import InputError
 from hccatom.segmentation import device_graphs as graphs
 from hccatom.segmentation.confidence import mean_max_probability
 from hccatom.segmentation.label_resampling import channel_argmax
@@ -92,6 +100,61 @@ def free_device_memory(engine: OnnxRuntimeEngine) -> int | None:
 
 
 @dataclass(frozen=True)
+class FixedShape:
+    """Run the network through :class:`FixedShapeEngine` (one per fold) with the tile batch
+    fixed: CUDA graphs on the CUDA provider (``cuda_options``, ``enable_cuda_graph`` forced
+    on), the same fixed buffers without capture on the CPU provider (how it is tested)."""
+
+    cuda_options: CudaOptions | None = None
+    threads: int | None = None
+
+
+def padded_starts(chunk: np.ndarray, size: int) -> np.ndarray:
+    """``chunk`` (n, 3) tile starts filled up to ``size`` rows by repeating its last row.
+
+    A fixed-shape network always runs ``size`` tiles; the repeats are computed and their
+    outputs dropped (never accumulated).
+    """
+    if len(chunk) > size or len(chunk) == 0:
+        raise ValueError(f"a batch of {len(chunk)} tiles does not fit a fixed batch of {size}")
+    if len(chunk) == size:
+        return chunk
+    return np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+
+
+def fixed_shape_networks(
+    engines: Sequence[OnnxRuntimeEngine], input_name: str, samples: int, setup: FixedShape
+) -> list[FixedShapeEngine]:
+    """One :class:`FixedShapeEngine` per fold engine, its batch fixed at ``samples``."""
+    made = []
+    for engine in engines:
+        if TENSORRT in engine.providers:
+            raise InputError(
+                "CUDA graphs run on the CUDA provider; this segmentation engine runs TensorRT "
+                "(use device='cuda', or turn enable_cuda_graph off)"
+            )
+        spec = next((s for s in engine.inputs if s.name == input_name), None)
+        if spec is None:
+            raise InputError(f"the segmentation model has no input {input_name!r}")
+        batch = spec.shape[0]
+        fixed: dict[str, int] = {}
+        if isinstance(batch, str):
+            fixed[batch] = samples
+        elif batch != samples:
+            raise InputError(
+                f"the segmentation model's batch is fixed at {batch} but the device path runs "
+                f"{samples} samples per call; pass batch_size so that tiles x mirror flips = "
+                f"{batch}"
+            )
+        kind, _ = engine.ort_device
+        made.append(FixedShapeEngine(
+            engine.path, device="cuda" if kind == "cuda" else "cpu", fixed=fixed,
+            cuda_options=setup.cuda_options, threads=setup.threads,
+        ))
+    return made
+
+
+@dataclass(frozen=True)
 class DeviceResult:
     """Channel indices (uint8) on the cropped input grid, probabilities when asked, and the
     mean winning probability where the confidence channel wins (None when not asked or
@@ -121,6 +184,7 @@ class DeviceSlidingWindow:
         accumulate: Accumulation,
         batch_size: int | None = None,
         memory_budget: int | None = None,
+        fixed_shape: FixedShape | None = None,
     ) -> None:
         if spec.dims != 3:
             raise ValueError("the device-resident path runs 3-D configurations only")
@@ -142,6 +206,12 @@ class DeviceSlidingWindow:
                 # stay inside the TensorRT shape profile (samples = tiles x flips)
                 batch_size = max(1, min(batch_size, self.engines[0].max_batch // n_mirrors))
         self.batch_size = int(batch_size)
+        self.networks: list[FixedShapeEngine] | None = None
+        """Fixed-shape network engines (one per fold) when ``fixed_shape`` was given."""
+        if fixed_shape is not None:
+            self.networks = fixed_shape_networks(
+                self.engines, input_name, self.batch_size * n_mirrors, fixed_shape
+            )
         self._lock = threading.Lock()
         self._graphs: dict[tuple[object, ...], OnnxRuntimeEngine] = {}
         self._gauss: Any = None
@@ -222,28 +292,21 @@ class DeviceSlidingWindow:
         fold_sum: Any = None
         for f, engine in enumerate(self.engines):
             acc = self._zeros([*padded_shape, self.channels], meter)
-            for b0 in range(0, n_tiles, self.batch_size):
-                chunk = starts[b0 : b0 + self.batch_size]
-                batch = self._graph(
-                    ("tiles", len(chunk)),
-                    partial(graphs.tiles_graph, self.patch, self.combos, len(chunk)),
-                ).run_device(
-                    {"padded": padded, "starts": chunk}, meter=meter
-                )["batch"]
-                t_net = time.perf_counter()
-                pred = engine.run_device({self.input_name: batch}, meter=meter)[
-                    self.output_name
-                ]
-                net_time += time.perf_counter() - t_net
-                for i, s in enumerate(chunk):
-                    accumulate.run_device(
-                        {"acc": acc, "pred": pred, "tile": np.asarray([i], np.int64),
-                         "start": s, "gauss": gauss},
-                        outputs={"acc_out": acc}, meter=meter,
-                    )
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
+            network = None if self.networks is None else self.networks[f]
+            with network.lock if network is not None else contextlib.nullcontext():
+                for b0 in range(0, n_tiles, self.batch_size):
+                    chunk = starts[b0 : b0 + self.batch_size]
+                    t_net, pred = self._network(engine, network, padded, chunk, meter)
+                    net_time += t_net
+                    for i, s in enumerate(chunk):  # fixed-shape padding rows never come here
+                        accumulate.run_device(
+                            {"acc": acc, "pred": pred, "tile": np.asarray([i], np.int64),
+                             "start": s, "gauss": gauss},
+                            outputs={"acc_out": acc}, meter=meter,
+                        )
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
             feeds = {"acc": acc, "weights": weights}
             if fold_sum is not None:
                 feeds["fold_sum"] = fold_sum
@@ -270,6 +333,31 @@ class DeviceSlidingWindow:
             timings["tiling"] = timings.get("tiling", 0.0) + (t1 - t0 - net_time)
         return self._to_labels(pre, out["logits"], out["bad"], probabilities,
                                confidence_channel, timings, meter)
+
+    def _network(
+        self, engine: OnnxRuntimeEngine, network: FixedShapeEngine | None, padded: Any,
+        chunk: np.ndarray, meter: TransferMeter | None,
+    ) -> tuple[float, Any]:
+        """Cut the tiles of ``chunk`` (with their flips) and run the network on them.
+
+        Returns (network seconds, logits ``OrtValue`` of shape (samples, C, *patch)). With a
+        fixed-shape ``network`` the tiles graph writes straight into its input buffer, the
+        batch padded to the fixed size; the caller holds ``network.lock``.
+        """
+        n = len(chunk) if network is None else self.batch_size
+        feeds = {"padded": padded,
+                 "starts": chunk if network is None else padded_starts(chunk, n)}
+        tiles = self._graph(("tiles", n), partial(graphs.tiles_graph, self.patch, self.combos, n))
+        if network is None:
+            batch = tiles.run_device(feeds, meter=meter)["batch"]
+            t0 = time.perf_counter()
+            pred = engine.run_device({self.input_name: batch}, meter=meter)[self.output_name]
+            return time.perf_counter() - t0, pred
+        tiles.run_device(feeds, outputs={"batch": network.input_buffer(self.input_name)},
+                         meter=meter)
+        t0 = time.perf_counter()
+        pred = network.replay()[self.output_name]
+        return time.perf_counter() - t0, pred
 
     def _confidence(self, logits: Any, channel: int, meter: TransferMeter | None
                     ) -> float | None:

@@ -30,9 +30,10 @@ import numpy as np
 
 from hccatom.engines import Engine, OnnxRuntimeEngine
 from hccatom.engines.base import MeteredEngine, TransferMeter, TransferStats
-from hccatom.engines.providers import CUDA, TENSORRT, file_sha256
+from hccatom.engines.providers import CUDA, TENSORRT, CudaOptions, file_sha256
 from hccatom.errors import BundleIntegrityError, BundleNotFoundError, InputError
 from hccatom.segmentation.confidence import mean_max_probability
+from hccatom.segmentation.cuda_graphs import engine_cuda_options, fixed_shape_setup
 from hccatom.segmentation.device_window import DeviceSlidingWindow
 from hccatom.segmentation.ensemble import (
     StageParts,
@@ -110,6 +111,12 @@ class Segmenter:
             TensorRT provider, off on the CPU provider (there both paths measured the same
             within noise, benchmarks/README.md, and nothing crosses a bus to save);
             ``True``/``False`` force it (3-D configurations and ONNX Runtime engines only).
+        cuda_options: CUDA provider options of the fold engines. With
+            ``enable_cuda_graph`` the device-resident path runs the network through a
+            :class:`~hccatom.engines.fixed_shape_engine.FixedShapeEngine` per fold: the tile
+            batch is fixed (the last batch padded, the padding's outputs dropped) and the
+            CUDA EP captures it once as a CUDA graph and replays it (on the CPU provider the
+            same fixed buffers run without capture). Needs the device-resident path.
         spec, engines: advanced/testing — a spec and ready engines (one per fold, in
             :meth:`SegmentationSpec.all_folds` order) instead of loading them from
             ``export_dir``.
@@ -137,6 +144,7 @@ class Segmenter:
         folds: Sequence[int | str] | None = None,
         accumulate: Accumulation = "float16",
         device_resident: bool | None = None,
+        cuda_options: CudaOptions | None = None,
         spec: SegmentationSpec | None = None,
         engines: Sequence[Engine] | None = None,
         verify: bool = True,
@@ -195,14 +203,17 @@ class Segmenter:
                         f"fold {f.fold} model {f.onnx} does not match its sha256 in the "
                         "segmentation spec (changed or corrupted); re-export it"
                     )
-                self.engines.append(OnnxRuntimeEngine(path, device=device, threads=threads))
-        self._device_window = self._make_device_window(device_resident, batch_size)
+                self.engines.append(OnnxRuntimeEngine(
+                    path, device=device, threads=threads,
+                    cuda_options=engine_cuda_options(cuda_options)))
+        self._device_window = self._make_device_window(
+            device_resident, batch_size, cuda_options, threads)
 
         def stage(stage_spec: SegmentationSpec, stage_engines: list[Engine] | None) -> Segmenter:
             return Segmenter(
                 export_dir, device, step_size, mirroring, threads, batch_size,
                 accumulate=accumulate, device_resident=device_resident, spec=stage_spec,
-                engines=stage_engines, verify=verify,
+                engines=stage_engines, verify=verify, cuda_options=cuda_options,
             )
 
         self._previous: Segmenter | None = None
@@ -213,9 +224,11 @@ class Segmenter:
         ]
 
     def _make_device_window(
-        self, device_resident: bool | None, batch_size: int | None
+        self, device_resident: bool | None, batch_size: int | None,
+        cuda_options: CudaOptions | None, threads: int | None,
     ) -> DeviceSlidingWindow | None:
         """The device-resident runner, or None for the host path."""
+        fixed = fixed_shape_setup(cuda_options, threads, device_resident)
         ort_engines = all(isinstance(e, OnnxRuntimeEngine) for e in self.engines)
         cascade_stage = self.spec.previous_stage is not None
         if device_resident is None:
@@ -245,12 +258,24 @@ class Segmenter:
             mirror_axes=self.mirror_axes,
             accumulate=self.accumulate,
             batch_size=batch_size,
+            fixed_shape=fixed,
         )
 
     @property
     def device_resident(self) -> bool:
         """Whether tiles stay on the engine's device (see the class docstring)."""
         return self._device_window is not None
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the network runs as captured CUDA graphs (fixed-shape engines on CUDA)."""
+        nets = self._device_window.networks if self._device_window is not None else None
+        return bool(nets) and all(n.cuda_graph for n in nets or [])
+
+    @property
+    def fixed_shape_network(self) -> bool:
+        """Whether the network runs through fixed-shape engines (CUDA graphs on CUDA)."""
+        return self._device_window is not None and self._device_window.networks is not None
 
     def transfer_stats(self) -> TransferStats:
         """Host <-> device bytes of all fold engines so far (cumulative, all calls; every
