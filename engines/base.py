@@ -192,3 +192,19 @@ class TransferMeter:
         """The counts so far (a copy)."""
         with self._lock:
             return self._stats
+
+
+@runtime_checkable
+class MeteredEngine(Engine, Protocol):
+    """An :class:`Engine` that counts the bytes it moves (ONNX Runtime: host <-> device;
+    Triton: client <-> server), in :meth:`transfer_stats` and in a caller's ``meter``."""
+
+    def run(
+        self, feeds: Mapping[str, np.ndarray], *, meter: TransferMeter | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run as :meth:`Engine.run`; also count this call's bytes into ``meter``."""
+        ...
+
+    def transfer_stats(self) -> TransferStats:
+        """Bytes moved by this engine so far (all calls, all threads)."""
+        ...

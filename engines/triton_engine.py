@@ -9,6 +9,12 @@ It needs the serve extra (``tritonclient[grpc]``). Each thread gets its own gRPC
 feeds are checked against the model's inputs before they are sent, and outputs against its
 outputs when they come back (a server answering the wrong shape or an empty tensor raises
 instead of passing garbage on).
+
+Like :class:`~hccatom.engines.OnnxRuntimeEngine` it counts what it moves
+(:meth:`TritonEngine.transfer_stats`, and a caller's ``meter``): the tensor bytes sent to the
+server as ``host_to_device`` and received as ``device_to_host``. Tensors travel as raw bytes
+(binary, no JSON), so these are the wire payload; gRPC/protobuf framing (names, shapes, some
+tens of bytes per tensor) is not counted.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hccatom.engines.base import TensorSpec, check_feeds
+from hccatom.engines.base import TensorSpec, TransferMeter, TransferStats, check_feeds
 from hccatom.errors import EngineError, EngineUnavailableError, HccatomError
 
 TRITON_SCHEME = "triton://"
@@ -113,6 +119,7 @@ class TritonEngine:
         self.model_version = model_version
         self.timeout_s = float(timeout_s)
         self._local = threading.local()
+        self._meter = TransferMeter()
         where = f"Triton model {model_name!r} at {self.address}"
         client = self._client()
         try:
@@ -164,8 +171,18 @@ class TritonEngine:
         """``["Triton(host:port)"]``: where the model runs."""
         return [f"Triton({self.address})"]
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Send ``feeds`` (checked first) and return the outputs, checked against the specs."""
+    def transfer_stats(self) -> TransferStats:
+        """Tensor bytes sent to (``host_to_device``) and received from (``device_to_host``)
+        the server so far, all calls and threads; ``calls`` counts answered calls."""
+        return self._meter.snapshot()
+
+    def run(
+        self, feeds: Mapping[str, np.ndarray], *, meter: TransferMeter | None = None
+    ) -> dict[str, np.ndarray]:
+        """Send ``feeds`` (checked first) and return the outputs, checked against the specs.
+
+        Counts the bytes sent and received in :meth:`transfer_stats` and ``meter`` (when
+        given); a call that fails on the wire counts nothing."""
         import tritonclient.grpc as grpcclient
 
         arrays = check_feeds(self._inputs, feeds)
@@ -201,6 +218,11 @@ class TritonEngine:
             except EngineError as exc:
                 raise remote_error(exc, f"{where}, output {spec.name!r}") from exc
             out[spec.name] = np.ascontiguousarray(arr)
+        sent = sum(a.nbytes for a in arrays.values())
+        received = sum(a.nbytes for a in out.values())
+        self._meter.add(sent, received, calls=1)
+        if meter is not None:
+            meter.add(sent, received, calls=1)
         return out
 
     def close(self) -> None:

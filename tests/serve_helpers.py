@@ -15,6 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hccatom.serve.loadtest import comparable
+
+__all__ = ["ServerProcess", "comparable", "hard_deadline", "start_server"]
+
 
 @contextmanager
 def hard_deadline(seconds: float) -> Iterator[None]:
@@ -25,17 +29,6 @@ def hard_deadline(seconds: float) -> Iterator[None]:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
-
-
-def comparable(rec: Any) -> dict[str, Any]:
-    """A Recommendation as a dict without what differs between runs by design: wall-clock
-    timings, the creation time, where the engines ran and their host<->device byte counts."""
-    d = rec.model_dump(mode="json")
-    for key in ("timings_ms", "created_at", "engine"):
-        d.pop(key, None)
-    for phase in d.get("phases", {}).values():
-        phase.pop("segmentation_transfer_bytes", None)
-    return dict(d)
 
 
 class ServerProcess:

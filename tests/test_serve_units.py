@@ -143,3 +143,25 @@ def test_serve_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch,
                         lambda name, *a: None if name == "pytriton" else real(name, *a))
     assert main(["serve", "--bundle", str(demo_bundle_path())]) == EXIT_NO_ENGINE
     assert 'pip install "hccatom[serve]"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", [None, "3", "junk"])
+def test_allocator_settings_are_set_in_code(preset: str | None) -> None:
+    """``hccatom serve --malloc serving``: arenas limited in this process (mallopt) and in the
+    environment the Triton server inherits; a valid user value is kept; trim runs."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    if preset is not None:
+        env["MALLOC_ARENA_MAX"] = preset
+    code = ("import os; from hccatom.serve.allocator import limit_arenas, trim; "
+            "print(limit_arenas(), trim(), os.environ['MALLOC_ARENA_MAX'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True, timeout=60).stdout.split()
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert out[0] == str(glibc)  # mallopt took it (only glibc has it)
+    assert out[1] in ("True", "False")  # malloc_trim ran (True: it returned memory)
+    assert out[2] == ("3" if preset == "3" else "2")

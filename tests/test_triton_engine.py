@@ -15,6 +15,7 @@ from serve_helpers import comparable, hard_deadline
 
 from hccatom.demo import demo_bundle_path, demo_case
 from hccatom.engines import Engine, OnnxRuntimeEngine, TritonEngine
+from hccatom.engines.base import MeteredEngine, TransferMeter
 from hccatom.errors import EngineInputError, EngineUnavailableError
 from hccatom.predictor import Predictor
 from hccatom.serve.errors import RemoteModelError, ServerBusyError, ServerUnavailableError
@@ -67,6 +68,47 @@ def test_predictor_with_remote_networks_equals_in_process(host: OnnxRepositoryHo
     assert remote.engine.segmentation == [f"Triton({host.ports.grpc_url})"]
     assert comparable(remote) == comparable(local)
     assert remote.scores == local.scores
+    # the remote engines report the bytes they moved, as the local engines do: the same
+    # tensors cross (to the server and back instead of to a device and back)
+    for phase in ("arterial", "portal"):
+        got = remote.phases[phase].segmentation_transfer_bytes
+        assert got == local.phases[phase].segmentation_transfer_bytes, phase
+        assert got["host_to_device"] > 0 and got["device_to_host"] > 0, got
+
+
+def test_transfer_stats_count_the_bytes_on_the_wire(host: OnnxRepositoryHost) -> None:
+    import tritonclient.grpc as grpcclient
+
+    name = "selection__TACE__selection_tace"
+    with hard_deadline(60):
+        engine = TritonEngine(host.url, name)
+        assert isinstance(engine, MeteredEngine)
+        assert engine.transfer_stats().calls == 0
+        feeds = _feeds(engine, batch=3, seed=1)
+        meter = TransferMeter()
+        out = engine.run(feeds, meter=meter)
+        engine.run(feeds)
+        # what the server answered, read from the raw gRPC response
+        client = grpcclient.InferenceServerClient(host.ports.grpc_url)
+        inputs = []
+        for spec in engine.inputs:
+            t = grpcclient.InferInput(spec.name, list(feeds[spec.name].shape), "FP32")
+            t.set_data_from_numpy(feeds[spec.name])
+            inputs.append(t)
+        response = client.infer(name, inputs).get_response()
+        client.close()
+    sent = sum(a.nbytes for a in feeds.values())
+    received = sum(len(raw) for raw in response.raw_output_contents)
+    assert received == sum(a.nbytes for a in out.values()) > 0
+    one = meter.snapshot()
+    assert (one.host_to_device, one.device_to_host, one.calls) == (sent, received, 1)
+    total = engine.transfer_stats()
+    assert (total.host_to_device, total.device_to_host, total.calls) == (
+        2 * sent, 2 * received, 2)
+    local = OnnxRuntimeEngine(host.repository / name / MODEL_VERSION / "model.onnx",
+                              device="cpu")
+    local.run(feeds)
+    assert local.transfer_stats() == one  # the same accounting as the in-process engine
 
 
 def test_bad_feeds_never_reach_the_server(host: OnnxRepositoryHost) -> None:

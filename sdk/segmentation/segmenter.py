@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from hccatom.engines import Engine, OnnxRuntimeEngine
-from hccatom.engines.base import TransferMeter, TransferStats
+from hccatom.engines.base import MeteredEngine, TransferMeter, TransferStats
 from hccatom.engines.providers import CUDA, TENSORRT, CudaOptions, file_sha256
 from hccatom.errors import (
     BundleIntegrityError,
@@ -87,7 +87,7 @@ HOST_BATCH_SIZE = 2
 def _engine_predictor(
     engine: Engine, input_name: str, output_name: str, meter: TransferMeter | None
 ) -> TilePredictor:
-    if meter is not None and isinstance(engine, OnnxRuntimeEngine):
+    if meter is not None and isinstance(engine, MeteredEngine):  # ONNX Runtime, Triton
         def run_counted(x: np.ndarray) -> np.ndarray:
             return engine.run({input_name: x}, meter=meter)[output_name]
 
@@ -344,7 +344,7 @@ class Segmenter:
         stage and ensemble member)."""
         total = TransferStats()
         for e in self.engines:
-            if isinstance(e, OnnxRuntimeEngine):
+            if isinstance(e, MeteredEngine):
                 total = total + e.transfer_stats()
         window = self._device_window
         if window is not None and not window.engines:  # fold engines exist only as networks

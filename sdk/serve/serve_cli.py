@@ -41,6 +41,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="largest request accepted, MiB (default 1024)")
     parser.add_argument("--study-root", type=Path, default=None,
                         help="allow study_path requests for DICOM studies under this folder")
+    parser.add_argument("--malloc", choices=("serving", "glibc"), default="serving",
+                        help="serving (default): at most 2 malloc arenas and freed memory "
+                             "returned after each request, so memory levels off; glibc: "
+                             "glibc's defaults")
     parser.add_argument("--exit-timeout", type=int, default=30,
                         help="seconds in-flight requests may take to finish on SIGTERM")
 
@@ -48,15 +52,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the bundle, serve until signalled."""
     from hccatom.predictor import Predictor
+    from hccatom.serve.allocator import limit_arenas
     from hccatom.serve.pytriton_env import prepare
     from hccatom.serve.server import ServeOptions, serve
 
     prepare()  # extra, glibc, numpy, libpython: refused before the bundle loads
+    if args.malloc == "serving":  # before the models load: arenas are made on first use
+        limit_arenas()
     options = ServeOptions(
         ports=Ports(args.grpc_port, args.http_port, args.metrics_port, args.host),
         instances=args.instances, max_queue=args.max_queue,
         max_request_bytes=int(args.max_request_mb * 2**20), study_root=args.study_root,
-        exit_timeout_s=args.exit_timeout,
+        exit_timeout_s=args.exit_timeout, malloc_trim=args.malloc == "serving",
     )
     options.check()
     predictor = Predictor.from_bundle(args.bundle, device=args.device,

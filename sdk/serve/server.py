@@ -27,7 +27,7 @@ import numpy as np
 
 from hccatom.errors import ClinicalInputError, HccatomError, InputError
 from hccatom.phases import PHASES
-from hccatom.serve import pytriton_server, wire
+from hccatom.serve import allocator, pytriton_server, wire
 from hccatom.serve.errors import RequestTooLargeError, ServeError
 from hccatom.serve.pytriton_server import Ports
 
@@ -41,7 +41,8 @@ class ServeOptions:
     ``max_request_bytes``: largest request (arrays and JSON) accepted; larger ones get
     :class:`RequestTooLargeError`. ``study_root``: the only folder ``study_path`` requests
     may name (None: such requests are refused). ``exit_timeout_s``: on SIGTERM, how long
-    in-flight requests may take to finish.
+    in-flight requests may take to finish. ``malloc_trim``: hand freed memory back to the
+    system after each request (:mod:`hccatom.serve.allocator`).
     """
 
     ports: Ports
@@ -50,6 +51,7 @@ class ServeOptions:
     max_request_bytes: int = 1 << 30
     study_root: Path | None = None
     exit_timeout_s: int = 30
+    malloc_trim: bool = True
 
     def check(self) -> None:
         """Raise :class:`ServeError` naming the first option out of range."""
@@ -123,6 +125,9 @@ class RecommendService:
                 raise TritonResponseError(wire.encode_error(ServeError(
                     f"internal server error ({type(exc).__name__}); see the server log"))
                 ) from None
+            finally:
+                if self.options.malloc_trim:
+                    allocator.trim()
             out.append({wire.OUTPUT: np.array([[text.encode()]], dtype=object)})
         return out
 
