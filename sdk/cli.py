@@ -181,6 +181,21 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(func=_run_recommend)
 
 
+def _check_recommend_extras(args: argparse.Namespace) -> None:
+    """Refuse --report without the report extra and --study/--dicom-out without the dicom
+    extra before any work, so the user does not wait for a result that is then lost."""
+    if args.study is not None or args.dicom_out is not None:
+        from hccatom.dicom import require_extra
+
+        require_extra()
+    if args.report is not None and importlib.util.find_spec("matplotlib") is None:
+        from hccatom.report import ReportUnavailableError
+
+        raise ReportUnavailableError(
+            f"--report {args.report} needs the report extra (matplotlib is not installed); "
+            "nothing was run. Install it with: pip install 'hccatom[report]', or drop --report.")
+
+
 def _run_recommend(args: argparse.Namespace) -> int:
     from hccatom.clinical import ClinicalVariables
     from hccatom.phases import PHASES
@@ -200,6 +215,7 @@ def _run_recommend(args: argparse.Namespace) -> int:
         raise InputError(f"--study {args.study}: no such folder.")
     if args.report is not None and args.report.suffix.lower() not in (".pdf", ".png"):
         raise InputError(f"--report {args.report}: use a .pdf or .png file name.")
+    _check_recommend_extras(args)  # before the chain runs: a late refusal loses the result
     try:
         clinical = ClinicalVariables.from_json(args.clinical)
     except ClinicalInputError as exc:

@@ -1,0 +1,60 @@
+"""Rough edges a new user meets in the first hour with the command line (README walk-through).
+
+Each test pins one fix: an optional extra refused before any work, the same -q/-v on every
+command, messages that say what to do, and ``--help`` pages with examples.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from hccatom.cli import main
+from hccatom.demo import demo_bundle_path
+from hccatom.predictor import Predictor
+
+EXAMPLE_CLINICAL = Path(__file__).resolve().parents[1] / "examples" / "clinical_example.json"
+
+
+def _recommend(real_data: Path, *extra: str) -> list[str]:
+    ts = real_data / "totalseg_example"
+    return ["recommend", "--bundle", str(demo_bundle_path()),
+            "--arterial", str(ts / "example_ct_dicom"),
+            "--portal", str(ts / "example_ct_sm.nii.gz"),
+            "--clinical", str(EXAMPLE_CLINICAL), *extra]
+
+
+@pytest.fixture
+def no_bundle_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to load the bundle (the first step of real work) fails the test."""
+    def refuse(*args: object, **kwargs: object) -> Predictor:
+        raise AssertionError("the command started work before checking the extra")
+
+    monkeypatch.setattr(Predictor, "from_bundle", refuse)
+
+
+def test_report_without_matplotlib_is_refused_before_the_chain_runs(
+    real_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], no_bundle_load: None,
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # find_spec -> None: not installed
+    out = tmp_path / "r.pdf"
+    assert main(_recommend(real_data, "--report", str(out))) == 1
+    err = capsys.readouterr().err
+    assert f"--report {out}" in err and "hccatom[report]" in err and "nothing was run" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_study_without_the_dicom_extra_is_refused_before_the_chain_runs(
+    real_data: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], no_bundle_load: None,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom -> ModuleNotFoundError
+    args = ["recommend", "--bundle", str(demo_bundle_path()), "--study",
+            str(real_data / "totalseg_example" / "example_ct_dicom"),
+            "--clinical", str(EXAMPLE_CLINICAL)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "hccatom[dicom]" in err and "Traceback" not in err
