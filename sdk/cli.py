@@ -589,7 +589,8 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from hccatom import bench
 
-    p = sub.add_parser("bench", help="per-stage latency of the whole chain on this machine")
+    p = sub.add_parser("bench", help="per-stage latency of the whole chain on this machine",
+                       parents=[LEAF])
     bench.configure_parser(p)
     p.set_defaults(func=bench.run)
 

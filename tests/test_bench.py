@@ -76,6 +76,8 @@ def test_bench_json_machine_providers_memory(bench_json: tuple[dict[str, Any], s
     for i in (1, 2):
         assert f"run {i}/2" in stderr
     assert "warm-up 1/1" in stderr
+    # and each run's stages and tile counts, as `hccatom recommend` shows them
+    assert "hccatom: segment_arterial" in stderr and "tiles" in stderr
     # --cuda-graphs was asked for; the CPU provider runs the host path: reported as not used
     assert result["segmentation_runtime"] == {
         "device_resident": False, "fixed_shape_network": False,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hccatom.cli import main
+from hccatom.cli import build_parser, main
 from hccatom.demo import demo_bundle_path
 from hccatom.predictor import Predictor
 
@@ -58,3 +58,12 @@ def test_study_without_the_dicom_extra_is_refused_before_the_chain_runs(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "hccatom[dicom]" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["-q", "--quiet", "-v", "--verbose"])
+def test_every_command_takes_quiet_and_verbose_after_its_name(flag: str) -> None:
+    """README/docs: every command takes -q/-v; `hccatom bench -q` used to be a usage error."""
+    for argv in (["bench", flag, "--small"], ["recommend", flag, "--bundle", "B",
+                                              "--clinical", "c.json"], ["demo", flag]):
+        args = build_parser(argv).parse_args(argv)
+        assert getattr(args, "quiet" if flag in ("-q", "--quiet") else "verbose") is True
