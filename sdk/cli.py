@@ -41,6 +41,7 @@ from types import ModuleType
 from typing import Any
 
 from hccatom import __version__
+from hccatom.cli_examples import attach_examples
 from hccatom.cli_progress import StderrProgress, progress_for
 from hccatom.errors import (
     BundleError,
@@ -624,6 +625,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_validate(sub, argv)
     _add_lazy(sub, argv)
+    attach_examples(parser)
     return parser
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hccatom.cli import build_parser, main
+from hccatom.cli_examples import EXAMPLES, example_commands, subcommands
 from hccatom.demo import demo_bundle_path
 from hccatom.predictor import Predictor
 
@@ -67,3 +68,19 @@ def test_every_command_takes_quiet_and_verbose_after_its_name(flag: str) -> None
                                               "--clinical", "c.json"], ["demo", flag]):
         args = build_parser(argv).parse_args(argv)
         assert getattr(args, "quiet" if flag in ("-q", "--quiet") else "verbose") is True
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES), ids=" ".join)
+def test_help_shows_examples_that_parse(path: tuple[str, ...]) -> None:
+    """Every example in ``--help`` is a command line the parser accepts (no drift)."""
+    commands = example_commands(path)
+    assert commands
+    for argv in commands:
+        assert tuple(argv[:len(path)]) == path, argv
+        build_parser(argv).parse_args(argv)  # a usage error raises SystemExit
+    parser = build_parser(list(path))
+    for name in path:
+        parser = dict(subcommands(parser))[name]
+    text = parser.format_help()
+    assert "\nexamples:\n" in text
+    assert f"  hccatom {' '.join(path)}" in text  # kept on its own line, not re-wrapped
