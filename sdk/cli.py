@@ -68,11 +68,13 @@ LAZY_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
                               "SELECTION checkpoint(s) -> ONNX with a parity report"),
     ("export", "nnunet"): ("hccatom.export.nnunet_cli",
                            "nnU-Net v2 model folder -> ONNX per fold + segmentation spec"),
-    ("demo", "build"): ("hccatom.export.demo_cli", "rebuild the synthetic demo bundle"),
+    ("demo", "build"): ("hccatom.export.demo_cli",
+                         "rebuild the synthetic demo bundle (needs the export extra)"),
     ("export", "triton"): ("hccatom.serve.repo_cli",
                            "bundle -> Triton model repository (needs the serve extra)"),
     ("explain",): ("hccatom.export.explain_cli",
-                   "Grad-CAM of a SELECTION checkpoint beside the bundle's rollout"),
+                   "Grad-CAM of a SELECTION checkpoint beside the bundle's rollout "
+                   "(needs the export extra)"),
 }
 DEMO_MODULE = "hccatom.demo"
 #: What a lazily imported command needs beyond the runtime; checked before any work starts.

@@ -84,3 +84,20 @@ def test_help_shows_examples_that_parse(path: tuple[str, ...]) -> None:
     text = parser.format_help()
     assert "\nexamples:\n" in text
     assert f"  hccatom {' '.join(path)}" in text  # kept on its own line, not re-wrapped
+
+
+def test_a_missing_bundle_says_where_bundles_come_from(
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _recommend(real_data)
+    argv[argv.index("--bundle") + 1] = str(tmp_path / "path" / "to" / "bundle")
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert "no such bundle" in err and "hccatom bundle build" in err
+    assert "demo_bundle_path()" in err and "Traceback" not in err
+
+
+def test_commands_that_need_the_export_extra_say_so_in_the_command_list() -> None:
+    text = build_parser(["--help"]).format_help()
+    entry = text.split("\n    explain ", 1)[1].split("\n\n", 1)[0]  # the entry, wrapped
+    assert "needs the export extra" in " ".join(entry.split())

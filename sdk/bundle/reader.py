@@ -495,7 +495,10 @@ def load_bundle(
         return path
     p = Path(path).expanduser()
     if not p.exists():
-        raise BundleNotFoundError(f"{p}: no such bundle (directory or .zip).")
+        raise BundleNotFoundError(
+            f"{p}: no such bundle (directory or .zip). Pass the folder or .zip that "
+            "`hccatom bundle build` wrote; the packaged demo bundle is at "
+            "hccatom.demo.demo_bundle_path().")
     if p.is_dir():
         return _open_directory(p, trust)
     if zipfile.is_zipfile(p):
