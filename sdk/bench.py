@@ -41,7 +41,7 @@ from hccatom.bench_probe import (
     peak_tflops,
     segmentation_evaluations,
 )
-from hccatom.errors import HccatomError, InputError
+from hccatom.errors import ExtraMissingError, InputError
 from hccatom.phases import PHASES
 from hccatom.precision import PRECISIONS
 
@@ -354,7 +354,7 @@ def _reference_timer() -> Any:
     try:
         from hccatom.export.nnunet_reference import time_nnunet_predictor
     except ModuleNotFoundError as exc:
-        raise HccatomError(
+        raise ExtraMissingError(
             f"--compare-nnunet needs the export extra ({exc.name} is not installed): "
             'pip install "hccatom[export]", or leave --compare-nnunet out.'
         ) from exc

@@ -19,7 +19,8 @@ Subcommands::
 
 Every command takes ``-q/--quiet`` (no progress) and ``-v/--verbose`` (every stage, INFO
 logs); progress goes to stderr, results to stdout. Exit codes: 0 success, 1 failure (export,
-internal), 2 bad input, 3 bad bundle, 4 engine unavailable, 141 stdout closed early (``| head``).
+internal), 2 bad input, 3 bad bundle, 4 engine unavailable, 5 an optional extra is not
+installed (the message names the pip line), 141 stdout closed early (``| head``).
 Errors print one clear message; ``--debug`` shows the traceback.
 """
 
@@ -50,6 +51,7 @@ from hccatom.errors import (
     EngineInputError,
     EngineUnavailableError,
     ExportError,
+    ExtraMissingError,
     HccatomError,
     InputError,
     SegmentationError,
@@ -57,6 +59,7 @@ from hccatom.errors import (
 from hccatom.precision import PRECISIONS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BAD_BUNDLE, EXIT_NO_ENGINE = 0, 1, 2, 3, 4
+EXIT_NO_EXTRA = 5  # an optional extra is not installed (the message names the pip line)
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports
 
 log = logging.getLogger("hccatom.cli")
@@ -90,6 +93,8 @@ EXPORT_INSTALL = 'pip install "torch==2.14.1" "torchvision==0.29.1" "hccatom[exp
 
 def exit_code_for(exc: BaseException) -> int:
     """The CLI exit code of an error."""
+    if isinstance(exc, ExtraMissingError):  # before the kinds an extra's error also is
+        return EXIT_NO_EXTRA
     if isinstance(exc, EngineUnavailableError):
         return EXIT_NO_ENGINE
     if isinstance(exc, BundleError | EngineInputError):
@@ -107,6 +112,7 @@ def error_message(exc: BaseException) -> str:
         EXIT_BAD_INPUT: "bad input",
         EXIT_BAD_BUNDLE: "bad bundle",
         EXIT_NO_ENGINE: "engine unavailable",
+        EXIT_NO_EXTRA: "not installed",
     }.get(exit_code_for(exc), "error")
     if isinstance(exc, ExportError):
         kind = "export failed"
@@ -491,11 +497,11 @@ _EXPORT_DEPS = {"torch", "torchvision", "nnunetv2", "onnx", "onnxscript", "safet
 def _missing_extra(exc: ModuleNotFoundError, module: str, command: str) -> HccatomError:
     missing = exc.name or module
     if missing.split(".")[0] in _EXPORT_DEPS:
-        return HccatomError(
+        return ExtraMissingError(
             f"`hccatom {command}` needs the export extra ({missing} is not installed): "
             f"{EXPORT_INSTALL}"
         )
-    return HccatomError(
+    return ExtraMissingError(
         f"`hccatom {command}` is not available in this installation ({missing} is missing)."
     )
 
@@ -504,7 +510,7 @@ def _check_extra(path: tuple[str, ...]) -> None:
     """Refuse before any work when the command's extra is not installed."""
     missing = [m for m in NEEDS_EXTRA.get(path, ()) if importlib.util.find_spec(m) is None]
     if missing:
-        raise HccatomError(
+        raise ExtraMissingError(
             f"`hccatom {' '.join(path)}` needs the export extra ({', '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not installed); nothing was done. "
             f"Install it with: {EXPORT_INSTALL}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hccatom.cli import build_parser, main
+from hccatom.cli import EXIT_NO_EXTRA, build_parser, main
 from hccatom.cli_examples import EXAMPLES, example_commands, subcommands
 from hccatom.demo import demo_bundle_path
 from hccatom.predictor import Predictor
@@ -42,7 +42,7 @@ def test_report_without_matplotlib_is_refused_before_the_chain_runs(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # find_spec -> None: not installed
     out = tmp_path / "r.pdf"
-    assert main(_recommend(real_data, "--report", str(out))) == 1
+    assert main(_recommend(real_data, "--report", str(out))) == EXIT_NO_EXTRA
     err = capsys.readouterr().err
     assert f"--report {out}" in err and "hccatom[report]" in err and "nothing was run" in err
     assert "Traceback" not in err and not out.exists()
@@ -56,7 +56,7 @@ def test_study_without_the_dicom_extra_is_refused_before_the_chain_runs(
     args = ["recommend", "--bundle", str(demo_bundle_path()), "--study",
             str(real_data / "totalseg_example" / "example_ct_dicom"),
             "--clinical", str(EXAMPLE_CLINICAL)]
-    assert main(args) == 2
+    assert main(args) == EXIT_NO_EXTRA
     err = capsys.readouterr().err
     assert "hccatom[dicom]" in err and "Traceback" not in err
 
@@ -101,3 +101,36 @@ def test_commands_that_need_the_export_extra_say_so_in_the_command_list() -> Non
     text = build_parser(["--help"]).format_help()
     entry = text.split("\n    explain ", 1)[1].split("\n\n", 1)[0]  # the entry, wrapped
     assert "needs the export extra" in " ".join(entry.split())
+
+
+def test_every_missing_extra_is_one_exit_code_and_kind() -> None:
+    """export/explain/validate/report used to exit 1, dicom 2 and serve 4: now all 5."""
+    from hccatom.cli import error_message, exit_code_for
+    from hccatom.dicom.errors import DicomExtraMissingError
+    from hccatom.errors import ExtraMissingError, InputError
+    from hccatom.report import ReportUnavailableError
+    from hccatom.serve.errors import ServeExtraMissingError
+
+    for cls in (ExtraMissingError, DicomExtraMissingError, ReportUnavailableError,
+                ServeExtraMissingError):
+        exc = cls("x needs the y extra: pip install 'hccatom[y]'")
+        assert exit_code_for(exc) == EXIT_NO_EXTRA, cls
+        assert error_message(exc).startswith("hccatom: not installed: "), cls
+    assert issubclass(DicomExtraMissingError, InputError)  # still what callers caught before
+
+
+@pytest.mark.parametrize(("argv", "module"), [
+    (["validate", "--demo", "--out", "never"], "lifelines"),
+    (["export", "selection", "--checkpoint", "c.pth", "--cohort", "TACE", "--out", "never"],
+     "onnxscript"),
+])
+def test_commands_needing_an_extra_exit_5_before_any_work(
+    argv: list[str], module: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)  # find_spec -> None: not installed
+    assert main(argv) == EXIT_NO_EXTRA
+    err = capsys.readouterr().err
+    assert err.startswith("hccatom: not installed: ") and "pip install" in err
+    assert "nothing was done" in err and not (tmp_path / "never").exists()
