@@ -134,3 +134,18 @@ def test_commands_needing_an_extra_exit_5_before_any_work(
     err = capsys.readouterr().err
     assert err.startswith("hccatom: not installed: ") and "pip install" in err
     assert "nothing was done" in err and not (tmp_path / "never").exists()
+
+
+def test_readme_use_it_example_names_files_that_exist() -> None:
+    """README's "Use it" example runs from the repository root: every path it names exists
+    and the code compiles (the run itself is `hccatom recommend` on the same files)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("## Use it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    compile(block, "README.md", "exec")
+    paths = re.findall(r'"((?:tests|examples)/[^"]+)"', block)
+    assert len(paths) == 3
+    for rel in paths:
+        assert (root / rel).exists(), rel
