@@ -43,6 +43,7 @@ from typing import Any
 
 from hccatom import __version__
 from hccatom.cli_examples import attach_examples
+from hccatom.cli_outputs import check_output_file
 from hccatom.cli_progress import StderrProgress, progress_for
 from hccatom.errors import (
     BundleError,
@@ -225,6 +226,8 @@ def _run_recommend(args: argparse.Namespace) -> int:
     if args.report is not None and args.report.suffix.lower() not in (".pdf", ".png"):
         raise InputError(f"--report {args.report}: use a .pdf or .png file name.")
     _check_recommend_extras(args)  # before the chain runs: a late refusal loses the result
+    check_output_file("--json", args.json)
+    check_output_file("--report", args.report)
     try:
         clinical = ClinicalVariables.from_json(args.clinical)
     except ClinicalInputError as exc:

@@ -149,3 +149,29 @@ def test_readme_use_it_example_names_files_that_exist() -> None:
     assert len(paths) == 3
     for rel in paths:
         assert (root / rel).exists(), rel
+
+
+@pytest.mark.parametrize("flag", ["--json", "--report"])
+def test_an_output_in_a_missing_folder_is_refused_before_the_chain_runs(
+    flag: str, real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    no_bundle_load: None,
+) -> None:
+    """It used to run the whole chain, then fail as an internal FileNotFoundError."""
+    if flag == "--report":
+        pytest.importorskip("matplotlib", reason="--report needs the report extra")
+    out = tmp_path / "no" / "such" / "folder" / "out.pdf"
+    assert main(_recommend(real_data, flag, str(out))) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {out}" in err and "does not exist" in err and "Traceback" not in err
+    folder = tmp_path / "taken.pdf"
+    folder.mkdir()
+    assert main(_recommend(real_data, flag, str(folder))) == 2  # a folder, not a file
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_demo_json_in_a_missing_folder_is_refused_before_the_demo_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_bundle_load: None,
+) -> None:
+    out = tmp_path / "missing" / "rec.json"
+    assert main(["demo", "--json", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
