@@ -175,3 +175,18 @@ def test_demo_json_in_a_missing_folder_is_refused_before_the_demo_runs(
     out = tmp_path / "missing" / "rec.json"
     assert main(["demo", "--json", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_study_without_two_phases_says_how_to_give_the_series_folders(
+    real_data: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A single real series has no Series Instance UID: choosing by UID is impossible, so the
+    message also names --arterial/--portal folders without --study."""
+    pytest.importorskip("pydicom", reason="--study needs the dicom extra")
+    pytest.importorskip("highdicom", reason="--study needs the dicom extra")
+    args = ["recommend", "--bundle", str(demo_bundle_path()), "--study",
+            str(real_data / "totalseg_example" / "example_ct_dicom"),
+            "--clinical", str(EXAMPLE_CLINICAL)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no series UID" in err and "--arterial DIR --portal DIR" in err
