@@ -656,6 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in args_list
     try:
         parser = build_parser(args_list)
+        if not args_list:  # a first try: the command list, not "arguments are required"
+            parser.print_help(sys.stderr)
+            return EXIT_BAD_INPUT
         args = parser.parse_args(args_list)
         logging.basicConfig(
             level=logging.INFO if args.verbose else

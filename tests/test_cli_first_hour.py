@@ -190,3 +190,9 @@ def test_study_without_two_phases_says_how_to_give_the_series_folders(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "no series UID" in err and "--arterial DIR --portal DIR" in err
+
+
+def test_hccatom_alone_prints_the_command_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2  # still a usage error for scripts
+    err = capsys.readouterr().err
+    assert "recommend" in err and "demo" in err and "arguments are required" not in err
