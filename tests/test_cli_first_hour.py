@@ -196,3 +196,25 @@ def test_hccatom_alone_prints_the_command_list(capsys: pytest.CaptureFixture[str
     assert main([]) == 2  # still a usage error for scripts
     err = capsys.readouterr().err
     assert "recommend" in err and "demo" in err and "arguments are required" not in err
+
+
+def test_install_lines_and_extras_table_agree_with_ci_and_pyproject() -> None:
+    """The "everything" install line is the same in README, the quick start and .ci/run, and
+    the quick start's table lists every extra of pyproject.toml (it had fallen behind)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    full = re.compile(r'"torchvision==[^"]+" -e "\.\[([a-z,]+)\]"')
+    lines = {name: full.findall((root / name).read_text())
+             for name in ("README.md", "docs/quickstart.md", ".ci/run")}
+    extras = {name: {frozenset(found.split(",")) for found in hits}
+              for name, hits in lines.items()}
+    assert all(len(v) == 1 for v in extras.values()), lines
+    assert len(set.union(*extras.values())) == 1, lines
+    section = (root / "pyproject.toml").read_text().split(
+        "[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    declared = re.findall(r"^([a-z]+) = \[", section, re.M)
+    assert "export" in declared and "report" in declared
+    table = (root / "docs" / "quickstart.md").read_text()
+    for extra in declared:
+        assert f"| `{extra}` |" in table, extra
