@@ -218,3 +218,13 @@ def test_install_lines_and_extras_table_agree_with_ci_and_pyproject() -> None:
     table = (root / "docs" / "quickstart.md").read_text()
     for extra in declared:
         assert f"| `{extra}` |" in table, extra
+
+
+@pytest.mark.parametrize("threads", ["0", "-1"])
+def test_bad_thread_count_is_bad_input_not_an_internal_error(
+    threads: str, real_data: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(_recommend(real_data, "--threads", threads, "--device", "cpu")) == 2
+    err = capsys.readouterr().err
+    assert "--threads) must be a whole number >= 1" in err and f"got {threads}." in err
+    assert "internal error" not in err
