@@ -228,3 +228,13 @@ def test_bad_thread_count_is_bad_input_not_an_internal_error(
     err = capsys.readouterr().err
     assert "--threads) must be a whole number >= 1" in err and f"got {threads}." in err
     assert "internal error" not in err
+
+
+def test_a_folder_or_file_that_is_no_bundle_says_what_to_pass(
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bundle", "verify", str(tmp_path)]) == 3
+    assert "Pass the folder that holds manifest.json" in capsys.readouterr().err
+    ct = real_data / "totalseg_example" / "example_ct_sm.nii.gz"
+    assert main(["bundle", "info", str(ct)]) == 3
+    assert "not a file inside it" in capsys.readouterr().err
