@@ -34,7 +34,7 @@ from hccatom.engines.providers import (
     tensorrt_provider_options,
     tensorrt_version,
 )
-from hccatom.errors import EngineError, EngineUnavailableError, ModelLoadError
+from hccatom.errors import EngineError, EngineUnavailableError, InputError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ class OnnxRuntimeEngine:
         self.max_batch = int(max_batch)
         """Largest batch of the TensorRT shape profile (other providers: no limit)."""
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+            raise InputError(f"threads (--threads) must be a whole number >= 1, or left out "
+                             f"for ONNX Runtime's default; got {threads}.")
         if io_binding not in ("auto", "always", "never"):
             raise ValueError(f"io_binding must be 'auto', 'always' or 'never', got {io_binding!r}")
         if cuda_options is not None and cuda_options.enable_cuda_graph:

@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -41,9 +41,12 @@ from hccatom.bench_probe import (
     peak_tflops,
     segmentation_evaluations,
 )
-from hccatom.errors import HccatomError, InputError
+from hccatom.errors import ExtraMissingError, InputError
 from hccatom.phases import PHASES
 from hccatom.precision import PRECISIONS
+
+if TYPE_CHECKING:
+    from hccatom.predictor import ProgressCallback
 
 #: Stages in table order (the Predictor's timing keys).
 STAGES: tuple[str, ...] = (
@@ -238,8 +241,11 @@ def run_bench(
     compare_nnunet: Path | None = None,
     progress: Progress | None = None,
     cuda_graphs: bool = False,
+    stage_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Time ``recommend`` on ``study``; return the full result (what ``--json`` writes)."""
+    """Time ``recommend`` on ``study``; return the full result (what ``--json`` writes).
+    ``stage_progress`` receives each run's stage and tile events (the CLI shows them, so
+    a long run is never silent)."""
     from hccatom.predictor import CTStudy, Predictor
 
     if repeats < 1:
@@ -268,13 +274,13 @@ def run_bench(
     with predictor:
         for i in range(warmup):
             t = time.perf_counter()
-            predictor.recommend(ct, study.clinical)
+            predictor.recommend(ct, study.clinical, progress=stage_progress)
             say(f"warm-up {i + 1}/{warmup}: {(time.perf_counter() - t) * 1000:.0f} ms")
         before = transfer_snapshot(engines)
         gpu = _device_kind(predictor.segmenter.providers) == "gpu"
         with PeakSampler(gpu=gpu) as mem:
             for i in range(repeats):
-                rec = predictor.recommend(ct, study.clinical)
+                rec = predictor.recommend(ct, study.clinical, progress=stage_progress)
                 timings.append(dict(rec.timings_ms))
                 say(f"run {i + 1}/{repeats}: total {rec.timings_ms['total']:.0f} ms")
         transfers = transfer_delta(before, transfer_snapshot(engines), repeats)
@@ -358,7 +364,7 @@ def _reference_timer() -> Any:
     try:
         from hccatom.export.nnunet_reference import time_nnunet_predictor
     except ModuleNotFoundError as exc:
-        raise HccatomError(
+        raise ExtraMissingError(
             f"--compare-nnunet needs the export extra ({exc.name} is not installed): "
             'pip install "hccatom[export]", or leave --compare-nnunet out.'
         ) from exc
@@ -427,7 +433,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="also time nnUNetPredictor on this nnU-Net model folder (export extra)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT",
                    help="write every figure and the machine's facts as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def _study_from_args(args: argparse.Namespace, tmp: Path) -> Study:
@@ -517,7 +522,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup, precision=args.precision, threads=args.threads,
             mirroring=False if args.no_mirroring else None, peak=args.peak_tflops,
             count_flops=not args.no_flops, compare_nnunet=args.compare_nnunet, progress=say,
-            cuda_graphs=args.cuda_graphs,
+            cuda_graphs=args.cuda_graphs, stage_progress=getattr(args, "progress", None),
         )
     print_summary(result, sys.stdout)
     if args.json is not None:

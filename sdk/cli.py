@@ -19,7 +19,8 @@ Subcommands::
 
 Every command takes ``-q/--quiet`` (no progress) and ``-v/--verbose`` (every stage, INFO
 logs); progress goes to stderr, results to stdout. Exit codes: 0 success, 1 failure (export,
-internal), 2 bad input, 3 bad bundle, 4 engine unavailable, 141 stdout closed early (``| head``).
+internal), 2 bad input, 3 bad bundle, 4 engine unavailable, 5 an optional extra is not
+installed (the message names the pip line), 141 stdout closed early (``| head``).
 Errors print one clear message; ``--debug`` shows the traceback.
 """
 
@@ -41,6 +42,8 @@ from types import ModuleType
 from typing import Any
 
 from hccatom import __version__
+from hccatom.cli_examples import attach_examples
+from hccatom.cli_outputs import check_output_file
 from hccatom.cli_progress import StderrProgress, progress_for
 from hccatom.errors import (
     BundleError,
@@ -49,6 +52,7 @@ from hccatom.errors import (
     EngineInputError,
     EngineUnavailableError,
     ExportError,
+    ExtraMissingError,
     HccatomError,
     InputError,
     SegmentationError,
@@ -56,6 +60,7 @@ from hccatom.errors import (
 from hccatom.precision import PRECISIONS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BAD_BUNDLE, EXIT_NO_ENGINE = 0, 1, 2, 3, 4
+EXIT_NO_EXTRA = 5  # an optional extra is not installed (the message names the pip line)
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports
 
 log = logging.getLogger("hccatom.cli")
@@ -67,11 +72,13 @@ LAZY_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
                               "SELECTION checkpoint(s) -> ONNX with a parity report"),
     ("export", "nnunet"): ("hccatom.export.nnunet_cli",
                            "nnU-Net v2 model folder -> ONNX per fold + segmentation spec"),
-    ("demo", "build"): ("hccatom.export.demo_cli", "rebuild the synthetic demo bundle"),
+    ("demo", "build"): ("hccatom.export.demo_cli",
+                         "rebuild the synthetic demo bundle (needs the export extra)"),
     ("export", "triton"): ("hccatom.serve.repo_cli",
                            "bundle -> Triton model repository (needs the serve extra)"),
     ("explain",): ("hccatom.export.explain_cli",
-                   "Grad-CAM of a SELECTION checkpoint beside the bundle's rollout"),
+                   "Grad-CAM of a SELECTION checkpoint beside the bundle's rollout "
+                   "(needs the export extra)"),
 }
 DEMO_MODULE = "hccatom.demo"
 #: What a lazily imported command needs beyond the runtime; checked before any work starts.
@@ -87,6 +94,8 @@ EXPORT_INSTALL = 'pip install "torch==2.14.1" "torchvision==0.29.1" "hccatom[exp
 
 def exit_code_for(exc: BaseException) -> int:
     """The CLI exit code of an error."""
+    if isinstance(exc, ExtraMissingError):  # before the kinds an extra's error also is
+        return EXIT_NO_EXTRA
     if isinstance(exc, EngineUnavailableError):
         return EXIT_NO_ENGINE
     if isinstance(exc, BundleError | EngineInputError):
@@ -104,6 +113,7 @@ def error_message(exc: BaseException) -> str:
         EXIT_BAD_INPUT: "bad input",
         EXIT_BAD_BUNDLE: "bad bundle",
         EXIT_NO_ENGINE: "engine unavailable",
+        EXIT_NO_EXTRA: "not installed",
     }.get(exit_code_for(exc), "error")
     if isinstance(exc, ExportError):
         kind = "export failed"
@@ -181,6 +191,21 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(func=_run_recommend)
 
 
+def _check_recommend_extras(args: argparse.Namespace) -> None:
+    """Refuse --report without the report extra and --study/--dicom-out without the dicom
+    extra before any work, so the user does not wait for a result that is then lost."""
+    if args.study is not None or args.dicom_out is not None:
+        from hccatom.dicom import require_extra
+
+        require_extra()
+    if args.report is not None and importlib.util.find_spec("matplotlib") is None:
+        from hccatom.report import ReportUnavailableError
+
+        raise ReportUnavailableError(
+            f"--report {args.report} needs the report extra (matplotlib is not installed); "
+            "nothing was run. Install it with: pip install 'hccatom[report]', or drop --report.")
+
+
 def _run_recommend(args: argparse.Namespace) -> int:
     from hccatom.clinical import ClinicalVariables
     from hccatom.phases import PHASES
@@ -200,6 +225,9 @@ def _run_recommend(args: argparse.Namespace) -> int:
         raise InputError(f"--study {args.study}: no such folder.")
     if args.report is not None and args.report.suffix.lower() not in (".pdf", ".png"):
         raise InputError(f"--report {args.report}: use a .pdf or .png file name.")
+    _check_recommend_extras(args)  # before the chain runs: a late refusal loses the result
+    check_output_file("--json", args.json)
+    check_output_file("--report", args.report)
     try:
         clinical = ClinicalVariables.from_json(args.clinical)
     except ClinicalInputError as exc:
@@ -472,11 +500,11 @@ _EXPORT_DEPS = {"torch", "torchvision", "nnunetv2", "onnx", "onnxscript", "safet
 def _missing_extra(exc: ModuleNotFoundError, module: str, command: str) -> HccatomError:
     missing = exc.name or module
     if missing.split(".")[0] in _EXPORT_DEPS:
-        return HccatomError(
+        return ExtraMissingError(
             f"`hccatom {command}` needs the export extra ({missing} is not installed): "
             f"{EXPORT_INSTALL}"
         )
-    return HccatomError(
+    return ExtraMissingError(
         f"`hccatom {command}` is not available in this installation ({missing} is missing)."
     )
 
@@ -485,7 +513,7 @@ def _check_extra(path: tuple[str, ...]) -> None:
     """Refuse before any work when the command's extra is not installed."""
     missing = [m for m in NEEDS_EXTRA.get(path, ()) if importlib.util.find_spec(m) is None]
     if missing:
-        raise HccatomError(
+        raise ExtraMissingError(
             f"`hccatom {' '.join(path)}` needs the export extra ({', '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not installed); nothing was done. "
             f"Install it with: {EXPORT_INSTALL}"
@@ -573,7 +601,8 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from hccatom import bench
 
-    p = sub.add_parser("bench", help="per-stage latency of the whole chain on this machine")
+    p = sub.add_parser("bench", help="per-stage latency of the whole chain on this machine",
+                       parents=[LEAF])
     bench.configure_parser(p)
     p.set_defaults(func=bench.run)
 
@@ -607,6 +636,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_validate(sub, argv)
     _add_lazy(sub, argv)
+    attach_examples(parser)
     return parser
 
 
@@ -626,6 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in args_list
     try:
         parser = build_parser(args_list)
+        if not args_list:  # a first try: the command list, not "arguments are required"
+            parser.print_help(sys.stderr)
+            return EXIT_BAD_INPUT
         args = parser.parse_args(args_list)
         logging.basicConfig(
             level=logging.INFO if args.verbose else

@@ -29,6 +29,11 @@ class HccatomError(Exception):
 
 
 # --- bad input -------------------------------------------------------------------------
+class ExtraMissingError(HccatomError):
+    """An optional extra (export, dicom, report, validate, serve) is not installed; the
+    message names the ``pip install`` line. Raised before any work starts where possible."""
+
+
 class InputError(HccatomError, ValueError):
     """The caller's input is wrong (CLI exit code 2)."""
 
@@ -176,6 +181,7 @@ __all__ = [
     "EngineUnavailableError",
     "ExplainUnavailableError",
     "ExportError",
+    "ExtraMissingError",
     "HccatomError",
     "ImplausibleLiverError",
     "InputError",

@@ -21,7 +21,7 @@ from hccatom.bench_probe import (
     peak_tflops,
     segmentation_evaluations,
 )
-from hccatom.cli import EXIT_BAD_INPUT, EXIT_FAILED, main
+from hccatom.cli import EXIT_BAD_INPUT, EXIT_NO_EXTRA, main
 from hccatom.segmentation.sliding_window import tile_starts
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -76,6 +76,8 @@ def test_bench_json_machine_providers_memory(bench_json: tuple[dict[str, Any], s
     for i in (1, 2):
         assert f"run {i}/2" in stderr
     assert "warm-up 1/1" in stderr
+    # and each run's stages and tile counts, as `hccatom recommend` shows them
+    assert "hccatom: segment_arterial" in stderr and "tiles" in stderr
     # --cuda-graphs was asked for; the CPU provider runs the host path: reported as not used
     assert result["segmentation_runtime"] == {
         "device_resident": False, "fixed_shape_network": False,
@@ -132,7 +134,7 @@ def test_bench_compare_nnunet_needs_export_extra(
         monkeypatch.setitem(sys.modules, name, None)  # importing any of nnunetv2 now fails
     code = main(["bench", "--small", "--device", "cpu", "--repeats", "1", "--warmup", "0",
                  "--no-mirroring", "--no-flops", "--compare-nnunet", str(tmp_path)])
-    assert code == EXIT_FAILED
+    assert code == EXIT_NO_EXTRA
     err = capsys.readouterr().err
     # names the first missing module: nnunetv2 here, torch in the runtime-only environment
     assert "export extra" in err and ("nnunetv2" in err or "torch is not installed" in err)

@@ -280,7 +280,7 @@ def test_export_help_prints_without_torch_and_running_says_what_to_install(
     out = tmp_path / "never"
     r = _run_cli(["demo", "build", "--out", str(out), "--quick"], block_torch=True,
                  hide_modules=True)
-    assert r.returncode == 1
+    assert r.returncode == 5  # EXIT_NO_EXTRA
     assert 'pip install "torch==2.14.1" "torchvision==0.29.1" "hccatom[export]"' in r.stderr
     assert "nothing was done" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()

@@ -135,13 +135,13 @@ def test_serve_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     import importlib.util
 
-    from hccatom.cli import EXIT_NO_ENGINE, main
+    from hccatom.cli import EXIT_NO_EXTRA, main
     from hccatom.demo import demo_bundle_path
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "pytriton" else real(name, *a))
-    assert main(["serve", "--bundle", str(demo_bundle_path())]) == EXIT_NO_ENGINE
+    assert main(["serve", "--bundle", str(demo_bundle_path())]) == EXIT_NO_EXTRA
     assert 'pip install "hccatom[serve]"' in capsys.readouterr().err
 
 

@@ -279,7 +279,8 @@ def _open_directory(path: Path, trust: TrustPolicy) -> Bundle:
     mpath = path / MANIFEST_NAME
     if not mpath.is_file():
         raise BundleNotFoundError(
-            f"{path}: no {MANIFEST_NAME} at the bundle root; is this a hccatom bundle?"
+            f"{path}: no {MANIFEST_NAME} at the bundle root; is this a hccatom bundle? "
+            f"Pass the folder that holds {MANIFEST_NAME} (`hccatom bundle build` writes it)."
         )
     if mpath.stat().st_size > MANIFEST_JSON_LIMITS.max_bytes:
         raise BundleFormatError(
@@ -495,12 +496,16 @@ def load_bundle(
         return path
     p = Path(path).expanduser()
     if not p.exists():
-        raise BundleNotFoundError(f"{p}: no such bundle (directory or .zip).")
+        raise BundleNotFoundError(
+            f"{p}: no such bundle (directory or .zip). Pass the folder or .zip that "
+            "`hccatom bundle build` wrote; the packaged demo bundle is at "
+            "hccatom.demo.demo_bundle_path().")
     if p.is_dir():
         return _open_directory(p, trust)
     if zipfile.is_zipfile(p):
         return _open_zip(p, trust)
-    raise BundleFormatError(f"{p}: a bundle is a directory or a .zip file; this is neither.")
+    raise BundleFormatError(f"{p}: a bundle is a directory or a .zip file; this is neither. "
+                            "Pass the bundle folder (or its .zip), not a file inside it.")
 
 
 def iter_model_files(bundle: Bundle) -> Iterator[tuple[FileEntry, Path]]:

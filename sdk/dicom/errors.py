@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from hccatom.errors import InputError
+from hccatom.errors import ExtraMissingError, InputError
 
 if TYPE_CHECKING:
     from hccatom.dicom.index import SeriesInfo
@@ -46,7 +46,7 @@ class PhaseConflictError(PhaseSelectionError):
     """The two chosen phases are the same series or hold identical pixel data."""
 
 
-class DicomExtraMissingError(InputError):
+class DicomExtraMissingError(InputError, ExtraMissingError):
     """pydicom/highdicom are not installed: ``pip install 'hccatom[dicom]'``."""
 
 

@@ -258,7 +258,9 @@ def _listing(acqs: Sequence[_Acquisition], t0: float | None) -> str:
 def _how_to_choose() -> str:
     return ("Choose explicitly: find_phases(study, arterial='<SeriesInstanceUID>', "
             "portal='<SeriesInstanceUID>') / Predictor.recommend(study=..., arterial=..., "
-            "portal=...) / hccatom recommend --study DIR --arterial UID --portal UID. "
+            "portal=...) / hccatom recommend --study DIR --arterial UID --portal UID; or, "
+            "without --study, give each phase's series folder or image file: hccatom "
+            "recommend --arterial DIR --portal DIR (also when a series has no UID). "
             "Descriptions and clock times are on the exception's .candidates (not printed: "
             "free text may identify the patient).")
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hccatom.atom import MODELS
-from hccatom.errors import HccatomError, InputError
+from hccatom.errors import ExtraMissingError, InputError
 from hccatom.explain.visual import key_slices
 from hccatom.phases import PHASES
 
@@ -37,7 +37,7 @@ SYNTHETIC_BANNER = "SYNTHETIC MODELS - trained on synthetic data, no clinical me
 FORMATS = (".pdf", ".png")
 
 
-class ReportUnavailableError(HccatomError):
+class ReportUnavailableError(ExtraMissingError):
     """The report cannot be drawn here (matplotlib missing: install the report extra)."""
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from hccatom.errors import EngineError, EngineUnavailableError, HccatomError, InputError
+from hccatom.errors import (
+    EngineError,
+    EngineUnavailableError,
+    ExtraMissingError,
+    HccatomError,
+    InputError,
+)
 
 SERVE_INSTALL = 'pip install "hccatom[serve]"'
 
@@ -11,7 +17,7 @@ class ServeError(HccatomError):
     """Serving failed (server side or on the wire)."""
 
 
-class ServeExtraMissingError(ServeError, EngineUnavailableError):
+class ServeExtraMissingError(ServeError, EngineUnavailableError, ExtraMissingError):
     """PyTriton or tritonclient is not installed."""
 
 

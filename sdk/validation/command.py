@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hccatom.errors import HccatomError, InputError
+from hccatom.errors import ExtraMissingError, InputError
 
 VALIDATE_INSTALL = 'pip install "hccatom[validate]"'
 NEEDS = ("lifelines", "matplotlib")
@@ -55,7 +55,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def _check_extra() -> None:
     missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
     if missing:
-        raise HccatomError(
+        raise ExtraMissingError(
             f"`hccatom validate` needs the validate extra ({', '.join(missing)} not installed); "
             f"nothing was done. Install it with: {VALIDATE_INSTALL}"
         )
