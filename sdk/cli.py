@@ -53,6 +53,12 @@ from hccatom.errors import (
     InputError,
     SegmentationError,
 )
+from hccatom.path_checks import (
+    check_input_file,
+    check_input_folder,
+    check_output_file,
+    check_output_folder,
+)
 from hccatom.precision import PRECISIONS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BAD_BUNDLE, EXIT_NO_ENGINE = 0, 1, 2, 3, 4
@@ -197,8 +203,11 @@ def _run_recommend(args: argparse.Namespace) -> int:
                              "folder for each of --arterial and --portal.")
     elif not args.study.is_dir():
         raise InputError(f"--study {args.study}: no such folder.")
+    else:
+        check_input_folder(args.study, "--study")
     if args.report is not None and args.report.suffix.lower() not in (".pdf", ".png"):
         raise InputError(f"--report {args.report}: use a .pdf or .png file name.")
+    _check_outputs(args)  # before the expensive work: a bad output path fails now
     try:
         clinical = ClinicalVariables.from_json(args.clinical)
     except ClinicalInputError as exc:
@@ -239,6 +248,15 @@ def _run_recommend(args: argparse.Namespace) -> int:
         print(f"report written to {report}"
               + ("" if explain else " (no relevance maps: bundle has no explain graphs)"))
     return EXIT_OK
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json / --report / --dicom-out can be written (hccatom.path_checks)."""
+    for flag, path in (("--json", args.json), ("--report", args.report)):
+        if path is not None and str(path) != "-":
+            check_output_file(path, flag)
+    if args.dicom_out is not None:
+        check_output_folder(args.dicom_out, "--dicom-out")
 
 
 # --- bundle ---------------------------------------------------------------------------
@@ -332,6 +350,7 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _read_model(path: Path, cls: Any, what: str) -> Any:
+    check_input_file(path, f"--{what}", max_bytes=64 << 20)
     try:
         return cls.model_validate_json(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -39,6 +39,7 @@ Hostile or careless input:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
@@ -47,6 +48,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hccatom.errors import ClinicalInputError
+from hccatom.path_checks import check_input_file
 from hccatom.safe_json import JSONLimitError, JSONLimits, loads_limited, read_limited
 
 __all__ = [
@@ -303,6 +305,9 @@ class ClinicalVariables(BaseModel):
         """Read a JSON object of the 20 fields from a file (size, depth and number length
         limited by :data:`CLINICAL_JSON_LIMITS`); ``extra`` as in :meth:`from_mapping`."""
         p = Path(path)
+        if os.path.lexists(p) and not os.path.isdir(p):  # FIFO, device, link loop, size
+            check_input_file(p, "Clinical JSON file", error=ClinicalInputError,
+                             max_bytes=CLINICAL_JSON_LIMITS.max_bytes)
         try:
             data = loads_limited(read_limited(p, CLINICAL_JSON_LIMITS), CLINICAL_JSON_LIMITS)
         except FileNotFoundError:

@@ -67,7 +67,8 @@ def _stat(path: Path, what: str, error: type[HccatomError]) -> os.stat_result:
         if os.path.islink(path):
             raise error(f"{what} {path} is a broken symbolic link (its target does not "
                         "exist); pass the file itself.") from None
-        raise error(f"{what} {path}: no such file or folder; check the path.") from None
+        raise error(f"{what} {path} not found (cannot read it: no such file or folder); "
+                    "check the path.") from None
     except PermissionError:
         raise error(f"{what} {path}: permission denied while looking it up; check the "
                     "permissions of its folders.") from None

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hccatom.clinical import ClinicalVariables, clinical_records
 from hccatom.errors import ClinicalInputError
+from hccatom.path_checks import check_input_file
 
 ReferenceValue = float | int | bool | str
 
@@ -76,11 +77,16 @@ def reference_values(cohort: Sequence[ClinicalVariables]) -> dict[str, Reference
 
 
 
+MAX_REFERENCE_BYTES = 64 << 20
+"""A clinical reference file larger than this (64 MiB) is refused from its size, unread."""
+
+
 def reference_from_json(path: str | Path) -> tuple[dict[str, ReferenceValue], str]:
     """Reference values from a JSON file: an object (variable -> value) as it is, or a list
     of clinical records (the training cohort) -> :func:`reference_values`. Returns the
     values and a description of their source."""
-    p = Path(path)
+    p = check_input_file(Path(path), "clinical reference file", error=ClinicalInputError,
+                         max_bytes=MAX_REFERENCE_BYTES)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
