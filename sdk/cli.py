@@ -197,6 +197,8 @@ def _run_recommend(args: argparse.Namespace) -> int:
                 raise InputError(f"--{name} is required (or pass a whole DICOM --study DIR).")
             if not Path(getattr(args, name)).exists():
                 raise InputError(f"--{name} {getattr(args, name)}: no such file or folder.")
+            if not Path(getattr(args, name)).is_dir():  # FIFO, device, huge: refused now
+                check_input_file(getattr(args, name), f"--{name}")
         if args.dicom_out is not None and not (Path(args.arterial).is_dir()
                                                and Path(args.portal).is_dir()):
             raise InputError("--dicom-out needs DICOM input: --study DIR, or a DICOM series "
