@@ -34,6 +34,8 @@ import targets  # noqa: E402
 INSTRUMENTED = [
     "hccatom.safe_json", "hccatom.image_headers", "hccatom.dicom_check", "hccatom.ct_io",
     "hccatom.clinical", "hccatom.bundle.manifest", "hccatom.bundle.reader",
+    "hccatom.validation.cohort", "hccatom.dicom.index", "hccatom.dicom.phases",
+    "hccatom.serve.wire",
 ]
 
 #: Extra seed folders per target (committed elsewhere in the repository, not duplicated).

@@ -16,13 +16,14 @@ import logging
 import math
 import os
 import stat
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.tag import Tag
 
 from hccatom.dicom.errors import DicomStudyError
@@ -57,6 +58,27 @@ def parse_time(value: object) -> float | None:
     except ValueError:
         return None
     return hh * 3600.0 + mm * 60.0 + ss
+
+
+#: What pydicom's lazy value conversion raises on a malformed element (fuzzing found a US
+#: element of odd length: ``BytesLengthException``, raised on first access).
+_DECODE_ERRORS = (BytesLengthException, ValueError, TypeError, KeyError, OverflowError,
+                  LookupError, struct.error, AttributeError, NotImplementedError)
+
+
+def _values_decode(ds: pydicom.Dataset) -> bool:
+    """Convert every element read (pydicom converts lazily, on first access) so that a
+    malformed one marks the file unreadable here, not later as a raw exception."""
+    try:
+        for elem in ds.iterall():
+            _ = elem.value
+        meta = ds.get("file_meta")
+        if meta is not None:
+            for elem in meta.iterall():
+                _ = elem.value
+    except _DECODE_ERRORS:
+        return False
+    return True
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
@@ -311,7 +333,10 @@ def index_study(root: str | Path, *, progress: bool = False) -> StudyIndex:
         except InvalidDicomError:
             non_dicom += 1
             continue
-        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
+        except (OSError, EOFError, *_DECODE_ERRORS):
+            unreadable += 1
+            continue
+        if not _values_decode(ds):  # a malformed element among the tags read
             unreadable += 1
             continue
         media_class = str(getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", ""))
