@@ -15,9 +15,11 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,10 +52,49 @@ from hccatom.validation.errors import CohortInputError
 FAST_S = 5.0  # every refusal here is a stat call; generous for a loaded 2-core machine
 UNBLOCK_S = 8.0  # a reader stuck on a FIFO is released after this (then the test fails)
 HUGE = 50 << 30  # apparent size of the sparse files (truncate -s 50G)
-ROOT_SKIP = "running as root: chmod 000 does not stop root from reading"
+NOBODY = 65534  # the unprivileged user a root test process drops to for permission cases
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no os.mkfifo on this OS")
-not_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason=ROOT_SKIP)
+needs_posix_ids = pytest.mark.skipif(not hasattr(os, "geteuid"), reason="no POSIX user ids")
+
+
+def _unprivileged(check: Callable[[Path], None]) -> None:
+    """Run ``check(folder)`` as a user that permissions apply to.
+
+    Root reads a chmod-000 file anyway, so as root the check runs in a forked child that
+    drops to ``nobody`` (skipped with the reason where that is not allowed); ``folder`` is
+    a fresh world-writable folder (pytest's own tmp folders are private to root).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="hccatom-perm-"))
+    folder.chmod(0o777)
+    try:
+        if os.geteuid() != 0:
+            check(folder)
+            return
+        pid = os.fork()
+        if pid == 0:  # the child: drop privileges, run, report by exit status only
+            code = 1
+            try:
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                check(folder)
+                code = 0
+            except PermissionError:
+                code = 3
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code == 3:
+            pytest.skip("running as root and not allowed to drop to an unprivileged user")
+        assert code == 0, "the check failed as an unprivileged user (traceback above)"
+    finally:
+        for p in folder.rglob("*"):
+            with contextlib.suppress(OSError):
+                p.chmod(0o755)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -132,19 +173,21 @@ def test_symlink_loop_and_broken_link_as_ct(tmp_path: Path) -> None:
     _fast(lambda: read_ct(broken), CTInputError, "broken symbolic link")
 
 
-@not_root
-def test_unreadable_ct_file_and_folder_are_typed_errors(tmp_path: Path) -> None:
-    f = tmp_path / "ct.nii.gz"
-    f.write_bytes(b"\x1f\x8b" + bytes(100))
-    f.chmod(0)
-    d = tmp_path / "series"
-    d.mkdir()
-    d.chmod(0)
-    try:
+@needs_posix_ids
+def test_unreadable_ct_file_and_folder_are_typed_errors() -> None:
+    def check(tmp: Path) -> None:
+        f = tmp / "ct.nii.gz"
+        f.write_bytes(b"\x1f\x8b" + bytes(100))
+        f.chmod(0)
+        d = tmp / "series"
+        d.mkdir()
+        d.chmod(0)
         _fast(lambda: read_ct(f), CTInputError, "permission denied")
         _fast(lambda: read_ct(d), CTInputError, "permission denied")
-    finally:
-        d.chmod(0o755)
+        _fast(lambda: ClinicalVariables.from_json(f), ClinicalInputError, "permission denied")
+        _fast(lambda: read_cohort(f), CohortInputError, "permission denied")
+
+    _unprivileged(check)
 
 
 def test_empty_folder_as_ct_is_a_typed_error(tmp_path: Path) -> None:
@@ -337,14 +380,18 @@ def test_bundle_path_that_is_a_fifo_device_or_huge(tmp_path: Path) -> None:
         _fast(lambda: load_bundle("/dev/zero"), BundleFormatError, "character device")
 
 
-@not_root
-def test_unreadable_bundle_folder(bundle_copy: Path) -> None:
-    sub = next(p for p in bundle_copy.iterdir() if p.is_dir())
-    sub.chmod(0)
-    try:
-        _fast(lambda: load_bundle(bundle_copy), BundleIntegrityError, "cannot be listed")
-    finally:
-        sub.chmod(0o755)
+@needs_posix_ids
+def test_unreadable_bundle_folder() -> None:
+    def check(tmp: Path) -> None:
+        bundle = tmp / "bundle"
+        shutil.copytree(demo_bundle_path(), bundle)
+        sub = next(p for p in sorted(bundle.iterdir()) if p.is_dir())
+        sub.chmod(0)
+        _fast(lambda: load_bundle(bundle), BundleIntegrityError, "cannot be listed")
+        bundle.chmod(0)
+        _fast(lambda: load_bundle(bundle), BundleFormatError, "permission denied")
+
+    _unprivileged(check)
 
 
 # --- the path checks themselves ---------------------------------------------------------------
@@ -376,16 +423,21 @@ def test_output_checks_before_the_work(tmp_path: Path) -> None:
     assert check_output_file(tmp_path / "ok.json", "--json") == tmp_path / "ok.json"
 
 
-@not_root
-def test_unwritable_output_folder(tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    try:
+@needs_posix_ids
+def test_unwritable_output_paths() -> None:
+    def check(tmp: Path) -> None:
+        ro = tmp / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
         _fast(lambda: check_output_file(ro / "r.json", "--json"), InputError, "not writable")
-        _fast(lambda: check_output_folder(ro / "out", "--out"), InputError, "not writable")
-    finally:
-        ro.chmod(0o755)
+        _fast(lambda: check_output_folder(ro / "out" / "deeper", "--out"), InputError,
+              "not writable")
+        locked = tmp / "locked.json"
+        locked.write_text("{}")
+        locked.chmod(0o400)
+        _fast(lambda: check_output_file(locked, "--json"), InputError, "not writable")
+
+    _unprivileged(check)
 
 
 # --- the CLI: exit codes 2 / 3 and one line, never a traceback --------------------------------
