@@ -169,6 +169,10 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "serve_request": serve_request,
 }
 
+#: What a target needs beyond the runtime (an extra's package); the corpus replay test skips
+#: the target with this reason where it is absent (the runtime-only CI environment).
+NEEDS = {"dicom_study": "pydicom"}
+
 #: Environment every fuzz process runs with: a small memory budget (a header declaring a
 #: big image must be refused, not allocated) and no header-probe subprocess (a hang in a
 #: reader must show up as the fuzzer's timeout, not be hidden by the guard).
