@@ -131,6 +131,7 @@ def read_labels(source: str | Path | sitk.Image | Volume) -> Volume:
             raise CTInputError(f"Label file not found: {path}. Check the path.")
         if path.is_dir():
             raise CTInputError(f"{path} is a folder; pass a label image file.")
+        check_input_file(path, "Label file", error=CTInputError)
         _check_header_before_itk(path)
         image = _read_file(path)
         where = str(path)

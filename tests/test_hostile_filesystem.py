@@ -159,6 +159,28 @@ def test_endless_device_as_ct_is_refused(device: str) -> None:
     _fast(lambda: read_ct(device), CTInputError, "character device")
 
 
+@needs_fifo
+@pytest.mark.parametrize(("header", "text"), [
+    ("x.mhd", "ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\n"
+              "ElementDataFile = data.raw\n"),
+    ("x.nhdr", "NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n"
+               "data file: data.raw\n\n"),
+])
+def test_detached_data_file_that_is_a_fifo_is_refused(tmp_path: Path, header: str,
+                                                       text: str) -> None:
+    (tmp_path / header).write_text(text)
+    with _fifo(tmp_path / "data.raw"):
+        _fast(lambda: read_ct(tmp_path / header), CTInputError, "names a named pipe (FIFO)")
+
+
+@needs_fifo
+def test_fifo_as_label_file_is_refused(tmp_path: Path) -> None:
+    from hccatom.ct_io import read_labels
+
+    with _fifo(tmp_path / "labels.nrrd") as p:
+        _fast(lambda: read_labels(p), CTInputError, "named pipe")
+
+
 def test_sparse_huge_ct_file_is_refused_from_its_size(tmp_path: Path) -> None:
     for name in ("big.nii.gz", "big.dcm", "big.mha"):
         _fast(lambda n=name: read_ct(_sparse(tmp_path / n)), InputTooLargeError, "50.0 GiB")
