@@ -58,7 +58,7 @@ def read_limited(path: str | Path, limits: JSONLimits) -> bytes:
                              "or never end)")
     if st.st_size > limits.max_bytes:
         raise JSONLimitError(
-            f"the file has {st.st_size:,} bytes, more than the {limits.max_bytes:,} allowed "
+            f"the file has {st.st_size:,} bytes, larger than the {limits.max_bytes:,} allowed "
             "for this input (refused unread)"
         )
     with p.open("rb") as fh:
