@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from hccatom.phases import PHASES
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``explain`` arguments to ``parser``."""
@@ -105,7 +107,7 @@ def _figure(images: Any, cam: np.ndarray, rollout: dict[str, Any] | None, path: 
     rows = 2 if rollout is not None else 1
     fig = Figure(figsize=(6, 3 * rows))
     FigureCanvasAgg(fig)
-    for k, phase in enumerate(("arterial", "portal")):
+    for k, phase in enumerate(PHASES):
         base = images[phase].image[0]
         maps = [("Grad-CAM", cam[k])] + ([("rollout", np.asarray(rollout[phase]))]
                                          if rollout is not None else [])

@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hccatom.cli_args import cohort_paths
 from hccatom.errors import CheckpointError, ExportError, ParityError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -59,15 +60,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_fused(items: list[str]) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for item in items:
-        cohort, sep, file = item.partition("=")
-        if not sep or not file:
-            raise ValueError(f"--fused entries look like COHORT=FILE, got {item!r}")
-        key = cohort.strip().upper()
-        if key in out:
-            raise ValueError(f"--fused names cohort {key} twice")
-        out[key] = Path(file)
+    out = cohort_paths(items, "--fused", "COHORT=FILE")
     if sorted(out) != sorted(("TACE", "HAIC", "TC", "HC")):
         raise ValueError(f"--fused needs TACE, HAIC, TC and HC once each, got {sorted(out)}")
     return out

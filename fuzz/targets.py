@@ -139,12 +139,13 @@ def serve_request(data: bytes) -> None:
     import numpy as np
 
     from hccatom.clinical import ClinicalVariables
+    from hccatom.phases import PHASES
     from hccatom.serve import wire
 
     def run() -> None:
         req = wire.parse_request(data)
         array = np.full((2, 3, 3), -1000.0, dtype=np.float32)
-        for name in wire.PHASES:
+        for name in PHASES:
             wire.phase_volume(name, req.get(name), array)
         if isinstance(req["clinical"], dict):
             ClinicalVariables.from_mapping(req["clinical"])

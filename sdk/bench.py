@@ -42,6 +42,7 @@ from hccatom.bench_probe import (
     segmentation_evaluations,
 )
 from hccatom.errors import HccatomError, InputError
+from hccatom.phases import PHASES
 from hccatom.precision import PRECISIONS
 
 #: Stages in table order (the Predictor's timing keys).
@@ -425,7 +426,7 @@ def _study_from_args(args: argparse.Namespace, tmp: Path) -> Study:
     if args.arterial is not None:
         if args.study == "synthetic":
             raise InputError("--study synthetic and --arterial/--portal exclude each other")
-        for name in ("arterial", "portal"):
+        for name in PHASES:
             if not Path(getattr(args, name)).exists():
                 raise InputError(f"--{name} {getattr(args, name)}: no such file or folder")
         if args.clinical is not None:

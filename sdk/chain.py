@@ -27,6 +27,7 @@ from hccatom.clinical import ClinicalVariables
 from hccatom.ct_io import read_ct
 from hccatom.engines import Engine
 from hccatom.errors import ClinicalInputError, EngineError, InputError
+from hccatom.phases import PHASES, Phase
 from hccatom.preprocess import (
     CropResult,
     SlicePick,
@@ -37,7 +38,7 @@ from hccatom.preprocess import (
     resize_center_crop,
     window_hu,
 )
-from hccatom.recommendation import Phase, PhaseReport, QualityFlag
+from hccatom.recommendation import PhaseReport, QualityFlag
 from hccatom.safety import DEFAULT_SAFETY_LIMITS, SafetyLimits
 from hccatom.volume import Volume
 
@@ -236,8 +237,8 @@ def quality_flags(
 def check_phase_keys(mapping: Mapping[str, Any]) -> None:
     """Raise :class:`InputError` unless ``mapping`` has exactly 'arterial' and 'portal'."""
     keys = set(mapping)
-    missing = sorted({"arterial", "portal"} - keys)
-    extra = sorted(keys - {"arterial", "portal"})
+    missing = sorted(set(PHASES) - keys)
+    extra = sorted(keys - set(PHASES))
     if missing or extra:
         raise InputError(
             "ct needs exactly the phases 'arterial' and 'portal'"

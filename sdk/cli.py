@@ -189,10 +189,11 @@ def _add_recommend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _run_recommend(args: argparse.Namespace) -> int:
     from hccatom.clinical import ClinicalVariables
+    from hccatom.phases import PHASES
     from hccatom.predictor import CTStudy, Predictor
 
     if args.study is None:
-        for name in ("arterial", "portal"):
+        for name in PHASES:
             if getattr(args, name) is None:
                 raise InputError(f"--{name} is required (or pass a whole DICOM --study DIR).")
             if not Path(getattr(args, name)).exists():
@@ -352,26 +353,15 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _read_model(path: Path, cls: Any, what: str) -> Any:
-    check_input_file(path, f"--{what}", max_bytes=64 << 20)
-    try:
-        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+    check_input_file(path, f"--{what}", max_bytes=4 << 20)  # FIFO, device: unopened
+    from hccatom.safe_json import JSONLimits, read_limited
+
+    try:  # pydantic's JSON parser bounds depth and numbers; the size is bounded here
+        return cls.model_validate_json(read_limited(path, JSONLimits(max_bytes=4 << 20)))
     except OSError as exc:
         raise InputError(f"--{what} {path}: cannot read ({exc}).") from exc
     except ValueError as exc:
         raise InputError(f"--{what} {path}: does not validate: {exc}") from exc
-
-
-def _parse_selection(items: Sequence[str]) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not value:
-            raise InputError(f"--selection entries look like TACE=DIR, got {item!r}.")
-        key = key.strip().upper()
-        if key in out:
-            raise InputError(f"--selection gives {key} twice.")
-        out[key] = Path(value)
-    return out
 
 
 def _bundle_safety(args: argparse.Namespace) -> Any:
@@ -402,6 +392,7 @@ def _build_bundle(args: argparse.Namespace) -> Path:
     from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec, SegmentationSpec
     from hccatom.bundle.window_choice import resolve_window_before_segmentation
     from hccatom.bundle.writer import build_bundle, parse_thresholds
+    from hccatom.cli_args import cohort_paths
 
     thresholds = dict(PAPER_MSS) if args.paper_thresholds else parse_thresholds(args.thresholds)
     if args.sign_key is not None and not args.sign_key.is_file():
@@ -410,7 +401,7 @@ def _build_bundle(args: argparse.Namespace) -> Path:
         args.out,
         sign_key=args.sign_key,
         segmentation=args.segmentation,
-        selection=_parse_selection(args.selection),
+        selection=cohort_paths(args.selection, "--selection", "TACE=DIR"),
         fused=args.fused,
         name=args.name or args.out.name.removesuffix(".zip"),
         version=args.bundle_version,

@@ -29,22 +29,15 @@ from hccatom.serve.errors import RemoteModelError
 
 def _clinical_mapping(clinical: Any) -> Any:
     """What travels as ``clinical``: the caller's values, unvalidated (the server checks)."""
-    from hccatom.clinical import CLINICAL_JSON_LIMITS, ClinicalVariables
-    from hccatom.safe_json import JSONLimitError, loads_limited, read_limited
+    from hccatom.clinical import CLINICAL_JSON_LIMITS, ClinicalVariables, read_clinical_json
 
     if isinstance(clinical, ClinicalVariables):
         return clinical.model_dump(mode="json")
     if isinstance(clinical, Mapping):
         return dict(clinical)
     if isinstance(clinical, str | Path):
-        try:
-            return loads_limited(read_limited(Path(clinical), CLINICAL_JSON_LIMITS),
-                                 CLINICAL_JSON_LIMITS)
-        except FileNotFoundError:
-            raise ClinicalInputError(f"Clinical JSON file not found: {clinical}.") from None
-        except (OSError, JSONLimitError, ValueError) as exc:
-            raise ClinicalInputError(f"Cannot use clinical JSON file {clinical}: {exc}"
-                                     ) from None
+        return read_clinical_json(clinical, "Clinical file", "one JSON object of the 20 "
+                                  "clinical variables", CLINICAL_JSON_LIMITS)
     raise ClinicalInputError(f"clinical must be ClinicalVariables, a mapping or a JSON file "
                              f"path, not {type(clinical).__name__}.")
 
@@ -108,7 +101,8 @@ class RemotePredictor:
         else:
             from hccatom.chain import check_phase_keys
             from hccatom.ct_io import read_ct
-            from hccatom.predictor import PHASES, CTStudy
+            from hccatom.phases import PHASES
+            from hccatom.predictor import CTStudy
 
             if ct is None:
                 raise InputError("recommend needs ct={'arterial': ..., 'portal': ...} or "

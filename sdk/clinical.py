@@ -45,11 +45,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from hccatom.errors import ClinicalInputError
+from hccatom.model_base import FrozenModel
 from hccatom.path_checks import check_input_file
-from hccatom.safe_json import JSONLimitError, JSONLimits, loads_limited, read_limited
+from hccatom.safe_json import JSONLimitError, JSONLimits, load_limited
 
 __all__ = [
     "CLINICAL_JSON_LIMITS",
@@ -60,6 +61,7 @@ __all__ = [
     "ClinicalVariables",
     "Sex",
     "clinical_records",
+    "read_clinical_json",
 ]
 
 METADATA_KEYS: frozenset[str] = frozenset({"patient_id", "case_id", "notes"})
@@ -67,6 +69,10 @@ METADATA_KEYS: frozenset[str] = frozenset({"patient_id", "case_id", "notes"})
 
 CLINICAL_JSON_LIMITS = JSONLimits(max_bytes=256 * 1024, max_depth=8, max_number_chars=40)
 """A clinical file is about 1 kB; these limits refuse anything that is not one, fast."""
+
+CLINICAL_COHORT_JSON_LIMITS = JSONLimits(max_bytes=16 << 20, max_depth=8, max_number_chars=40)
+"""A file of many clinical records (a training cohort, about 1 kB a record): room for
+about 16,000 patients; the depth and number limits are those of one record."""
 
 MAX_KEYS = 200
 """More keys than this in one record is not a clinical record (refused before validation)."""
@@ -194,12 +200,10 @@ _UNIT_HINTS: dict[str, Callable[[float], str | None]] = {
 }
 
 
-class ClinicalVariables(BaseModel):
+class ClinicalVariables(FrozenModel):
     """The 20 clinical variables of one patient (paper units; see the module doc)."""
 
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
+    model_config = ConfigDict(  # frozen and strict from FrozenModel
         use_enum_values=False,
         allow_inf_nan=False,
         json_schema_extra={"title": "hccatom clinical variables (SELECTION, 20 fields)"},
@@ -305,24 +309,8 @@ class ClinicalVariables(BaseModel):
         """Read a JSON object of the 20 fields from a file (size, depth and number length
         limited by :data:`CLINICAL_JSON_LIMITS`); ``extra`` as in :meth:`from_mapping`."""
         p = Path(path)
-        if os.path.lexists(p) and not os.path.isdir(p):  # FIFO, device, link loop, size
-            check_input_file(p, "Clinical JSON file", error=ClinicalInputError,
-                             max_bytes=CLINICAL_JSON_LIMITS.max_bytes)
-        try:
-            data = loads_limited(read_limited(p, CLINICAL_JSON_LIMITS), CLINICAL_JSON_LIMITS)
-        except FileNotFoundError:
-            raise ClinicalInputError(f"Clinical JSON file not found: {p}.") from None
-        except IsADirectoryError:
-            raise ClinicalInputError(f"{p} is a folder; pass a clinical JSON file.") from None
-        except OSError as exc:
-            raise ClinicalInputError(
-                f"Cannot read clinical JSON file {p}: {exc.strerror or type(exc).__name__}."
-            ) from None
-        except JSONLimitError as exc:
-            raise ClinicalInputError(
-                f"Clinical file {p} cannot be used: {exc}. Pass one JSON object of the 20 "
-                "clinical variables."
-            ) from None
+        data = read_clinical_json(p, "Clinical file", "one JSON object of the 20 clinical "
+                                  "variables", CLINICAL_JSON_LIMITS)
         if not isinstance(data, dict):
             raise ClinicalInputError(
                 f"Clinical file {p} must hold a JSON object of field -> value, got "
@@ -412,6 +400,29 @@ def _to_clinical_error(exc: ValidationError, data: Mapping[str, Any]) -> Clinica
 def _field_order(name: str) -> tuple[int, str]:
     names = list(ClinicalVariables.model_fields)
     return (names.index(name) if name in names else len(names), name)
+
+
+def read_clinical_json(path: str | Path, what: str, expected: str,
+                       limits: JSONLimits = CLINICAL_COHORT_JSON_LIMITS) -> Any:
+    """The parsed JSON of a user's clinical file, read within ``limits`` (size, depth, digits
+    per number: :mod:`hccatom.safe_json`). Any failure is a :class:`ClinicalInputError` that
+    names ``what`` (e.g. "Training cohort file") and the path, and says what to pass
+    (``expected``); no file content is echoed."""
+    p = Path(path)
+    if os.path.lexists(p) and not os.path.isdir(p):  # FIFO, device, link loop, size: unopened
+        check_input_file(p, what, error=ClinicalInputError, max_bytes=limits.max_bytes)
+    try:
+        return load_limited(p, limits)
+    except FileNotFoundError:
+        raise ClinicalInputError(f"{what} not found: {p}. Pass {expected}.") from None
+    except IsADirectoryError:
+        raise ClinicalInputError(f"{what} {p} is a folder; pass {expected}.") from None
+    except OSError as exc:
+        raise ClinicalInputError(
+            f"Cannot read {what.lower()} {p}: {exc.strerror or type(exc).__name__}."
+        ) from None
+    except JSONLimitError as exc:
+        raise ClinicalInputError(f"{what} {p} cannot be used: {exc}. Pass {expected}.") from None
 
 
 def clinical_records(items: list[Any], where: str) -> list[ClinicalVariables]:

@@ -43,10 +43,11 @@ from enum import Enum
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hccatom.clinical import GROUPS, BclcStage, ClinicalVariables, Sex
 from hccatom.errors import ClinicalInputError
+from hccatom.model_base import FrozenModel
 
 __all__ = ["GROUP_SIZES", "ClinicalEncoding", "EncodingSlot", "Group", "Transform"]
 
@@ -60,10 +61,8 @@ _BOOL_FIELDS = frozenset(
 _ENUM_FIELDS: dict[str, type[Enum]] = {"sex": Sex, "bclc_stage": BclcStage}
 
 
-class EncodingSlot(BaseModel):
+class EncodingSlot(FrozenModel):
     """One model input position: where it comes from and how it is transformed."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     group: Group
     position: int = Field(ge=0, description="Index inside the group's vector")
@@ -139,10 +138,8 @@ class EncodingSlot(BaseModel):
         return (self.raw(clinical) - self.offset) / self.scale
 
 
-class ClinicalEncoding(BaseModel):
+class ClinicalEncoding(FrozenModel):
     """The 20 slots that turn ClinicalVariables into ``lab`` (8), ``demo`` (6), ``iv`` (6)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     slots: tuple[EncodingSlot, ...]
     description: str = ""
@@ -288,27 +285,20 @@ class ClinicalEncoding(BaseModel):
         )
 
 
+#: The authors' codes of the categorical variables (the raw-values default encoding).
+_DEFAULT_ENUM_CODES: dict[str, dict[str, float]] = {
+    "sex": {"male": 1.0, "female": 0.0},
+    "bclc_stage": {"A": 0.0, "B": 1.0, "C": 2.0},
+}
+
+
 def _default_slot(group: str, position: int, name: str) -> EncodingSlot:
-    if name == "sex":
-        return EncodingSlot(
-            group=group,  # type: ignore[arg-type]
-            position=position,
-            source=name,
-            transform="enum",
-            mapping={"male": 1.0, "female": 0.0},
-        )
-    if name == "bclc_stage":
-        return EncodingSlot(
-            group=group,  # type: ignore[arg-type]
-            position=position,
-            source=name,
-            transform="enum",
-            mapping={"A": 0.0, "B": 1.0, "C": 2.0},
-        )
-    transform: Transform = "bool01" if name in _BOOL_FIELDS else "identity"
+    transform: Transform = ("enum" if name in _DEFAULT_ENUM_CODES
+                            else "bool01" if name in _BOOL_FIELDS else "identity")
     return EncodingSlot(
         group=group,  # type: ignore[arg-type]
         position=position,
         source=name,
         transform=transform,
+        mapping=_DEFAULT_ENUM_CODES.get(name),
     )

@@ -28,6 +28,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,33 +108,49 @@ def read_nifti_header(path: Path) -> NiftiHeader | None:
             "stream or I/O error). Re-export or re-copy it."
         ) from None
     for endian in "<>":
-        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
-            u = functools.partial(_unpack, head, endian)
-            return NiftiHeader(
-                version=1, endian=endian,
-                dims=_dims(u("8h", 40)),
-                datatype=u("h", 70)[0], bitpix=u("h", 72)[0],
-                pixdim=tuple(float(v) for v in u("8f", 76)),
-                vox_offset=float(u("f", 108)[0]),
-                scl_slope=float(u("f", 112)[0]), scl_inter=float(u("f", 116)[0]),
-                qform_code=u("h", 252)[0], sform_code=u("h", 254)[0],
-                quatern=_f3(u("3f", 256)), qoffset=_f3(u("3f", 268)),
-                srow=(tuple(u("4f", 280)), tuple(u("4f", 296)), tuple(u("4f", 312))),
-            )
-        if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
-            u = functools.partial(_unpack, head, endian)
-            return NiftiHeader(
-                version=2, endian=endian,
-                dims=_dims(u("8q", 16)),
-                datatype=u("h", 12)[0], bitpix=u("h", 14)[0],
-                pixdim=tuple(float(v) for v in u("8d", 104)),
-                vox_offset=float(u("q", 168)[0]),
-                scl_slope=float(u("d", 176)[0]), scl_inter=float(u("d", 184)[0]),
-                qform_code=u("i", 344)[0], sform_code=u("i", 348)[0],
-                quatern=_f3(u("3d", 352)), qoffset=_f3(u("3d", 376)),
-                srow=(tuple(u("4d", 400)), tuple(u("4d", 432)), tuple(u("4d", 464))),
-            )
+        for version, size in _NIFTI_SIZEOF_HDR.items():
+            if len(head) >= size and struct.unpack(endian + "i", head[:4])[0] == size:
+                return _nifti_header(version, endian, functools.partial(_unpack, head, endian))
     return None
+
+
+#: The first field of a NIfTI header, its size, tells the version (and the byte order).
+_NIFTI_SIZEOF_HDR: dict[int, int] = {1: 348, 2: 540}
+
+#: Where each checked field lies in a NIfTI-1 and a NIfTI-2 header: (struct format, offset).
+_NIFTI_LAYOUTS: dict[int, dict[str, tuple[str, int]]] = {
+    1: {"dim": ("8h", 40), "datatype": ("h", 70),
+        "bitpix": ("h", 72), "pixdim": ("8f", 76), "vox_offset": ("f", 108),
+        "scl_slope": ("f", 112), "scl_inter": ("f", 116), "qform_code": ("h", 252),
+        "sform_code": ("h", 254), "quatern": ("3f", 256), "qoffset": ("3f", 268),
+        "srow_x": ("4f", 280), "srow_y": ("4f", 296), "srow_z": ("4f", 312)},
+    2: {"dim": ("8q", 16), "datatype": ("h", 12),
+        "bitpix": ("h", 14), "pixdim": ("8d", 104), "vox_offset": ("q", 168),
+        "scl_slope": ("d", 176), "scl_inter": ("d", 184), "qform_code": ("i", 344),
+        "sform_code": ("i", 348), "quatern": ("3d", 352), "qoffset": ("3d", 376),
+        "srow_x": ("4d", 400), "srow_y": ("4d", 432), "srow_z": ("4d", 464)},
+}
+
+
+def _nifti_header(version: int, endian: str,
+                  unpack: Callable[[str, int], tuple[Any, ...]]) -> NiftiHeader:
+    """The fields of one NIfTI version's header; ``unpack(fmt, offset)`` reads the bytes."""
+    layout = _NIFTI_LAYOUTS[version]
+
+    def field(name: str) -> tuple[Any, ...]:
+        return tuple(unpack(*layout[name]))
+
+    return NiftiHeader(
+        version=version, endian=endian,
+        dims=_dims(field("dim")),
+        datatype=field("datatype")[0], bitpix=field("bitpix")[0],
+        pixdim=tuple(float(v) for v in field("pixdim")),
+        vox_offset=float(field("vox_offset")[0]),
+        scl_slope=float(field("scl_slope")[0]), scl_inter=float(field("scl_inter")[0]),
+        qform_code=field("qform_code")[0], sform_code=field("sform_code")[0],
+        quatern=_f3(field("quatern")), qoffset=_f3(field("qoffset")),
+        srow=(field("srow_x"), field("srow_y"), field("srow_z")),
+    )
 
 
 def _unpack(head: bytes, endian: str, fmt: str, offset: int) -> tuple[Any, ...]:

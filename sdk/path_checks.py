@@ -100,7 +100,7 @@ def check_input_file(path: str | Path, what: str, *, error: type[HccatomError] =
                     "forever or never end. Pass a regular file.")
     if max_bytes is not None and st.st_size > max_bytes:
         raise error(f"{what} {p} has {st.st_size:,} bytes, larger than the {max_bytes:,} "
-                    "allowed for this input; refused unread. Pass the right file.")
+                    "bytes allowed for this input; refused unread. Pass the right file.")
     if not os.access(p, os.R_OK):
         raise error(f"{what} {p}: permission denied (not readable); fix its permissions.")
     return p

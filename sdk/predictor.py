@@ -47,11 +47,11 @@ from hccatom.errors import HccatomError, InputError
 from hccatom.explain.result import Explanation
 from hccatom.explain.runner import Explainer, ExplainMode, ExplainRun, explain_mode
 from hccatom.explain.visual import attach_visual, explain_recommendation
+from hccatom.phases import PHASES, Phase
 from hccatom.precision import check_precision, choose_graph, default_precision
 from hccatom.recommendation import (
     BundleRef,
     EngineInfo,
-    Phase,
     PhaseReport,
     Recommendation,
 )
@@ -73,8 +73,6 @@ from hccatom.safety import (
 from hccatom.segmentation import Segmenter
 from hccatom.segmentation.cuda_graphs import engine_cuda_options
 from hccatom.volume import Volume
-
-PHASES: tuple[Phase, Phase] = ("arterial", "portal")
 
 
 def _version() -> str:

@@ -33,6 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hccatom.errors import CTInputError, InputError, NoLiverError, NoTumourError
+from hccatom.model_base import FrozenModel
 from hccatom.volume import Volume
 
 __all__ = [
@@ -48,14 +49,12 @@ __all__ = [
 ]
 
 
-class PreprocessSpec(BaseModel):
+class PreprocessSpec(FrozenModel):
     """CT preprocessing parameters a bundle stores.
 
     Each field's description says where its default comes from: the paper, the authors'
     code, or ours (see the module docstring).
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     slice_thickness_mm: float = Field(
         1.0, gt=0, le=20, description="Target slice thickness after z resampling (paper: 1 mm)"

@@ -13,11 +13,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from hccatom.atom import MODELS, Decision, ModelAssessment
 from hccatom.atom.policy import Plan
 from hccatom.explain.result import Explanation
+from hccatom.model_base import FrozenModel
+from hccatom.phases import Phase
 
 RESEARCH_USE_NOTICE: Final[str] = (
     "Research use only: hccatom is not a medical device and its recommendations are not "
@@ -25,14 +27,8 @@ RESEARCH_USE_NOTICE: Final[str] = (
     "flowchart; every decision must be made by the treating team."
 )
 
-Phase = Literal["arterial", "portal"]
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SourceImage(_Model):
+class SourceImage(FrozenModel):
     """The source DICOM image nearest to the chosen slice (DICOM input only)."""
 
     series_instance_uid: str
@@ -41,7 +37,7 @@ class SourceImage(_Model):
     distance_mm: float = Field(description="From the chosen slice centre to this image, mm.")
 
 
-class InputSeries(_Model):
+class InputSeries(FrozenModel):
     """Which series of a DICOM study was used for one phase, and why (no free text)."""
 
     series_instance_uid: str
@@ -53,7 +49,7 @@ class InputSeries(_Model):
     reasons: list[str]
 
 
-class PhaseReport(_Model):
+class PhaseReport(FrozenModel):
     """The slice the SELECTION models saw for one phase, and how it was cropped."""
 
     slice_index: int = Field(description="z index in the resampled CT (slice_thickness_mm).")
@@ -96,7 +92,7 @@ scan); ``warning``: check the input or the segmentation before using the result;
 context (e.g. default limits in use)."""
 
 
-class QualityFlag(_Model):
+class QualityFlag(FrozenModel):
     """Something a reader of the recommendation should check; never blocks the result.
 
     Codes, severities and the limits behind them: ``docs/safety.md``.
@@ -111,7 +107,7 @@ class QualityFlag(_Model):
         description="The measured values and the limit behind the flag (units in the keys).")
 
 
-class EngineInfo(_Model):
+class EngineInfo(FrozenModel):
     """Which execution providers ran the models."""
 
     device: str = Field(description="The device asked for ('auto', 'cpu', 'cuda', ...).")
@@ -120,7 +116,7 @@ class EngineInfo(_Model):
     selection_layout: Literal["fused", "separate"]
 
 
-class BundleRef(_Model):
+class BundleRef(FrozenModel):
     """The bundle that produced the recommendation."""
 
     name: str
@@ -140,7 +136,7 @@ class BundleRef(_Model):
         default=False, description="Signed with the public demo key: proves nothing.")
 
 
-class Recommendation(_Model):
+class Recommendation(FrozenModel):
     """ATOM's recommendation for one patient, with everything needed to audit it."""
 
     final_plan: Plan
@@ -197,12 +193,21 @@ class Recommendation(_Model):
 
     @classmethod
     def from_json(cls, source: str | Path) -> Recommendation:
-        """Parse JSON text, or read it from a ``.json`` path."""
-        if isinstance(source, Path) or (
-            isinstance(source, str) and not source.lstrip().startswith("{")
-        ):
-            source = Path(source).read_text(encoding="utf-8")
-        return cls.model_validate_json(source)
+        """Parse JSON text, or read it from a ``.json`` path (at most 64 MB; pydantic's
+        parser bounds depth and numbers). Raises :class:`InputError` naming the file."""
+        from hccatom.errors import InputError
+        from hccatom.safe_json import JSONLimits, read_limited
+
+        where = "the recommendation JSON text"
+        text: str | bytes = source if isinstance(source, str) else ""
+        try:
+            if isinstance(source, Path) or not source.lstrip().startswith("{"):
+                where = f"recommendation file {source}"
+                text = read_limited(source, JSONLimits(max_bytes=64 << 20))
+            return cls.model_validate_json(text)
+        except (OSError, ValueError) as exc:  # JSONLimitError and ValidationError included
+            raise InputError(f"{where} cannot be used: {exc}. Pass what "
+                             "Recommendation.to_json wrote.") from None
 
     def comparable(self) -> dict[str, object]:
         """The content without run-dependent fields (timings, creation time)."""

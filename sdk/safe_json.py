@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["JSONLimitError", "JSONLimits", "loads_limited", "read_limited"]
+__all__ = ["JSONLimitError", "JSONLimits", "load_limited", "loads_limited", "read_limited"]
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
@@ -58,8 +58,8 @@ def read_limited(path: str | Path, limits: JSONLimits) -> bytes:
                              "or never end)")
     if st.st_size > limits.max_bytes:
         raise JSONLimitError(
-            f"the file has {st.st_size:,} bytes, larger than the {limits.max_bytes:,} allowed "
-            "for this input (refused unread)"
+            f"the file has {st.st_size:,} bytes, larger than the {limits.max_bytes:,} bytes "
+            "allowed for this input (refused unread)"
         )
     with p.open("rb") as fh:
         data = fh.read(limits.max_bytes + 1)
@@ -129,3 +129,9 @@ def loads_limited(text: bytes | str, limits: JSONLimits) -> Any:
         ) from None
     except (ValueError, RecursionError, OverflowError) as exc:  # defensive: limits above
         raise JSONLimitError(f"not valid JSON ({type(exc).__name__})") from None
+
+
+def load_limited(path: str | Path, limits: JSONLimits) -> Any:
+    """Parse the JSON file at ``path`` within ``limits``: a file over ``max_bytes`` is refused
+    unread. Raises :class:`JSONLimitError`, or ``OSError`` when the file cannot be opened."""
+    return loads_limited(read_limited(path, limits), limits)

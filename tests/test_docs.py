@@ -236,6 +236,51 @@ def test_docs_examples_script_checks_the_refusals_it_shows() -> None:
     assert 'exit 1' in script  # an unexpected exit code fails the script
 
 
+def _load_tool(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"_hccatom_{name}", ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_marked_python_example_is_run_by_the_examples_script() -> None:
+    """A page's ``<!-- example: NAME -->`` block is run (quick mode too) from the page."""
+    docs_block = _load_tool("docs_block")
+    script = (ROOT / "tools" / "docs_examples.sh").read_text("utf-8")
+    run = set(re.findall(r"^example ([a-z0-9-]+) ([a-z]+\.md)$", script, re.M))
+    marked = set()
+    for page in sorted(DOCS.glob("*.md")):
+        text = page.read_text("utf-8")
+        found = docs_block.blocks(text)
+        assert len(found) == text.count("<!-- example: "), f"{page.name}: a marker without a block"
+        marked |= {(name, page.name) for name in found}
+    assert {"write-demo-case", "recommend-from-python"} <= {name for name, _ in marked}
+    assert run == marked, f"run but not marked / marked but not run: {run ^ marked}"
+    assert "from hccatom.demo import demo_case" in docs_block.blocks(
+        (DOCS / "quickstart.md").read_text("utf-8"))["write-demo-case"]
+
+
+def test_docs_block_prints_the_block_and_refuses_an_unknown_name(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    docs_block = _load_tool("docs_block")
+    page = ROOT / "docs" / "quickstart.md"
+    assert docs_block.main([str(page), "recommend-from-python"]) == 0
+    assert "Predictor.from_bundle(demo_bundle_path()" in capsys.readouterr().out
+    assert docs_block.main([str(page), "no-such-example"]) == 1
+    assert "no block marked" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="marked twice"):
+        docs_block.blocks("<!-- example: a -->\n```python\nx\n```\n" * 2)
+
+
+def test_quick_docs_examples_run_in_ci() -> None:
+    """CI runs the fast part of the examples script; the slow steps are marked SLOW."""
+    ci = (ROOT / ".ci" / "run").read_text("utf-8")
+    assert re.search(r"^bash tools/docs_examples\.sh --quick ", ci, re.M)
+    script = (ROOT / "tools" / "docs_examples.sh").read_text("utf-8")
+    assert script.count("SLOW") >= 3 and 'if [ "$QUICK" = 1 ]' in script
+
+
 def _flag_codes_in_code() -> set[str]:
     """Every quality flag code the package can raise (``QualityFlag(code="...")``)."""
     codes: set[str] = set()

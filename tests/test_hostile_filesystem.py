@@ -421,7 +421,8 @@ def test_input_checks_name_what_is_wrong(tmp_path: Path) -> None:
     f = tmp_path / "a.json"
     f.write_text("{}")
     assert check_input_file(f, "x", max_bytes=2) == f
-    _fast(lambda: check_input_file(f, "x", max_bytes=1), InputError, "2 bytes, larger than the 1")
+    _fast(lambda: check_input_file(f, "x", max_bytes=1), InputError,
+          "2 bytes, larger than the 1 bytes")
     _fast(lambda: check_input_file(tmp_path, "--x"), InputError, "--x")
     _fast(lambda: check_input_folder(f, "--study"), InputError, "not a folder")
     assert check_input_folder(tmp_path, "--study") == tmp_path

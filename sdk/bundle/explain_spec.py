@@ -10,26 +10,23 @@ this section loads as before.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from hccatom.clinical import ClinicalVariables, clinical_records
+from hccatom.clinical import ClinicalVariables, clinical_records, read_clinical_json
 from hccatom.errors import ClinicalInputError
-from hccatom.path_checks import check_input_file
+from hccatom.model_base import ManifestModel
 
 ReferenceValue = float | int | bool | str
 
 
-class ExplainSpec(BaseModel):
+class ExplainSpec(ManifestModel):
     """Explain graphs and clinical reference values of a bundle (all optional)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
     graphs: dict[str, str] = Field(
         default_factory=dict, description="Cohort -> bundle-relative explain graph path.")
@@ -77,21 +74,14 @@ def reference_values(cohort: Sequence[ClinicalVariables]) -> dict[str, Reference
 
 
 
-MAX_REFERENCE_BYTES = 64 << 20
-"""A clinical reference file larger than this (64 MiB) is refused from its size, unread."""
-
 
 def reference_from_json(path: str | Path) -> tuple[dict[str, ReferenceValue], str]:
     """Reference values from a JSON file: an object (variable -> value) as it is, or a list
     of clinical records (the training cohort) -> :func:`reference_values`. Returns the
     values and a description of their source."""
-    p = check_input_file(Path(path), "clinical reference file", error=ClinicalInputError,
-                         max_bytes=MAX_REFERENCE_BYTES)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ClinicalInputError(f"clinical reference file {p}: cannot read it as JSON "
-                                 f"({type(exc).__name__}).") from None
+    p = Path(path)
+    data = read_clinical_json(p, "Clinical reference file", "a JSON object (variable -> "
+                              "value) or a list of clinical records")
     if isinstance(data, dict):
         try:
             spec = ExplainSpec(clinical_reference=data)

@@ -20,8 +20,6 @@ from pathlib import PurePosixPath
 from typing import Any, Final
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     field_validator,
@@ -37,6 +35,7 @@ from hccatom.bundle.specs import (
     SafetyLimits,
     SegmentationSpec,
 )
+from hccatom.model_base import ManifestModel, without_absent
 
 #: The schema version this runtime writes.
 SCHEMA_VERSION: Final[str] = "1.1"
@@ -69,12 +68,7 @@ def safe_relative_path(value: str) -> str:
     return str(PurePosixPath(*parts))
 
 
-class _Model(BaseModel):
-    # extra="ignore": a newer minor schema may add optional fields older readers skip.
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class FileEntry(_Model):
+class FileEntry(ManifestModel):
     """One file of the bundle, with its checksum."""
 
     path: str = Field(description="Relative POSIX path inside the bundle.")
@@ -98,7 +92,7 @@ class FileEntry(_Model):
         return v
 
 
-class Provenance(_Model):
+class Provenance(ManifestModel):
     """Who made which model from what; free text, never patient identifiers."""
 
     trained_by: str = Field(default="unspecified", description="Site or team that trained.")
@@ -110,7 +104,7 @@ class Provenance(_Model):
     notes: str = ""
 
 
-class SelectionIO(_Model):
+class SelectionIO(ManifestModel):
     """Tensor names of the SELECTION ONNX graphs (the export's contract)."""
 
     arterial: str = "arterial"
@@ -124,7 +118,7 @@ class SelectionIO(_Model):
     )
 
 
-class SelectionModel(_Model):
+class SelectionModel(ManifestModel):
     """One SELECTION model file (one cohort) or the fused four-model file."""
 
     path: str = Field(description="Bundle-relative path of the ONNX file.")
@@ -138,11 +132,7 @@ class SelectionModel(_Model):
     @model_serializer(mode="wrap")
     def _omit_absent_fp16(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # fp32-only entries serialise exactly as before
-        data: dict[str, Any] = handler(self)
-        for key in ("path_fp16", "parity_fp16"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+        return without_absent(handler(self), ("path_fp16", "parity_fp16"))
 
     @field_validator("path", "parity", "path_fp16", "parity_fp16")
     @classmethod
@@ -150,7 +140,7 @@ class SelectionModel(_Model):
         return None if v is None else safe_relative_path(v)
 
 
-class SelectionSpec(_Model):
+class SelectionSpec(ManifestModel):
     """The SELECTION input contract and model files.
 
     Either ``fused`` (one graph returning the four scores) or ``models`` with all four
@@ -174,10 +164,8 @@ class SelectionSpec(_Model):
 
     @model_serializer(mode="wrap")
     def _omit_absent_explain(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)  # bundles without it serialise as before
-        if data.get("explain") is None:
-            data.pop("explain", None)
-        return data
+        # bundles without it serialise as before
+        return without_absent(handler(self), ("explain",))
 
     @model_validator(mode="after")
     def _complete(self) -> SelectionSpec:
@@ -195,7 +183,7 @@ class SelectionSpec(_Model):
         return self
 
 
-class SegmentationSection(_Model):
+class SegmentationSection(ManifestModel):
     """Where the segmentation export lives in the bundle, and its spec."""
 
     directory: str = Field(
@@ -209,7 +197,7 @@ class SegmentationSection(_Model):
         return safe_relative_path(v)
 
 
-class Manifest(_Model):
+class Manifest(ManifestModel):
     """``manifest.json``: everything the runtime needs to know about a bundle."""
 
     schema_version: str = Field(default=SCHEMA_VERSION, description="'MAJOR.MINOR'.")

@@ -33,6 +33,7 @@ from hccatom.bundle.manifest import (
     parse_schema_version,
 )
 from hccatom.bundle.signature import (
+    SIGNATURE_JSON_LIMITS,
     SIGNATURE_NAME,
     SignatureCheck,
     bundle_digest,
@@ -296,7 +297,7 @@ def _open_directory(path: Path, trust: TrustPolicy) -> Bundle:
 
 
 #: A signature file is a few hundred bytes; anything much larger is refused unread.
-MAX_SIGNATURE_BYTES = 64 << 10
+MAX_SIGNATURE_BYTES = SIGNATURE_JSON_LIMITS.max_bytes
 
 
 def _too_large(where: object, size: int) -> BundleSignatureError:

@@ -37,9 +37,13 @@ from typing import Any, Final, Literal
 
 from hccatom.errors import BundleFormatError, BundleSignatureError, InputError
 from hccatom.path_checks import check_input_file
+from hccatom.safe_json import JSONLimits, loads_limited
 
 SIGNATURE_NAME: Final[str] = "manifest.sig.json"
 SIGNATURE_FORMAT: Final[str] = "hccatom-bundle-signature/1"
+SIGNATURE_JSON_LIMITS = JSONLimits(max_bytes=64 << 10, max_depth=4, max_number_chars=40)
+"""A signature file is one flat object of a few hundred bytes (JSONLimitError is a
+ValueError: a file outside these limits is a malformed signature)."""
 #: Prefixed to the canonical manifest before signing, so a bundle signature cannot be
 #: replayed as a signature of anything else made with the same key.
 DOMAIN: Final[bytes] = b"hccatom bundle manifest v1\x00"
@@ -182,7 +186,7 @@ class SignatureFile:
     def parse(cls, raw: bytes, where: str) -> SignatureFile:
         """Parse the file; anything malformed is a :class:`BundleSignatureError`."""
         try:
-            data = json.loads(raw.decode("utf-8"))
+            data = loads_limited(raw, SIGNATURE_JSON_LIMITS)
             if not isinstance(data, dict) or data.get("format") != SIGNATURE_FORMAT:
                 raise ValueError(f"format is not {SIGNATURE_FORMAT!r}")
             if data.get("algorithm") != "ed25519":

@@ -21,7 +21,6 @@ in a runtime-only install; :mod:`hccatom.export.bundle_writer` re-exports it.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -56,6 +55,7 @@ from hccatom.bundle.specs import (
 )
 from hccatom.engines import OnnxRuntimeEngine
 from hccatom.errors import BundleError, ExportError, ParityError
+from hccatom.safe_json import JSONLimitError, JSONLimits, load_limited
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,15 @@ def _files(folder: Path) -> list[Path]:
     )
 
 
+#: Parity reports and threshold files: a few kB each; they end up in the manifest.
+INPUT_JSON_LIMITS = JSONLimits(max_bytes=4 << 20, max_depth=32, max_number_chars=40)
+
+
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{path}: cannot read JSON ({exc}).") from exc
+        return load_limited(path, INPUT_JSON_LIMITS)
+    except (OSError, JSONLimitError) as exc:
+        raise ExportError(f"{path}: cannot use it as JSON ({exc}).") from None
 
 
 def _parity_failed(report: Any) -> bool:

@@ -29,10 +29,11 @@ from hccatom.dicom.grid import labels_to_source
 from hccatom.dicom.index import SeriesInfo
 from hccatom.dicom.seg import LIVER, TUMOUR, algorithm_identification, build_seg
 from hccatom.dicom.sr import PhaseMeasurements, build_sr, largest_diameter
+from hccatom.phases import PHASES
 
 if TYPE_CHECKING:
     from hccatom.dicom.study_run import DicomContext, PhaseData
-    from hccatom.recommendation import Phase, PhaseReport, Recommendation
+    from hccatom.recommendation import PhaseReport, Recommendation
 
 __all__ = ["segments_on_source", "source_headers", "write_dicom"]
 
@@ -136,8 +137,7 @@ def _write(rec: Recommendation, out_dir: Path, first_series_number: int) -> list
     written: list[Path] = []
     measured: list[PhaseMeasurements] = []
     number = first_series_number
-    phases: tuple[Phase, Phase] = ("arterial", "portal")
-    for phase in phases:
+    for phase in PHASES:
         data = ctx.phases[phase]
         report = rec.phases[phase]
         segments = segments_on_source(data, ctx.liver_label, ctx.tumour_label)

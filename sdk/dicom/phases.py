@@ -68,6 +68,7 @@ from hccatom.dicom.index import (
     StudyIndex,
     index_study,
 )
+from hccatom.phases import PHASES, Phase
 
 __all__ = [
     "KEYWORDS",
@@ -79,7 +80,6 @@ __all__ = [
     "find_phases",
 ]
 
-PhaseName = Literal["arterial", "portal"]
 Klass = Literal["noncontrast", "arterial", "portal", "delayed"]
 
 MIN_SLICES = 8
@@ -204,7 +204,7 @@ class _Acquisition:
 class PhaseChoice:
     """The series chosen for one phase, why, and how sure."""
 
-    phase: PhaseName
+    phase: Phase
     series: SeriesInfo
     confidence: float
     rules: tuple[str, ...]
@@ -234,7 +234,7 @@ class PhaseSelection:
     excluded: dict[str, str]
     """Series Instance UID -> exclusion rule."""
 
-    def choice(self, phase: PhaseName) -> PhaseChoice:
+    def choice(self, phase: Phase) -> PhaseChoice:
         """The choice for ``phase``."""
         return self.arterial if phase == "arterial" else self.portal
 
@@ -356,7 +356,7 @@ def _order_votes(acqs: Sequence[_Acquisition]) -> None:
                                            "last contrast acquisition before the portal one"))
 
 
-def _choose_recon(phase: PhaseName, acq: _Acquisition) -> PhaseChoice:
+def _choose_recon(phase: Phase, acq: _Acquisition) -> PhaseChoice:
     ranked = sorted(acq.series, key=_recon_key)
     best = ranked[0]
     t = best.slice_thickness_mm
@@ -370,7 +370,7 @@ def _choose_recon(phase: PhaseName, acq: _Acquisition) -> PhaseChoice:
     )
 
 
-def _explicit(phase: PhaseName, index: StudyIndex, uid: str) -> PhaseChoice:
+def _explicit(phase: Phase, index: StudyIndex, uid: str) -> PhaseChoice:
     s = index.by_uid(uid)
     why = eligibility(s)
     if why is not None and not why.startswith(("E4", "E5")):
@@ -403,7 +403,7 @@ def find_phases(
     excluded = {s.series_instance_uid: why for s in index.series
                 if (why := eligibility(s)) is not None}
     eligible = [s for s in index.series if s.series_instance_uid not in excluded]
-    chosen: dict[PhaseName, PhaseChoice] = {}
+    chosen: dict[Phase, PhaseChoice] = {}
     if arterial is not None:
         chosen["arterial"] = _explicit("arterial", index, arterial)
     if portal is not None:
@@ -420,7 +420,7 @@ def find_phases(
         _collect_votes([a for a in acqs if not (taken & {
             s.series_instance_uid for s in a.series})], eligible)
         _order_votes(acqs)
-        for name in ("arterial", "portal"):
+        for name in PHASES:
             if name in chosen:
                 continue
             hits = [a for a in acqs if a.klass == name

@@ -20,9 +20,9 @@ from hccatom.dicom.errors import DicomStudyError, PhaseConflictError
 from hccatom.dicom.grid import SourceGrid, internal_point, read_series
 from hccatom.dicom.index import StudyIndex, index_study
 from hccatom.dicom.phases import PhaseChoice, PhaseSelection, eligibility, find_phases
+from hccatom.phases import PHASES, Phase
 from hccatom.recommendation import (
     InputSeries,
-    Phase,
     QualityFlag,
     Recommendation,
     SourceImage,
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DicomContext", "PhaseData", "crop_to_labels", "liver_mean_hu", "recommend_folders",
            "recommend_study", "swap_flag"]
-
-PHASES: tuple[Phase, Phase] = ("arterial", "portal")
 
 
 @dataclass

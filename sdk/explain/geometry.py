@@ -11,13 +11,13 @@ box get NaN. All arrays are (y, x) = (row, column).
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from hccatom.model_base import FrozenModel
 
 
-class CropGeometry(BaseModel):
+class CropGeometry(FrozenModel):
     """How one phase's model image was cut from its key slice (JSON-serialisable)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     slice_shape: tuple[int, int] = Field(description="(rows, columns) of the key slice.")
     spacing_yx_mm: tuple[float, float]

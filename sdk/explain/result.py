@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Final, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from hccatom.explain.geometry import CropGeometry, grid_to_model_image, model_image_to_source
+from hccatom.model_base import FrozenModel
+from hccatom.phases import Phase
 
 SENSITIVITY_NOTE: Final[str] = (
     "Attributions are model sensitivities: how this model's score changes when one input is "
@@ -20,14 +22,7 @@ ROLLOUT_NOTE: Final[str] = (
     "picture of where the model's attention flows, not proof of what drives the score."
 )
 
-PhaseName = Literal["arterial", "portal"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PhaseRelevance(_Model):
+class PhaseRelevance(FrozenModel):
     """Rollout relevance of one phase's tokens for one model."""
 
     grid: list[list[float]] = Field(
@@ -53,7 +48,7 @@ class PhaseRelevance(_Model):
         return model_image_to_source(self.on_model_image(), self.geometry)
 
 
-class ClinicalTokenRelevance(_Model):
+class ClinicalTokenRelevance(FrozenModel):
     """Rollout relevance of one clinical token (one variable in its model group)."""
 
     group: str
@@ -62,16 +57,16 @@ class ClinicalTokenRelevance(_Model):
     relevance: float
 
 
-class ModelExplanation(_Model):
+class ModelExplanation(FrozenModel):
     """Rollout relevance for one SELECTION model."""
 
     score: float
-    phases: dict[PhaseName, PhaseRelevance]
+    phases: dict[Phase, PhaseRelevance]
     clinical: list[ClinicalTokenRelevance] = Field(
         default_factory=list, description="Empty for image-only models.")
 
 
-class Attribution(_Model):
+class Attribution(FrozenModel):
     """Score change when one variable (or one token group) is replaced by its reference."""
 
     variable: str = Field(description="The variable, or the group (lab, demo, iv).")
@@ -97,7 +92,7 @@ class Attribution(_Model):
         return f"{self.variable} = {self.value} (ref {self.reference}): {self.delta:+.3f} {way}"
 
 
-class Explanation(_Model):
+class Explanation(FrozenModel):
     """Rollout relevance and clinical attributions per model (TACE, HAIC, TC, HC)."""
 
     models: dict[str, ModelExplanation]

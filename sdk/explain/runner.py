@@ -38,10 +38,10 @@ from hccatom.explain.result import (
     ClinicalTokenRelevance,
     Explanation,
     ModelExplanation,
-    PhaseName,
     PhaseRelevance,
 )
 from hccatom.explain.rollout import ExplainLayout, token_relevance
+from hccatom.phases import PHASES, Phase
 
 ExplainMode = Literal["variables", "groups", "rollout"]
 EXPLAIN_MODES: tuple[ExplainMode, ...] = get_args(ExplainMode)
@@ -103,8 +103,8 @@ class Explainer:
             out[m] = got
         return out
 
-    def relevance(self, feeds: Mapping[str, np.ndarray], images: Mapping[PhaseName, PhaseImage],
-                  geometry: Mapping[PhaseName, CropGeometry | None],
+    def relevance(self, feeds: Mapping[str, np.ndarray], images: Mapping[Phase, PhaseImage],
+                  geometry: Mapping[Phase, CropGeometry | None],
                   outputs: Mapping[str, Mapping[str, np.ndarray]] | None = None
                   ) -> dict[str, ModelExplanation]:
         """Rollout relevance per model for one case (batch of one); ``outputs``: the explain
@@ -118,7 +118,7 @@ class Explainer:
                                         rel, layout, geometry, self.spec.clinical_encoding)
         return out
 
-    def attributions(self, scorer: SelectionScorer, images: Mapping[PhaseName, PhaseImage],
+    def attributions(self, scorer: SelectionScorer, images: Mapping[Phase, PhaseImage],
                      clinical: ClinicalVariables, base: Mapping[str, float],
                      level: AttributionLevel = "variables"
                      ) -> tuple[dict[str, list] | None, str]:
@@ -194,15 +194,14 @@ def _parse_layout(raw: str | None, where: str) -> ExplainLayout:
 
 
 def _model_explanation(score: float, rel: np.ndarray, layout: ExplainLayout,
-                       geometry: Mapping[PhaseName, CropGeometry | None],
+                       geometry: Mapping[Phase, CropGeometry | None],
                        encoding: ClinicalEncoding) -> ModelExplanation:
     """Split the token relevance into phases (patch grids) and clinical tokens; clinical
     tokens are named by the bundle's encoding (which variable feeds each position)."""
     t = layout.tokens_per_phase
     gy, gx = layout.patch_grid
-    phases: dict[PhaseName, PhaseRelevance] = {}
-    order: tuple[PhaseName, PhaseName] = ("arterial", "portal")
-    for k, name in enumerate(order):
+    phases: dict[Phase, PhaseRelevance] = {}
+    for k, name in enumerate(PHASES):
         tokens = rel[k * t:(k + 1) * t]
         phases[name] = PhaseRelevance(
             grid=tokens[1:].reshape(gy, gx).tolist(), class_token=float(tokens[0]),
@@ -222,8 +221,8 @@ def _model_explanation(score: float, rel: np.ndarray, layout: ExplainLayout,
 
 
 def explain_case(run: ExplainRun, feeds: Mapping[str, np.ndarray],
-                 images: Mapping[PhaseName, PhaseImage],
-                 geometry: Mapping[PhaseName, CropGeometry | None],
+                 images: Mapping[Phase, PhaseImage],
+                 geometry: Mapping[Phase, CropGeometry | None],
                  clinical: ClinicalVariables, mode: ExplainMode = "variables") -> Explanation:
     """Rollout relevance (from the run's kept outputs) and attributions for one case."""
     if run.outputs is None or run.scores is None:

@@ -19,8 +19,9 @@ import numpy as np
 from hccatom.chain import PhaseImage
 from hccatom.clinical import ClinicalVariables
 from hccatom.explain.geometry import CropGeometry
-from hccatom.explain.result import Explanation, PhaseName
+from hccatom.explain.result import Explanation
 from hccatom.explain.runner import ExplainMode, ExplainRun, explain_case
+from hccatom.phases import Phase
 from hccatom.preprocess import PreprocessSpec
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def geometry_of(img: PhaseImage, spec: PreprocessSpec) -> CropGeometry | None:
         model_px=spec.image_size_px)
 
 
-def explain_recommendation(predictor: Predictor, images: Mapping[PhaseName, PhaseImage],
+def explain_recommendation(predictor: Predictor, images: Mapping[Phase, PhaseImage],
                            clinical: ClinicalVariables, run: ExplainRun,
                            mode: ExplainMode = "variables") -> Explanation:
     """Rollout relevance and attributions for the case the predictor just scored with
@@ -65,7 +66,7 @@ def explain_recommendation(predictor: Predictor, images: Mapping[PhaseName, Phas
     sel = predictor.bundle.manifest.selection
     clin = encode_clinical(clinical, sel.clinical_encoding, sel)
     feeds = predictor.scorer.feeds(images["arterial"].image, images["portal"].image, clin)
-    geometry: dict[PhaseName, CropGeometry | None] = {
+    geometry: dict[Phase, CropGeometry | None] = {
         n: geometry_of(img, predictor.preprocessing) for n, img in images.items()}
     return explain_case(run, feeds, images, geometry, clinical, mode)
 
@@ -91,7 +92,7 @@ def copy_key_slices(source: Recommendation, dest: Recommendation) -> Recommendat
     return dest
 
 
-def attach_visual(rec: Recommendation, images: Mapping[PhaseName, PhaseImage],
+def attach_visual(rec: Recommendation, images: Mapping[Phase, PhaseImage],
                   spec: PreprocessSpec) -> Recommendation:
     """Keep the key slices for ``rec`` (beside it, see the module doc) for the report."""
     visual: dict[str, KeySlice] = {}

@@ -23,6 +23,7 @@ import numpy as np
 from hccatom.atom import MODELS
 from hccatom.errors import HccatomError, InputError
 from hccatom.explain.visual import key_slices
+from hccatom.phases import PHASES
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -106,9 +107,9 @@ def _relevance_row(fig: Figure, rec: Recommendation, top: float, height: float) 
         return
     w = 0.92 / 8
     for i, m in enumerate(MODELS):
-        for k, phase in enumerate(("arterial", "portal")):
+        for k, phase in enumerate(PHASES):
             ax = fig.add_axes((0.04 + (2 * i + k) * w, top - height, w * 0.96, height - 0.012))
-            rel = exp.models[m].phases[phase]  # type: ignore[index]
+            rel = exp.models[m].phases[phase]
             ks = visual.get(phase)
             if ks is not None:
                 ax.imshow(ks.model_image, cmap="gray", interpolation="nearest")
@@ -143,9 +144,9 @@ def render_figure(rec: Recommendation) -> Figure:
                  color="#e65100", weight="bold")
     visual = key_slices(rec)
     # --- images: key slice + model image per phase ------------------------------------
-    for k, phase in enumerate(("arterial", "portal")):
+    for k, phase in enumerate(PHASES):
         ks = visual.get(phase)
-        ph = rec.phases.get(phase)  # type: ignore[call-overload]
+        ph = rec.phases.get(phase)
         ax_key = fig.add_axes((0.04 + 0.48 * k, 0.745, 0.235, 0.19))
         ax_img = fig.add_axes((0.28 + 0.48 * k, 0.745, 0.20, 0.19))
         where = ""

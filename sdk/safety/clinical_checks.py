@@ -15,12 +15,11 @@ looks wrong. Rules (``docs/safety.md``):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
-from hccatom.clinical import FIELD_RANGES, ClinicalVariables, clinical_records
+from hccatom.clinical import FIELD_RANGES, ClinicalVariables, clinical_records, read_clinical_json
 from hccatom.errors import ClinicalInputError
 from hccatom.recommendation import QualityFlag
 from hccatom.safety.limits import TrainingPopulation, VariableRange
@@ -55,11 +54,7 @@ def training_population(clinicals: Sequence[ClinicalVariables], description: str
 def training_population_from_json(path: str | Path, description: str = "") -> TrainingPopulation:
     """:func:`training_population` of a JSON file holding a list of clinical records."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ClinicalInputError(f"training cohort file {p}: cannot read it as JSON "
-                                 f"({type(exc).__name__}).") from None
+    data = read_clinical_json(p, "Training cohort file", "a JSON list of clinical records")
     if not isinstance(data, list) or not data:
         raise ClinicalInputError(
             f"training cohort file {p} must hold a non-empty JSON list of clinical records.")

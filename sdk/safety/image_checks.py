@@ -32,7 +32,8 @@ from hccatom.errors import (
     NoTumourError,
     SamePhaseError,
 )
-from hccatom.recommendation import Phase, QualityFlag
+from hccatom.phases import Phase
+from hccatom.recommendation import QualityFlag
 from hccatom.safety.limits import SafetyLimits
 from hccatom.volume import Volume
 

@@ -17,15 +17,12 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from hccatom.model_base import ManifestModel
 
 
-class _Model(BaseModel):
-    # extra="ignore" like the rest of the manifest: newer minor schemas may add fields.
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class VariableRange(_Model):
+class VariableRange(ManifestModel):
     """What one clinical variable looked like in the training cohort.
 
     Numbers: ``min``/``max`` (inclusive). Categories (sex, BCLC stage, yes/no fields):
@@ -57,7 +54,7 @@ class VariableRange(_Model):
         return isinstance(value, int | float) and self.min <= float(value) <= self.max
 
 
-class TrainingPopulation(_Model):
+class TrainingPopulation(ManifestModel):
     """Per-variable ranges / categories of the training cohort, and what cohort that was."""
 
     description: str = Field(default="", description="The cohort, in words (no patient data).")
@@ -65,7 +62,7 @@ class TrainingPopulation(_Model):
     variables: dict[str, VariableRange] = Field(default_factory=dict)
 
 
-class SafetyLimits(_Model):
+class SafetyLimits(ManifestModel):
     """Limits the runtime checks every result against (manifest section ``safety``)."""
 
     body_min_ml: float = Field(

@@ -22,16 +22,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from scipy import ndimage
+
+from hccatom.model_base import FrozenModel
 
 NNUNET_FUNCTION = "remove_all_but_largest_component_from_segmentation"
 
 
-class KeepLargestComponent(BaseModel):
+class KeepLargestComponent(FrozenModel):
     """One step: in the union of ``labels``, keep only the largest connected component(s)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     labels: list[int] = Field(
         min_length=1,
@@ -47,10 +47,8 @@ class KeepLargestComponent(BaseModel):
         return sorted(set(v))
 
 
-class Postprocessing(BaseModel):
+class Postprocessing(FrozenModel):
     """The postprocessing nnU-Net chose for a model, as data (applied in order)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     steps: list[KeepLargestComponent] = Field(default_factory=list)
     source: str = Field(

@@ -12,12 +12,10 @@ mirror axes) are kept in that transposed order, exactly as in ``plans.json``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -27,18 +25,18 @@ from pydantic import (
 )
 
 from hccatom.errors import BundleFormatError
+from hccatom.model_base import FrozenModel, without_absent
+from hccatom.safe_json import JSONLimitError, JSONLimits, load_limited
 from hccatom.segmentation.orientation import is_code
 from hccatom.segmentation.postprocessing import Postprocessing, check_mappable
 
 SPEC_FILENAME = "segmentation_spec.json"
 SCHEMA = "hccatom.segmentation-spec/1"
+SPEC_JSON_LIMITS = JSONLimits(max_bytes=4 << 20, max_depth=32, max_number_chars=40)
+"""A spec is a few kB (a five-member ensemble with a cascade stays far under 1 MB)."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CTIntensityStats(_Model):
+class CTIntensityStats(FrozenModel):
     """Foreground intensity statistics of the training set (HU), used by ``CTNormalization``.
 
     Normalised value = (clip(HU, percentile_00_5, percentile_99_5) - mean) / max(std, 1e-8).
@@ -56,7 +54,7 @@ class CTIntensityStats(_Model):
         return self
 
 
-class ResamplingSpec(_Model):
+class ResamplingSpec(FrozenModel):
     """Arguments of nnU-Net's ``resample_data_or_seg_to_shape`` for one kind of array.
 
     ``order``: spline order in-plane (or in 3-D); ``order_z``: order along the low-resolution
@@ -71,7 +69,7 @@ class ResamplingSpec(_Model):
     anisotropy_threshold: float = Field(default=3.0, gt=0)
 
 
-class FoldModel(_Model):
+class FoldModel(FrozenModel):
     """One fold's ONNX file (relative to the export directory) and its sha256."""
 
     fold: int | Literal["all"]
@@ -92,14 +90,10 @@ class FoldModel(_Model):
     @model_serializer(mode="wrap")
     def _omit_absent_fp16(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # fp32-only specs serialise exactly as before, so older readers still load them
-        data: dict[str, Any] = handler(self)
-        for key in ("onnx_fp16", "sha256_fp16"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+        return without_absent(handler(self), ("onnx_fp16", "sha256_fp16"))
 
 
-class LabelMeaning(_Model):
+class LabelMeaning(FrozenModel):
     """What each network output channel means in hccatom's label map.
 
     ``channel_to_label[c]`` is the hccatom label (0 background, 1 liver, 2 tumour) written
@@ -129,7 +123,7 @@ class LabelMeaning(_Model):
         return self
 
 
-class SegmentationSpec(_Model):
+class SegmentationSpec(FrozenModel):
     """Everything the torch-free runtime needs to reproduce nnU-Net v2 inference."""
 
     schema_: Literal["hccatom.segmentation-spec/1"] = Field(
@@ -200,18 +194,16 @@ class SegmentationSpec(_Model):
         "configuration's, then argmax. Empty: no ensemble.",
     )
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # frozen and strict from FrozenModel
 
     @model_serializer(mode="wrap")
     def _omit_absent_optional(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # fields added in schema 1.1 are left out when unset, so that a spec without them
         # serialises exactly as before and readers of schema 1.0 still load it
         # (likewise the cascade and ensemble fields: single-configuration specs omit them)
-        data: dict[str, Any] = handler(self)
-        for key in ("window_before_segmentation", "training_orientation", "postprocessing",
-                    "previous_stage", "resampling_segmentation"):
-            if data.get(key) is None:
-                data.pop(key, None)
+        data = without_absent(handler(self), (
+            "window_before_segmentation", "training_orientation", "postprocessing",
+            "previous_stage", "resampling_segmentation"))
         if not data.get("ensemble"):
             data.pop("ensemble", None)
         return data
@@ -291,9 +283,15 @@ class SegmentationSpec(_Model):
                 f"directory (it holds {SPEC_FILENAME} and the fold ONNX files)"
             )
         try:
-            return cls.model_validate(json.loads(p.read_text(encoding="utf-8")))
+            data = load_limited(p, SPEC_JSON_LIMITS)
+        except (OSError, JSONLimitError) as exc:
+            raise BundleFormatError(
+                f"segmentation spec {p} cannot be used: {exc}; re-export it with "
+                "`hccatom export nnunet`") from None
+        try:
+            return cls.model_validate(data)
         except (ValueError, TypeError) as exc:
-            raise BundleFormatError(f"invalid segmentation spec {p.name}: {exc}") from exc
+            raise BundleFormatError(f"invalid segmentation spec {p}: {exc}") from exc
 
 
 def check_stages(spec: SegmentationSpec) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from hccatom.errors import ClinicalInputError, HccatomError, InputError
+from hccatom.phases import PHASES
 from hccatom.serve import pytriton_server, wire
 from hccatom.serve.errors import RequestTooLargeError, ServeError
 from hccatom.serve.pytriton_server import Ports
@@ -104,7 +105,7 @@ class RecommendService:
         else:
             ct = {name: wire.phase_volume(name, req.get(name),
                                           None if name not in data else data[name][0])
-                  for name in wire.PHASES}
+                  for name in PHASES}
             # the clinical mapping as sent: validated by the same code, in the same order,
             # as an in-process call with a mapping
             rec = self.predictor.recommend(ct, req["clinical"])
@@ -135,7 +136,7 @@ def bind(triton: Any, service: RecommendService, options: ServeOptions) -> None:
         infer_func=[service] * options.instances,
         inputs=[Tensor(name=wire.REQUEST, dtype=bytes, shape=(1,)),
                 *(Tensor(name=p, dtype=np.float32, shape=(-1, -1, -1), optional=True)
-                  for p in wire.PHASES)],
+                  for p in PHASES)],
         outputs=[Tensor(name=wire.OUTPUT, dtype=bytes, shape=(1,))],
         config=ModelConfig(max_batch_size=1, batcher=DynamicBatcher(
             max_queue_delay_microseconds=0,

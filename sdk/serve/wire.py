@@ -34,7 +34,6 @@ from hccatom.volume import Volume
 MODEL_NAME = "hccatom_recommend"
 REQUEST = "request"
 OUTPUT = "recommendation"
-PHASES = ("arterial", "portal")
 ERROR_TAG = "HCCATOM-ERROR:"
 REQUEST_JSON_LIMITS = JSONLimits(max_bytes=1 << 20, max_depth=12, max_number_chars=40)
 """The request JSON is a few kB: clinical values and two phase geometries."""
@@ -114,7 +113,7 @@ def decode_error(text: str) -> HccatomError | None:
     if match is None:
         return None
     try:
-        payload = json.loads(base64.b64decode(match.group(1)))
+        payload = loads_limited(base64.b64decode(match.group(1)), REQUEST_JSON_LIMITS)
         cls = _error_class(str(payload["type"]))
         message = str(payload["message"])
     except (ValueError, KeyError, TypeError):

@@ -34,6 +34,7 @@ from hccatom.atom import MODELS
 from hccatom.clinical import ClinicalVariables
 from hccatom.errors import ClinicalInputError
 from hccatom.path_checks import check_input_file
+from hccatom.phases import PHASES
 from hccatom.validation.errors import CohortInputError
 
 Treatment = Literal["TACE", "HAIC", "TACE + systemic", "HAIC + systemic"]
@@ -203,7 +204,7 @@ def _images(rp: _RowParser, base: Path) -> tuple[Path | None, Path | None, Path 
     """The case's images: ``arterial`` + ``portal`` paths, or one DICOM ``study`` folder."""
     row = rp.row
     uids: dict[str, str | None] = {ph: row.get(f"{ph}_series_uid", "") or None
-                                   for ph in ("arterial", "portal")}
+                                   for ph in PHASES}
     has_paths = bool(row.get("arterial", "") or row.get("portal", ""))
     if row.get("study", ""):
         if has_paths:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hccatom.atom import MODELS
+from hccatom.safe_json import JSONLimits, load_limited
 from hccatom.validation.cohort import CohortCase
 
 if TYPE_CHECKING:
@@ -57,6 +58,10 @@ class ScoringResult:
     seconds: float
 
 
+CACHE_JSON_LIMITS = JSONLimits(max_bytes=64 << 10, max_depth=4, max_number_chars=40)
+"""A cache entry is one flat object of a few hundred bytes; anything else is scored again."""
+
+
 def cache_key(case_id: str) -> str:
     """File stem of a case's cache entry (no identifier in the name)."""
     return hashlib.sha256(case_id.encode("utf-8")).hexdigest()[:24]
@@ -71,8 +76,8 @@ def inputs_digest(case: CohortCase) -> str:
 
 def _read_cache(path: Path, case: CohortCase, bundle_sha256: str) -> dict[str, float] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_limited(path, CACHE_JSON_LIMITS)
+    except (OSError, ValueError):  # JSONLimitError is a ValueError
         return None  # absent or half-written by an interrupted run: score again
     if not isinstance(data, dict) or data.get("case_id") != case.case_id \
             or data.get("bundle_sha256") != bundle_sha256 \
