@@ -74,7 +74,6 @@ def reference_values(cohort: Sequence[ClinicalVariables]) -> dict[str, Reference
 
 
 
-
 def reference_from_json(path: str | Path) -> tuple[dict[str, ReferenceValue], str]:
     """Reference values from a JSON file: an object (variable -> value) as it is, or a list
     of clinical records (the training cohort) -> :func:`reference_values`. Returns the
