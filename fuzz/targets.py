@@ -96,6 +96,67 @@ def bundle_zip(data: bytes) -> None:
     _expect_typed(run)
 
 
+def cohort_csv(data: bytes) -> None:
+    """A validation cohort table (``hccatom.validation.cohort.read_cohort``: CSV, rows,
+    clinical columns, paths relative to the table's folder)."""
+    from hccatom.validation.cohort import read_cohort
+
+    folder = _SCRATCH / "cohort"
+    folder.mkdir(exist_ok=True)
+    _expect_typed(lambda: read_cohort(_file("cohort/cohort.csv", data)))
+
+
+#: Separates the files of one ``dicom_study`` input (each part becomes one file).
+STUDY_FILE_MARK = b"--hccatom-fuzz-file--"
+_STUDY_MAX_FILES = 6
+
+
+def dicom_study(data: bytes) -> None:
+    """A small DICOM study folder whose files are the input's parts (split at
+    :data:`STUDY_FILE_MARK`): ``index_study`` (pydicom headers, series grouping, slice
+    order), then phase selection (``find_phases``) over the index."""
+    from hccatom.dicom.index import index_study
+    from hccatom.dicom.phases import find_phases
+
+    folder = _SCRATCH / "study"
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "sub").mkdir(parents=True)
+    for i, part in enumerate(data.split(STUDY_FILE_MARK)[:_STUDY_MAX_FILES]):
+        (folder / ("sub" if i % 2 else "") / f"f{i}").write_bytes(part)
+
+    def run() -> None:
+        find_phases(index_study(folder))
+
+    _expect_typed(run)
+
+
+def serve_request(data: bytes) -> None:
+    """The ``hccatom serve`` request decoder without PyTriton (``hccatom.serve.wire``):
+    request JSON, each phase's geometry rebuilt around a small array, the clinical mapping
+    validated - what the server does before the Predictor runs. The client's error-response
+    decoder reads the same bytes as response text: it returns a typed error or None."""
+    import numpy as np
+
+    from hccatom.clinical import ClinicalVariables
+    from hccatom.phases import PHASES
+    from hccatom.serve import wire
+
+    def run() -> None:
+        req = wire.parse_request(data)
+        array = np.full((2, 3, 3), -1000.0, dtype=np.float32)
+        for name in PHASES:
+            wire.phase_volume(name, req.get(name), array)
+        if isinstance(req["clinical"], dict):
+            ClinicalVariables.from_mapping(req["clinical"])
+
+    _expect_typed(run)
+    from hccatom.errors import HccatomError
+
+    decoded = wire.decode_error(data.decode("utf-8", errors="replace"))
+    assert decoded is None or isinstance(decoded, HccatomError)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "nifti": nifti,
     "nrrd": nrrd,
@@ -104,7 +165,14 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "clinical_json": clinical_json,
     "manifest": manifest,
     "bundle_zip": bundle_zip,
+    "cohort_csv": cohort_csv,
+    "dicom_study": dicom_study,
+    "serve_request": serve_request,
 }
+
+#: What a target needs beyond the runtime (an extra's package); the corpus replay test skips
+#: the target with this reason where it is absent (the runtime-only CI environment).
+NEEDS = {"dicom_study": "pydicom"}
 
 #: Environment every fuzz process runs with: a small memory budget (a header declaring a
 #: big image must be refused, not allocated) and no header-probe subprocess (a hang in a

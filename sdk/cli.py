@@ -43,7 +43,6 @@ from typing import Any
 
 from hccatom import __version__
 from hccatom.cli_examples import attach_examples
-from hccatom.cli_outputs import check_output_file
 from hccatom.cli_progress import StderrProgress, progress_for
 from hccatom.errors import (
     BundleError,
@@ -56,6 +55,12 @@ from hccatom.errors import (
     HccatomError,
     InputError,
     SegmentationError,
+)
+from hccatom.path_checks import (
+    check_input_file,
+    check_input_folder,
+    check_output_file,
+    check_output_folder,
 )
 from hccatom.precision import PRECISIONS
 
@@ -217,17 +222,20 @@ def _run_recommend(args: argparse.Namespace) -> int:
                 raise InputError(f"--{name} is required (or pass a whole DICOM --study DIR).")
             if not Path(getattr(args, name)).exists():
                 raise InputError(f"--{name} {getattr(args, name)}: no such file or folder.")
+            if not Path(getattr(args, name)).is_dir():  # FIFO, device, huge: refused now
+                check_input_file(getattr(args, name), f"--{name}")
         if args.dicom_out is not None and not (Path(args.arterial).is_dir()
                                                and Path(args.portal).is_dir()):
             raise InputError("--dicom-out needs DICOM input: --study DIR, or a DICOM series "
                              "folder for each of --arterial and --portal.")
     elif not args.study.is_dir():
         raise InputError(f"--study {args.study}: no such folder.")
+    else:
+        check_input_folder(args.study, "--study")
     if args.report is not None and args.report.suffix.lower() not in (".pdf", ".png"):
         raise InputError(f"--report {args.report}: use a .pdf or .png file name.")
     _check_recommend_extras(args)  # before the chain runs: a late refusal loses the result
-    check_output_file("--json", args.json)
-    check_output_file("--report", args.report)
+    _check_outputs(args)  # before the expensive work: a bad output path fails now
     try:
         clinical = ClinicalVariables.from_json(args.clinical)
     except ClinicalInputError as exc:
@@ -268,6 +276,15 @@ def _run_recommend(args: argparse.Namespace) -> int:
         print(f"report written to {report}"
               + ("" if explain else " (no relevance maps: bundle has no explain graphs)"))
     return EXIT_OK
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json / --report / --dicom-out can be written (hccatom.path_checks)."""
+    for flag, path in (("--json", args.json), ("--report", args.report)):
+        if path is not None and str(path) != "-":
+            check_output_file(path, flag)
+    if args.dicom_out is not None:
+        check_output_folder(args.dicom_out, "--dicom-out")
 
 
 # --- bundle ---------------------------------------------------------------------------
@@ -361,6 +378,7 @@ def _add_bundle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _read_model(path: Path, cls: Any, what: str) -> Any:
+    check_input_file(path, f"--{what}", max_bytes=4 << 20)  # FIFO, device: unopened
     from hccatom.safe_json import JSONLimits, read_limited
 
     try:  # pydantic's JSON parser bounds depth and numbers; the size is bounded here

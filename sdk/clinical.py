@@ -39,6 +39,7 @@ Hostile or careless input:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
@@ -48,6 +49,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from hccatom.errors import ClinicalInputError
 from hccatom.model_base import FrozenModel
+from hccatom.path_checks import check_input_file
 from hccatom.safe_json import JSONLimitError, JSONLimits, load_limited
 
 __all__ = [
@@ -407,6 +409,8 @@ def read_clinical_json(path: str | Path, what: str, expected: str,
     names ``what`` (e.g. "Training cohort file") and the path, and says what to pass
     (``expected``); no file content is echoed."""
     p = Path(path)
+    if os.path.lexists(p) and not os.path.isdir(p):  # FIFO, device, link loop, size: unopened
+        check_input_file(p, what, error=ClinicalInputError, max_bytes=limits.max_bytes)
     try:
         return load_limited(p, limits)
     except FileNotFoundError:

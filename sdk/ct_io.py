@@ -35,17 +35,20 @@ SimpleITK's ``(x, y, z)`` order is confined to this module.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from hccatom.ct_folder import dicom_folder_files
 from hccatom.dicom_check import check_dicom_file
 from hccatom.errors import CTInputError, InputTooLargeError
 from hccatom.header_guard import probe_header
 from hccatom.image_headers import check_detached_data, check_nifti, scan_nifti_voxels
-from hccatom.memory_budget import array_bytes, check_memory
+from hccatom.memory_budget import array_bytes, check_memory, format_bytes
+from hccatom.path_checks import check_input_file, check_input_folder
 from hccatom.volume import Matrix3, Volume, check_direction
 
 __all__ = [
@@ -128,6 +131,7 @@ def read_labels(source: str | Path | sitk.Image | Volume) -> Volume:
             raise CTInputError(f"Label file not found: {path}. Check the path.")
         if path.is_dir():
             raise CTInputError(f"{path} is a folder; pass a label image file.")
+        check_input_file(path, "Label file", error=CTInputError)
         _check_header_before_itk(path)
         image = _read_file(path)
         where = str(path)
@@ -186,14 +190,19 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
 
 # --- reading paths ----------------------------------------------------------------------
 def _read_path(path: Path, series_uid: str | None, notes: list[str]) -> tuple[sitk.Image, str]:
-    if not path.exists():
+    if not os.path.lexists(path):
         raise CTInputError(
             f"CT input not found: {path}. Pass an existing DICOM folder or image file."
         )
-    if path.is_dir():
+    if os.path.isdir(path):
+        check_input_folder(path, "CT folder", error=CTInputError)
         return _read_dicom_dir(path, series_uid, notes), f"DICOM folder {path}"
-    if path.stat().st_size == 0:
+    check_input_file(path, "CT file", error=CTInputError)
+    size = path.stat().st_size
+    if size == 0:
         raise CTInputError(f"CT file {path} is empty (0 bytes). Re-export or re-copy it.")
+    check_memory(size, f"Reading CT file {path} ({format_bytes(size)} on disk)",
+                 "Pass the right file (one CT phase).", error=InputTooLargeError)
     _check_header_before_itk(path)
     reader = _file_info(path)
     image_io = sitk.ImageFileReader.GetImageIOFromFileName(str(path))
@@ -263,9 +272,8 @@ def _check_modality(modality: str | None, where: str, notes: list[str]) -> None:
 
 
 def _read_dicom_dir(folder: Path, series_uid: str | None, notes: list[str]) -> sitk.Image:
-    for p in sorted(folder.iterdir()):  # before GDCM lists the folder (see dicom_check)
-        if p.is_file():
-            check_dicom_file(p)
+    for p in dicom_folder_files(folder):  # before GDCM lists the folder (see dicom_check)
+        check_dicom_file(p)
     uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     if not uids:
         raise CTInputError(

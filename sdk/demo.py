@@ -94,10 +94,11 @@ def _null_progress() -> Any:
 def run(args: argparse.Namespace) -> int:
     """Generate, recommend, print (JSON only with ``--json``). Errors propagate as typed
     HccatomErrors."""
-    from hccatom.cli_outputs import check_output_file
+    from hccatom.path_checks import check_output_file
     from hccatom.predictor import Predictor
 
-    check_output_file("--json", args.json)  # before the work, not after it
+    if args.json is not None and str(args.json) != "-":
+        check_output_file(args.json, "--json")  # before the work, not after it
     t0 = time.perf_counter()
     progress = getattr(args, "progress", None) or _null_progress()
     json_only = args.json is not None and str(args.json) == "-"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import gzip
 import math
+import os
 import re
 import struct
 import zlib
@@ -36,6 +37,7 @@ import numpy as np
 
 from hccatom.errors import CTInputError, InputTooLargeError
 from hccatom.memory_budget import array_bytes, check_memory
+from hccatom.path_checks import special_kind
 
 __all__ = [
     "NiftiHeader",
@@ -326,6 +328,15 @@ def _inside(folder: Path, candidate: str, path: Path, key: str) -> None:
             f"{path}: its header field {key} points outside the image's folder "
             f"({candidate[:120]!r}); hccatom reads only data files beside their header. Copy "
             "the data file next to the header and name it relatively."
+        )
+    try:
+        kind = special_kind(os.stat(target).st_mode)
+    except OSError:
+        return  # missing: the image library reports the unreadable file
+    if kind is not None:
+        raise CTInputError(
+            f"{path}: its header field {key} names {kind}, not a file; reading it would "
+            "block or never end. Copy the real data file next to the header."
         )
 
 

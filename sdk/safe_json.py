@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,15 @@ class JSONLimits:
 def read_limited(path: str | Path, limits: JSONLimits) -> bytes:
     """The bytes of ``path``, refusing a file larger than ``limits.max_bytes`` unread."""
     p = Path(path)
+    st = os.stat(p)  # FileNotFoundError etc. are the caller's to word
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        raise JSONLimitError("it is not a regular file (a named pipe or device would block "
+                             "or never end)")
+    if st.st_size > limits.max_bytes:
+        raise JSONLimitError(
+            f"the file has {st.st_size:,} bytes, larger than the {limits.max_bytes:,} bytes "
+            "allowed for this input (refused unread)"
+        )
     with p.open("rb") as fh:
         data = fh.read(limits.max_bytes + 1)
     if len(data) > limits.max_bytes:

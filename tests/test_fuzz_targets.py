@@ -32,6 +32,22 @@ def test_every_target_has_seeds() -> None:
 def test_corpus_input_gives_a_typed_result(
     target: str, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if target in targets.NEEDS:
+        pytest.importorskip(targets.NEEDS[target], reason=f"the {target} target needs it")
     for key, value in targets.FUZZ_ENV.items():
         monkeypatch.setenv(key, value)
     targets.TARGETS[target](path.read_bytes())  # anything but a HccatomError fails here
+
+
+def test_every_target_names_the_modules_it_instruments() -> None:
+    import importlib
+    import importlib.util
+
+    import run
+
+    assert set(run.INSTRUMENTED) == set(targets.TARGETS)
+    for name, modules in run.INSTRUMENTED.items():
+        for module in modules:
+            if module.startswith("hccatom.dicom.") and importlib.util.find_spec("pydicom") is None:
+                continue  # the dicom extra is absent in the runtime-only environment
+            assert importlib.import_module(module), (name, module)

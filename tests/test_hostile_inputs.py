@@ -664,3 +664,42 @@ def test_dicom_walk_accepts_real_files_even_without_a_transfer_syntax(
         pos = data.index(b"\x02\x00\x10\x00")  # (0002,0010) Transfer Syntax UID
         data[pos + 2 : pos + 4] = b"\x99\x00"  # now (0002,0099): the syntax is unknown
         check_dicom_file(write(tmp_path / src.name, bytes(data)))
+
+
+# --- the DICOM study index (fuzz findings of the dicom_study target) -------------------------
+def _element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit-VR little-endian element with a 2-byte length (no padding added)."""
+    import struct
+
+    return struct.pack("<HH", group, elem) + vr + struct.pack("<H", len(value)) + value
+
+
+def _part10(body: bytes, meta_length: bytes | None = None) -> bytes:
+    import struct
+
+    meta = _element(2, 0x10, b"UI", b"1.2.840.10008.1.2.1\x00")
+    length = meta_length if meta_length is not None else struct.pack("<I", len(meta))
+    return bytes(128) + b"DICM" + _element(2, 0, b"UL", length) + meta + body
+
+
+@pytest.mark.parametrize(("case", "data"), [
+    # Rows (US) of 3 bytes: pydicom raises BytesLengthException on first access
+    ("odd_length_us", _part10(_element(0x8, 0x60, b"CS", b"CT")
+                              + _element(0x20, 0xE, b"UI", b"1.2.3\x00")
+                              + _element(0x28, 0x10, b"US", b"\x01\x02\x03"))),
+    # (the third finding, an unknown VR raising NotImplementedError on access, is replayed
+    # from fuzz/corpus/dicom_study by tests/test_fuzz_targets.py)
+    # a File Meta group length (UL) of 5 bytes: BytesLengthException inside dcmread
+    ("bad_meta_length", _part10(_element(0x20, 0xE, b"UI", b"1.2.3\x00"),
+                                meta_length=b"\x10\x00\x00\x00\x00")),
+])
+def test_study_index_counts_malformed_elements_as_unreadable(
+    tmp_path: Path, case: str, data: bytes
+) -> None:
+    pytest.importorskip("pydicom", reason="the DICOM study index needs the dicom extra")
+    from hccatom.dicom.errors import DicomStudyError
+    from hccatom.dicom.index import index_study
+
+    write(tmp_path / f"{case}.dcm", data)
+    with pytest.raises(DicomStudyError, match=r"1 files, 0 not DICOM, 1 unreadable"):
+        index_study(tmp_path)

@@ -40,6 +40,7 @@ from hccatom.bundle.signature import (
     check_signature,
     trusted_key_bytes,
 )
+from hccatom.bundle.tree import MAX_BUNDLE_ZIP_BYTES, bundle_tree_files
 from hccatom.engines.providers import file_sha256
 from hccatom.errors import (
     BundleError,
@@ -50,6 +51,7 @@ from hccatom.errors import (
     BundleVersionError,
     InputError,
 )
+from hccatom.path_checks import check_input_file, check_input_folder
 from hccatom.safe_json import JSONLimitError, JSONLimits, loads_limited
 
 MANIFEST_JSON_LIMITS = JSONLimits(max_bytes=8 << 20, max_depth=64, max_number_chars=40)
@@ -240,11 +242,10 @@ class Bundle:
 
 def _check_directory(root: Path, manifest: Manifest) -> None:
     listed = {f.path for f in manifest.files}
+    files = bundle_tree_files(root)  # refuses links out of the bundle, FIFOs, devices
     for entry in manifest.files:
         _check_file(root, entry)
-    for p in sorted(root.rglob("*")):
-        if not p.is_file():
-            continue
+    for p in files:
         rel = p.relative_to(root).as_posix()
         if rel in (MANIFEST_NAME, SIGNATURE_NAME) or rel in listed or _ignorable(rel):
             continue
@@ -276,6 +277,7 @@ def _check_file(root: Path, entry: FileEntry) -> None:
 
 
 def _open_directory(path: Path, trust: TrustPolicy) -> Bundle:
+    bundle_tree_files(path)  # before anything in it is opened (manifest, signature)
     mpath = path / MANIFEST_NAME
     if not mpath.is_file():
         raise BundleNotFoundError(
@@ -495,13 +497,14 @@ def load_bundle(
             raw, spath.read_bytes() if spath.is_file() else None, str(path.source))
         return path
     p = Path(path).expanduser()
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise BundleNotFoundError(
             f"{p}: no such bundle (directory or .zip). Pass the folder or .zip that "
             "`hccatom bundle build` wrote; the packaged demo bundle is at "
             "hccatom.demo.demo_bundle_path().")
     if p.is_dir():
-        return _open_directory(p, trust)
+        return _open_directory(check_input_folder(p, "bundle", error=BundleFormatError), trust)
+    check_input_file(p, "bundle", error=BundleFormatError, max_bytes=MAX_BUNDLE_ZIP_BYTES)
     if zipfile.is_zipfile(p):
         return _open_zip(p, trust)
     raise BundleFormatError(f"{p}: a bundle is a directory or a .zip file; this is neither. "

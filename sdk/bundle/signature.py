@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from hccatom.errors import BundleFormatError, BundleSignatureError, InputError
+from hccatom.path_checks import check_input_file
 from hccatom.safe_json import JSONLimits, loads_limited
 
 SIGNATURE_NAME: Final[str] = "manifest.sig.json"
@@ -56,6 +57,8 @@ DEMO_KEY_LABEL: Final[str] = (
 SignatureStatus = Literal["unsigned", "untrusted", "verified"]
 
 _INSTALL = 'pip install "cryptography>=42"'
+MAX_KEY_FILE_BYTES: Final[int] = 64 << 10
+"""A PEM key is a few hundred bytes; a larger key file is refused from its size, unread."""
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -123,7 +126,8 @@ def public_key_raw(source: str | Path | bytes) -> bytes:
 def _read_key(source: str | Path | bytes, what: str) -> tuple[bytes, str]:
     if isinstance(source, bytes):
         return source, f"the {what}"
-    path = Path(source).expanduser()
+    path = check_input_file(Path(source).expanduser(), f"the {what} file",
+                            max_bytes=MAX_KEY_FILE_BYTES)
     try:
         return path.read_bytes(), str(path)
     except OSError as exc:

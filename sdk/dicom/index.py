@@ -12,20 +12,26 @@ Time-of-day tags (TM) are kept as seconds after midnight; dates are not read.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import stat
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.tag import Tag
 
 from hccatom.dicom.errors import DicomStudyError
+from hccatom.path_checks import check_input_folder, os_reason, special_kind
 
 __all__ = ["InstanceInfo", "SeriesInfo", "StudyIndex", "index_study", "parse_time"]
+
+log = logging.getLogger(__name__)
 
 _TAGS = [Tag(k) for k in (
     "SpecificCharacterSet", "ImageType", "SOPClassUID", "SOPInstanceUID", "AcquisitionTime",
@@ -52,6 +58,27 @@ def parse_time(value: object) -> float | None:
     except ValueError:
         return None
     return hh * 3600.0 + mm * 60.0 + ss
+
+
+#: What pydicom's lazy value conversion raises on a malformed element (fuzzing found a US
+#: element of odd length: ``BytesLengthException``, raised on first access).
+_DECODE_ERRORS = (BytesLengthException, ValueError, TypeError, KeyError, OverflowError,
+                  LookupError, struct.error, AttributeError, NotImplementedError)
+
+
+def _values_decode(ds: pydicom.Dataset) -> bool:
+    """Convert every element read (pydicom converts lazily, on first access) so that a
+    malformed one marks the file unreadable here, not later as a raw exception."""
+    try:
+        for elem in ds.iterall():
+            _ = elem.value
+        meta = ds.get("file_meta")
+        if meta is not None:
+            for elem in meta.iterall():
+                _ = elem.value
+    except _DECODE_ERRORS:
+        return False
+    return True
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
@@ -201,6 +228,8 @@ class StudyIndex:
     skipped_dicomdir: int
     unreadable: int
     """DICOM files whose header could not be parsed (truncated, corrupt)."""
+    skipped_special: int = 0
+    """Entries never opened: FIFOs, devices, sockets, broken links, link loops."""
 
     def by_uid(self, uid: str) -> SeriesInfo:
         """The series with this Series Instance UID; DicomStudyError if absent."""
@@ -213,11 +242,29 @@ class StudyIndex:
         )
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
+def _walk(root: Path, skipped: list[str]) -> Iterator[Path]:
+    """Regular files under ``root``. Folder links are not followed (``os.walk``'s default:
+    a link to a parent cannot loop); FIFOs, devices, sockets, broken links and link loops
+    are never opened (a FIFO blocks forever, ``/dev/zero`` never ends): they are appended to
+    ``skipped`` as ``"name (kind)"``. A folder that cannot be listed raises."""
+    def refuse(exc: OSError) -> None:
+        raise DicomStudyError(f"Study folder {root}: {exc.filename} cannot be listed "
+                              f"({os_reason(exc)}); fix its permissions.")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=refuse):
         dirnames.sort()
         for name in sorted(filenames):
-            yield Path(dirpath) / name
+            path = Path(dirpath) / name
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                skipped.append(f"{name} (broken link or link loop)")
+                continue
+            kind = special_kind(mode)
+            if kind is not None:
+                skipped.append(f"{name} ({kind})")
+            elif not stat.S_ISDIR(mode):
+                yield path
 
 
 def _new_series(ds: pydicom.Dataset, uid: str, media_class: str) -> SeriesInfo:
@@ -275,16 +322,21 @@ def index_study(root: str | Path, *, progress: bool = False) -> StudyIndex:
         raise DicomStudyError(f"Study folder not found: {base}. Pass an existing folder.")
     if not base.is_dir():
         raise DicomStudyError(f"{base} is a file; pass the study folder that holds the series.")
+    check_input_folder(base, "Study folder", error=DicomStudyError)
     series: dict[str, SeriesInfo] = {}
     n_files = non_dicom = dicomdir = unreadable = 0
-    for path in _walk(base):
+    special: list[str] = []
+    for path in _walk(base, special):
         n_files += 1
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
         except InvalidDicomError:
             non_dicom += 1
             continue
-        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
+        except (OSError, EOFError, *_DECODE_ERRORS):
+            unreadable += 1
+            continue
+        if not _values_decode(ds):  # a malformed element among the tags read
             unreadable += 1
             continue
         media_class = str(getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", ""))
@@ -309,6 +361,10 @@ def index_study(root: str | Path, *, progress: bool = False) -> StudyIndex:
             acquisition_time_s=parse_time(ds.get("AcquisitionTime")),
             content_time_s=parse_time(ds.get("ContentTime")),
         ))
+    if special:
+        log.warning("Study folder %s: %d entries skipped unopened (not regular files): %s",
+                    base, len(special), ", ".join(special[:5])
+                    + (f" and {len(special) - 5} more" if len(special) > 5 else ""))
     for info in series.values():
         _finish(info)
     if not series:
@@ -319,7 +375,8 @@ def index_study(root: str | Path, *, progress: bool = False) -> StudyIndex:
     ordered = sorted(series.values(), key=lambda s: (
         s.series_number if s.series_number is not None else 1 << 30, s.series_instance_uid))
     return StudyIndex(root=base, series=ordered, n_files=n_files, skipped_non_dicom=non_dicom,
-                      skipped_dicomdir=dicomdir, unreadable=unreadable)
+                      skipped_dicomdir=dicomdir, unreadable=unreadable,
+                      skipped_special=len(special))
 
 
 def files_of(series: SeriesInfo) -> Sequence[str]:

@@ -33,6 +33,7 @@ from typing import Literal
 from hccatom.atom import MODELS
 from hccatom.clinical import ClinicalVariables
 from hccatom.errors import ClinicalInputError
+from hccatom.path_checks import check_input_file
 from hccatom.phases import PHASES
 from hccatom.validation.errors import CohortInputError
 
@@ -54,6 +55,8 @@ _BOOL_FIELDS = {"comorbidity", "hbv", "ascites", "metastasis", "pvtt"}
 _INT_FIELDS = {"child_pugh_score", "ecog", "tumour_number"}
 _TEXT_FIELDS = {"sex", "bclc_stage"}
 MAX_ROWS = 200_000
+MAX_TABLE_BYTES = 1 << 30
+"""A cohort table file larger than this (1 GiB) is refused from its size, unread."""
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,7 @@ def _parse_row(line: int, row: dict[str, str], base: Path, cols: set[str],
 def read_cohort(path: str | Path) -> Cohort:
     """Read and validate a cohort table; every bad row is reported in one error."""
     p = Path(path)
+    check_input_file(p, "cohort table", error=CohortInputError, max_bytes=MAX_TABLE_BYTES)
     cols, rows = _read_rows(p)
     problems: list[tuple[int | None, str, str]] = []
     for required in ("case_id", "treatment"):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hccatom.errors import ExtraMissingError, InputError
+from hccatom.path_checks import check_output_folder
 
 VALIDATE_INSTALL = 'pip install "hccatom[validate]"'
 NEEDS = ("lifelines", "matplotlib")
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     progress: Any = args.progress
-    out: Path = args.out
+    out: Path = check_output_folder(args.out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     bundle_path = args.bundle
     cohort_path = args.cohort
