@@ -134,17 +134,26 @@ def _writable_parent(p: Path, what: str, error: type[HccatomError]) -> None:
                     "place or fix its permissions.")
 
 
+def _existing_output(p: Path, what: str, error: type[HccatomError],
+                     instead: str) -> os.stat_result | None:
+    """The ``stat`` of what already stands at an output path (None when nothing does); a
+    broken link or a link loop there is refused (``instead``: "name" or "folder")."""
+    if not os.path.lexists(p):
+        return None
+    try:
+        return os.stat(p)
+    except OSError:
+        raise error(f"{what} {p} is a broken symbolic link or a link loop; remove it "
+                    f"or choose another {instead}.") from None
+
+
 def check_output_file(path: str | Path, what: str, *,
                       error: type[HccatomError] = InputError) -> Path:
     """``path`` as a Path when a file can be written there: not a folder, FIFO or device,
     writable if it exists, in an existing writable folder. Checked before the work."""
     p = Path(path)
-    if os.path.lexists(p):
-        try:
-            st = os.stat(p)
-        except OSError:
-            raise error(f"{what} {p} is a broken symbolic link or a link loop; remove it "
-                        "or choose another name.") from None
+    st = _existing_output(p, what, error, "name")
+    if st is not None:
         if stat.S_ISDIR(st.st_mode):
             raise error(f"{what} {p} is an existing folder; pass a file name.")
         kind = special_kind(st.st_mode)
@@ -164,12 +173,8 @@ def check_output_folder(path: str | Path, what: str, *,
     or a new one (with missing parents) under an existing writable folder. Checked before
     the work."""
     p = Path(path)
-    if os.path.lexists(p):
-        try:
-            st = os.stat(p)
-        except OSError:
-            raise error(f"{what} {p} is a broken symbolic link or a link loop; remove it "
-                        "or choose another folder.") from None
+    st = _existing_output(p, what, error, "folder")
+    if st is not None:
         if not stat.S_ISDIR(st.st_mode):
             kind = special_kind(st.st_mode) or "an existing file"
             raise error(f"{what} {p} is {kind}, not a folder; pass a folder.")
