@@ -27,7 +27,6 @@ with both sides' values. Prints JSON; heavy for CI, a few minutes here.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -39,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from realistic_cpu import SPACING_ZYX, gpu_benchmark_module  # same folder: the same plan
 
-HERE = Path(__file__).resolve().parent
-SPACING_ZYX = (1.0, 0.8, 0.8)
 F16_MIN_NORMAL = float(np.finfo(np.float16).tiny)  # 6.1e-5: below it float16 is subnormal
 
 
@@ -49,17 +47,9 @@ def log(msg: str) -> None:
     print(f"[dp_outlier {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _gpu_benchmark_module() -> Any:
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", HERE / "gpu_benchmark.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def model_folder(out: Path, patch: int) -> Path:
     """The tiny random-weight PlainConvUNet with a ``patch``^3 patch in its plans."""
-    folder = _gpu_benchmark_module().make_model_folder(out / "nnunet", True, SPACING_ZYX)
+    folder = gpu_benchmark_module().make_model_folder(out / "nnunet", True, SPACING_ZYX)
     plans_path = folder / "plans.json"
     plans = json.loads(plans_path.read_text())
     plans["configurations"]["3d_fullres"]["patch_size"] = [patch] * 3

@@ -41,7 +41,7 @@ def log(msg: str) -> None:
     print(f"[realistic_cpu {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _gpu_benchmark_module() -> Any:
+def gpu_benchmark_module() -> Any:
     spec = importlib.util.spec_from_file_location("gpu_benchmark", HERE / "gpu_benchmark.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    gb = _gpu_benchmark_module()
+    gb = gpu_benchmark_module()
     log(f"load average {load_average()}; building the random-weight default 3d_fullres plan")
     folder = gb.make_model_folder(args.out / "nnunet", False, SPACING_ZYX)
     seg_dir = args.out / "seg_export"
