@@ -165,3 +165,74 @@ def test_allocator_settings_are_set_in_code(preset: str | None) -> None:
     assert out[0] == str(glibc)  # mallopt took it (only glibc has it)
     assert out[1] in ("True", "False")  # malloc_trim ran (True: it returned memory)
     assert out[2] == ("3" if preset == "3" else "2")
+
+
+class _FakeTriton:
+    """A PyTriton server stand-in: ``run`` fails with the given errors, then succeeds."""
+
+    def __init__(self, failure: Exception | None) -> None:
+        self.failure, self.bound, self.stopped = failure, 0, False
+
+    def run(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+_RACE = RuntimeError("load failed for model 'hccatom_recommend': Traceback ...\n"
+                     "  inference_handler_config = get_config_from_handshake_server(sock)\n"
+                     "ConnectionRefusedError: [Errno 111] Connection refused")
+
+
+def _fake_starts(monkeypatch: pytest.MonkeyPatch,
+                 failures: list[Exception | None]) -> list[_FakeTriton]:
+    from hccatom.serve import pytriton_server
+
+    made: list[_FakeTriton] = []
+
+    def start(ports: object, *, exit_timeout_s: int = 30) -> _FakeTriton:
+        made.append(_FakeTriton(failures[len(made)]))
+        return made[-1]
+
+    monkeypatch.setattr(pytriton_server, "start", start)
+    return made
+
+
+def test_startup_race_is_retried_on_a_new_server(monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from hccatom.serve import pytriton_server
+
+    made = _fake_starts(monkeypatch, [_RACE, _RACE, None])
+
+    def bind(t: _FakeTriton) -> None:
+        t.bound += 1
+
+    with caplog.at_level("WARNING", logger="hccatom.serve.pytriton_server"):
+        got = pytriton_server.start_and_run(pytriton_server.Ports(1, 2, 3), bind)
+    assert got is made[2] and len(made) == 3
+    assert [t.bound for t in made] == [1, 1, 1]  # every new server gets the models
+    assert [t.stopped for t in made] == [True, True, False]  # failed ones are stopped
+    assert sum("handshake race" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_other_start_failures_and_a_lasting_race_are_raised(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hccatom.serve import pytriton_server
+
+    made = _fake_starts(monkeypatch, [RuntimeError("port 8001 in use"), None])
+    with pytest.raises(ServeError, match="did not start: port 8001 in use"):
+        pytriton_server.start_and_run(pytriton_server.Ports(1, 2, 3), lambda t: None)
+    assert len(made) == 1  # not retried
+
+    made = _fake_starts(monkeypatch, [_RACE, _RACE, None])
+    with pytest.raises(ServeError, match="Connection refused"):
+        pytriton_server.start_and_run(pytriton_server.Ports(1, 2, 3), lambda t: None,
+                                      attempts=2)
+    assert len(made) == 2
+    assert pytriton_server.is_startup_race(_RACE)
+    assert not pytriton_server.is_startup_race(RuntimeError("Connection refused"))
+    with pytest.raises(ValueError, match="attempts"):
+        pytriton_server.start_and_run(pytriton_server.Ports(1, 2, 3), lambda t: None,
+                                      attempts=0)

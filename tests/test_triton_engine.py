@@ -4,6 +4,7 @@ server hosting the exported repository's ONNX files through ONNX Runtime (loopba
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,12 @@ from hccatom.engines import Engine, OnnxRuntimeEngine, TritonEngine
 from hccatom.engines.base import MeteredEngine, TransferMeter
 from hccatom.errors import EngineInputError, EngineUnavailableError
 from hccatom.predictor import Predictor
-from hccatom.serve.errors import RemoteModelError, ServerBusyError, ServerUnavailableError
+from hccatom.serve.errors import (
+    RemoteModelError,
+    ServeError,
+    ServerBusyError,
+    ServerUnavailableError,
+)
 from hccatom.serve.onnx_host import OnnxRepositoryHost
 from hccatom.serve.pytriton_env import free_port
 from hccatom.serve.triton_repo import MODEL_VERSION, check_repository, write_repository
@@ -145,3 +151,32 @@ def test_remote_errors_are_classified() -> None:
     err = remote_error(RuntimeError("cannot reshape array of size 0 into shape (1,3)"), "m")
     assert isinstance(err, RemoteModelError) and "size 0" in str(err)
 
+
+
+def test_a_server_restarted_after_the_startup_race_serves_on_the_same_ports(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retry's second server binds the ports the first one held and answers there."""
+    from hccatom.serve import pytriton_server
+
+    real_run, runs = pytriton_server.run, []
+
+    def run_once_then_race(triton: object) -> None:
+        real_run(triton)  # really up on the ports...
+        runs.append(triton)
+        if len(runs) == 1:  # ...then taken down as a failed start would be
+            triton.stop()  # type: ignore[attr-defined]
+            raise ServeError(
+                "the Triton server did not start: get_config_from_handshake_server: "
+                "ConnectionRefusedError: [Errno 111] Connection refused")
+
+    monkeypatch.setattr(pytriton_server, "run", run_once_then_race)
+    repo = tmp_path / "repo"
+    write_repository(demo_bundle_path(), repo)
+    with hard_deadline(180), OnnxRepositoryHost(repo) as restarted:
+        assert len(runs) == 2
+        name = next(iter(check_repository(repo)))
+        remote = TritonEngine(restarted.url, name)
+        local = OnnxRuntimeEngine(repo / name / MODEL_VERSION / "model.onnx", device="cpu")
+        feeds = _feeds(local, batch=1, seed=5)
+        np.testing.assert_array_equal(remote.run(feeds)[local.outputs[0].name],
+                                      local.run(feeds)[local.outputs[0].name])

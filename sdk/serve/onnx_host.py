@@ -75,22 +75,25 @@ class OnnxRepositoryHost:
         from pytriton.model_config import DynamicBatcher, ModelConfig
 
         configs = check_repository(self.repository)
-        triton = pytriton_server.start(self.ports)
-        for name, cfg in configs.items():
-            engine = OnnxRuntimeEngine(self.repository / name / MODEL_VERSION / "model.onnx",
-                                       device="cpu", threads=self._threads)
-            batched = cfg.max_batch_size > 0
-            batcher = DynamicBatcher(
-                max_queue_delay_microseconds=cfg.dynamic_batching.max_queue_delay_microseconds)
-            triton.bind(
-                model_name=name, infer_func=_infer_function(engine, batched),
-                inputs=_tensors(cfg.input), outputs=_tensors(cfg.output),
-                config=ModelConfig(batching=batched, max_batch_size=max(cfg.max_batch_size, 1),
-                                   batcher=batcher),
-                strict=True,
-            )
-        pytriton_server.run(triton)
-        self._triton = triton
+        engines = {name: OnnxRuntimeEngine(self.repository / name / MODEL_VERSION / "model.onnx",
+                                           device="cpu", threads=self._threads)
+                   for name in configs}
+
+        def bind(triton: Any) -> None:
+            for name, cfg in configs.items():
+                batched = cfg.max_batch_size > 0
+                batcher = DynamicBatcher(max_queue_delay_microseconds=(
+                    cfg.dynamic_batching.max_queue_delay_microseconds))
+                triton.bind(
+                    model_name=name, infer_func=_infer_function(engines[name], batched),
+                    inputs=_tensors(cfg.input), outputs=_tensors(cfg.output),
+                    config=ModelConfig(batching=batched,
+                                       max_batch_size=max(cfg.max_batch_size, 1),
+                                       batcher=batcher),
+                    strict=True,
+                )
+
+        self._triton = pytriton_server.start_and_run(self.ports, bind)
         return self
 
     def stop(self) -> None:

@@ -156,22 +156,25 @@ def serve(predictor: Any, options: ServeOptions, *,
     """Serve until SIGTERM/SIGINT (or ``stop`` is set); in-flight requests finish first."""
     options.check()
     stop = stop or threading.Event()
-    triton = pytriton_server.start(options.ports, exit_timeout_s=options.exit_timeout_s)
-    bind(triton, RecommendService(predictor, options), options)
+    service = RecommendService(predictor, options)
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    triton: Any = None
     try:
-        pytriton_server.run(triton)
+        triton = pytriton_server.start_and_run(
+            options.ports, lambda t: bind(t, service, options),
+            exit_timeout_s=options.exit_timeout_s)
         if on_ready is not None:
             on_ready(options.ports)
         while not stop.wait(0.5):
             if not triton.is_alive():
                 raise ServeError("the Triton server stopped unexpectedly; see its log above")
     finally:
-        log.info("stopping: in-flight requests finish first (up to %d s)",
-                 options.exit_timeout_s)
-        triton.stop()
+        if triton is not None:
+            log.info("stopping: in-flight requests finish first (up to %d s)",
+                     options.exit_timeout_s)
+            triton.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
