@@ -382,7 +382,10 @@ def _read_model(path: Path, cls: Any, what: str) -> Any:
     from hccatom.safe_json import JSONLimits, read_limited
 
     try:  # pydantic's JSON parser bounds depth and numbers; the size is bounded here
-        return cls.model_validate_json(read_limited(path, JSONLimits(max_bytes=4 << 20)))
+        return cls.model_validate_json(read_limited(path, JSONLimits(max_bytes=4 << 20),
+                                                    what=f"--{what}", error=InputError))
+    except InputError:
+        raise  # swapped for a FIFO or device after the check: refused as by the check
     except OSError as exc:
         raise InputError(f"--{what} {path}: cannot read ({exc}).") from exc
     except ValueError as exc:
