@@ -112,6 +112,10 @@ def sign_bundle(path: str | Path, private_key: str | Path | bytes, *,
     ``label``: free text naming the key (default: the demo key's label for the demo key).
     """
     p = Path(path).expanduser()
+    if p.is_dir():  # where the signature goes can be written: checked before the checksums
+        check_output_file(p / SIGNATURE_NAME, "bundle signature")
+    elif p.exists():  # a zip is rewritten in place (through a temporary file beside it)
+        check_output_file(p, "bundle")
     # Integrity first (schema, checksums); an earlier signature may be stale: not checked.
     with load_bundle(p, trust=TrustPolicy(ignore_signature=True)) as bundle:
         raw = read_regular_file(bundle.root / MANIFEST_NAME, f"bundle {p}: {MANIFEST_NAME}",
