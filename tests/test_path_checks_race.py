@@ -59,7 +59,7 @@ class _SwapOnOpen(ModuleType):
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
 
-    def open(self, path: Any, flags: int, mode: int = 0o777) -> int:  # noqa: A003
+    def open(self, path: Any, flags: int, mode: int = 0o777) -> int:
         if not self.swapped and Path(path) == self.target:
             os.unlink(self.target)
             os.mkfifo(self.target)
