@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from hccatom.path_checks import read_regular_file
+
 __all__ = ["JSONLimitError", "JSONLimits", "load_limited", "loads_limited", "read_limited"]
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -55,8 +57,6 @@ def read_limited(path: str | Path, limits: JSONLimits, *, what: str = "the file"
     is checked, so a FIFO or device (even one swapped in after an earlier ``stat``) raises
     ``error`` (default :class:`JSONLimitError`; a caller passes its own typed error and
     ``what`` names the input) instead of blocking."""
-    from hccatom.path_checks import read_regular_file
-
     return read_regular_file(path, what, error=error, max_bytes=limits.max_bytes)
 
 
