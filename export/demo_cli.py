@@ -38,8 +38,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build; progress and figures on stderr (``-q`` silences them). Exit code 0 on
     success."""
+    from hccatom.bundle.writer import check_bundle_output
+    from hccatom.errors import InputError
     from hccatom.export.demo import DemoConfig, build_demo
+    from hccatom.path_checks import check_output_folder
 
+    check_bundle_output(args.out, "--out", error=InputError)  # before hours of training
+    if args.work is not None:
+        check_output_folder(args.work, "--work")
     cfg = DemoConfig()
     if args.seed is not None:
         cfg = replace(cfg, seed=args.seed)

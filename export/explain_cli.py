@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hccatom.path_checks import check_output_folder
 from hccatom.phases import PHASES
 
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from hccatom.export.selection_gradcam import grad_cam
     from hccatom.predictor import CTStudy, Predictor, _Timer
 
+    check_output_folder(args.out, "--out")  # before the chain and Grad-CAM run
     with Predictor.from_bundle(args.bundle, device="cpu") as predictor:
         scores, images, _, _, cv = predictor._score(
             CTStudy(arterial=args.arterial, portal=args.portal), args.clinical, _Timer(None))

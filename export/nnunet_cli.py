@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from hccatom.errors import ExportError, HccatomError, ParityError
+from hccatom.path_checks import check_output_folder
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     folders: list[Path] = list(args.model_folder)
     try:
+        check_output_folder(args.out, "--out")  # before the export: a bad --out fails now
         plans_file = folders[0] / "plans.json"
         dataset_name = _dataset_name(plans_file)
         orientation = resolve_training_orientation(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hccatom.cli_args import cohort_paths
 from hccatom.errors import CheckpointError, ExportError, ParityError
+from hccatom.path_checks import check_output_folder
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
               "tolerance": args.tolerance, "exporter": args.exporter,
               "precision": args.precision, "explain": args.explain}
     try:
+        check_output_folder(args.out, "--out")  # before the export: a bad --out fails now
         if args.fused:
             result = export_fused_checkpoints(_parse_fused(args.fused), args.out, **common)
         else:

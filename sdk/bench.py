@@ -42,6 +42,7 @@ from hccatom.bench_probe import (
     segmentation_evaluations,
 )
 from hccatom.errors import ExtraMissingError, InputError
+from hccatom.path_checks import check_output_file
 from hccatom.phases import PHASES
 from hccatom.precision import PRECISIONS
 
@@ -508,6 +509,8 @@ def print_summary(result: Mapping[str, Any], out: TextIO) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``hccatom bench``: run, print the table, write JSON."""
+    if args.json is not None:
+        check_output_file(args.json, "--json")  # before the runs, not after them
     bundle = args.bundle
     if bundle is None:
         from hccatom.demo import demo_bundle_path
@@ -526,7 +529,6 @@ def run(args: argparse.Namespace) -> int:
         )
     print_summary(result, sys.stdout)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(f"JSON written to {args.json}")
     return 0

@@ -382,7 +382,10 @@ def _read_model(path: Path, cls: Any, what: str) -> Any:
     from hccatom.safe_json import JSONLimits, read_limited
 
     try:  # pydantic's JSON parser bounds depth and numbers; the size is bounded here
-        return cls.model_validate_json(read_limited(path, JSONLimits(max_bytes=4 << 20)))
+        return cls.model_validate_json(read_limited(path, JSONLimits(max_bytes=4 << 20),
+                                                    what=f"--{what}", error=InputError))
+    except InputError:
+        raise  # swapped for a FIFO or device after the check: refused as by the check
     except OSError as exc:
         raise InputError(f"--{what} {path}: cannot read ({exc}).") from exc
     except ValueError as exc:
@@ -416,12 +419,13 @@ def _build_bundle(args: argparse.Namespace) -> Path:
     from hccatom.bundle import RESEARCH_USE_ONLY, Provenance
     from hccatom.bundle.specs import ClinicalEncoding, PreprocessSpec, SegmentationSpec
     from hccatom.bundle.window_choice import resolve_window_before_segmentation
-    from hccatom.bundle.writer import build_bundle, parse_thresholds
+    from hccatom.bundle.writer import build_bundle, check_bundle_output, parse_thresholds
     from hccatom.cli_args import cohort_paths
 
+    check_bundle_output(args.out, "--out", error=InputError)  # before copies and verify
+    if args.sign_key is not None:
+        check_input_file(args.sign_key, "--sign-key")
     thresholds = dict(PAPER_MSS) if args.paper_thresholds else parse_thresholds(args.thresholds)
-    if args.sign_key is not None and not args.sign_key.is_file():
-        raise InputError(f"--sign-key {args.sign_key}: no such file.")
     out = build_bundle(
         args.out,
         sign_key=args.sign_key,

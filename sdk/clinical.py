@@ -412,7 +412,7 @@ def read_clinical_json(path: str | Path, what: str, expected: str,
     if os.path.lexists(p) and not os.path.isdir(p):  # FIFO, device, link loop, size: unopened
         check_input_file(p, what, error=ClinicalInputError, max_bytes=limits.max_bytes)
     try:
-        return load_limited(p, limits)
+        return load_limited(p, limits, what=what, error=ClinicalInputError)
     except FileNotFoundError:
         raise ClinicalInputError(f"{what} not found: {p}. Pass {expected}.") from None
     except IsADirectoryError:

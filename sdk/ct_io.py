@@ -48,7 +48,7 @@ from hccatom.errors import CTInputError, InputTooLargeError
 from hccatom.header_guard import probe_header
 from hccatom.image_headers import check_detached_data, check_nifti, scan_nifti_voxels
 from hccatom.memory_budget import array_bytes, check_memory, format_bytes
-from hccatom.path_checks import check_input_file, check_input_folder
+from hccatom.path_checks import check_input_file, check_input_folder, open_regular_file
 from hccatom.volume import Matrix3, Volume, check_direction
 
 __all__ = [
@@ -328,7 +328,7 @@ def _describe_series(folder: Path, uid: str) -> str:
 
 def _looks_like_dicom(path: Path) -> bool:
     try:
-        with path.open("rb") as fh:
+        with open_regular_file(path, "CT file", error=CTInputError) as fh:
             head = fh.read(132)
     except OSError:
         return False

@@ -15,10 +15,12 @@ items to the delimiter.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from pathlib import Path
 
 from hccatom.errors import CTInputError
+from hccatom.path_checks import open_regular_file
 
 __all__ = ["check_dicom_file", "is_part10"]
 
@@ -52,7 +54,7 @@ class _CorruptError(Exception):
 def is_part10(path: Path) -> bool:
     """Whether ``path`` starts with a 128-byte preamble and ``DICM``."""
     try:
-        with path.open("rb") as fh:
+        with open_regular_file(path, "DICOM file", error=CTInputError) as fh:
             return fh.read(132)[128:132] == b"DICM"
     except OSError:
         return False
@@ -142,7 +144,7 @@ _RAW_FIRST_GROUP_BELOW = 0x0100
 def _looks_like_raw_dataset(path: Path) -> bool:
     """Whether a file without the ``DICM`` preamble starts like a DICOM dataset."""
     try:
-        with path.open("rb") as fh:
+        with open_regular_file(path, "DICOM file", error=CTInputError) as fh:
             head = fh.read(8)
     except OSError:
         return False
@@ -159,8 +161,8 @@ def check_dicom_file(path: Path) -> None:
     part10 = is_part10(path)
     if not part10 and not _looks_like_raw_dataset(path):
         return
-    with path.open("rb") as fh:
-        size = path.stat().st_size
+    with open_regular_file(path, "DICOM file", error=CTInputError) as fh:
+        size = os.fstat(fh.fileno()).st_size  # the checked file, not the path
         if size <= (132 if part10 else 8):
             return
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:

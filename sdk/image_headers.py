@@ -21,6 +21,7 @@ This module reads the few header bytes/lines itself and refuses such files with 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import math
@@ -28,16 +29,16 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
 from hccatom.errors import CTInputError, InputTooLargeError
 from hccatom.memory_budget import array_bytes, check_memory
-from hccatom.path_checks import special_kind
+from hccatom.path_checks import open_regular_file, special_kind
 
 __all__ = [
     "NiftiHeader",
@@ -96,11 +97,24 @@ def _bad(path: Path, field: str, value: object, why: str) -> CTInputError:
     )
 
 
+@contextlib.contextmanager
+def image_stream(path: Path, gz: bool) -> Iterator[BinaryIO]:
+    """The bytes of an image file (decompressed when ``gz``), read through the checked
+    descriptor (:func:`hccatom.path_checks.open_regular_file`): a FIFO or device swapped in
+    after the path's ``stat`` check is a :class:`CTInputError`, not a blocked read."""
+    with open_regular_file(path, "image file", error=CTInputError) as raw:
+        if gz:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unpacked:
+                yield cast(BinaryIO, unpacked)
+        else:
+            yield raw
+
+
 def read_nifti_header(path: Path) -> NiftiHeader | None:
     """Parse the header of a ``.nii``/``.nii.gz`` (None when it is not NIfTI-1/-2 at all)."""
     gz = path.name.lower().endswith(".gz")
     try:
-        with gzip.open(path, "rb") if gz else path.open("rb") as f:
+        with image_stream(path, gz) as f:
             head = f.read(540)
     except (OSError, EOFError, zlib.error):
         raise CTInputError(
@@ -253,7 +267,7 @@ def scan_nifti_voxels(path: Path, hdr: NiftiHeader) -> None:
     bad = 0
     carry = b""
     try:
-        with gzip.open(path, "rb") if gz else path.open("rb") as f:
+        with image_stream(path, gz) as f:
             skipped = 0  # to the voxels in 4 MiB steps: vox_offset may claim anything
             while skipped < start and (step := f.read(min(1 << 22, start - skipped))):
                 skipped += len(step)
@@ -295,7 +309,7 @@ _NRRD_FIELD = re.compile(r"^([^:#]+?)\s*:=?\s*(.*?)\s*$")
 def _header_lines(path: Path, stop: str) -> list[str]:
     """Text lines at the start of ``path`` up to the line matching ``stop`` (bounded)."""
     lines: list[str] = []
-    with path.open("rb") as fh:
+    with image_stream(path, gz=False) as fh:
         read = 0
         for raw in fh:
             read += len(raw)

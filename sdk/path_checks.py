@@ -14,7 +14,12 @@ reads no content) and raises the caller's typed error naming the path and what t
   the parent folder exists and is writable, the path is not a folder (or not a file), not a
   FIFO or device; checked up front, before the expensive work;
 * :func:`special_kind` - what a non-regular file is ("a named pipe (FIFO)", ...), for folder
-  scans that skip or refuse such entries.
+  scans that skip or refuse such entries;
+* :func:`open_regular_file` / :func:`read_regular_file` - open a file hccatom reads itself
+  without the stat-then-open race: the path may be swapped for a FIFO between a ``stat``
+  and the ``open``, so the open is non-blocking (``O_NONBLOCK | O_CLOEXEC``), the *open
+  descriptor* is ``fstat``-ed, anything but a regular file is refused with the same typed
+  error as :func:`check_input_file`, and the content is read from that same descriptor.
 
 Running as root, ``os.access`` reports every file readable; the later open then succeeds
 too, so the answer stays true for that process.
@@ -26,6 +31,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from hccatom.errors import HccatomError, InputError
 
@@ -34,7 +40,9 @@ __all__ = [
     "check_input_folder",
     "check_output_file",
     "check_output_folder",
+    "open_regular_file",
     "os_reason",
+    "read_regular_file",
     "special_kind",
 ]
 
@@ -82,6 +90,22 @@ def _stat(path: Path, what: str, error: type[HccatomError]) -> os.stat_result:
                     f").") from None
 
 
+def _refuse_unless_regular(st: os.stat_result, p: Path, what: str,
+                           error: type[Exception], max_bytes: int | None) -> None:
+    """Raise ``error`` unless ``st`` is a regular file of at most ``max_bytes`` (the one
+    wording for the path's ``stat`` and the open descriptor's ``fstat``)."""
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} {p} is a folder; pass a file.")
+    kind = special_kind(st.st_mode)
+    if kind is not None or not stat.S_ISREG(st.st_mode):
+        desc = f"is {kind}, not a regular file" if kind else "is not a regular file"
+        raise error(f"{what} {p} {desc}: reading it could block forever or never end. "
+                    "Pass a regular file.")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise error(f"{what} {p} has {st.st_size:,} bytes, larger than the {max_bytes:,} "
+                    "bytes allowed for this input; refused unread. Pass the right file.")
+
+
 def check_input_file(path: str | Path, what: str, *, error: type[HccatomError] = InputError,
                      max_bytes: int | None = None) -> Path:
     """``path`` as a Path when it is a readable regular file (at most ``max_bytes``).
@@ -91,19 +115,49 @@ def check_input_file(path: str | Path, what: str, *, error: type[HccatomError] =
     apparent size.
     """
     p = Path(path)
-    st = _stat(p, what, error)
-    if stat.S_ISDIR(st.st_mode):
-        raise error(f"{what} {p} is a folder; pass a file.")
-    kind = special_kind(st.st_mode)
-    if kind is not None:
-        raise error(f"{what} {p} is {kind}, not a regular file: reading it could block "
-                    "forever or never end. Pass a regular file.")
-    if max_bytes is not None and st.st_size > max_bytes:
-        raise error(f"{what} {p} has {st.st_size:,} bytes, larger than the {max_bytes:,} "
-                    "bytes allowed for this input; refused unread. Pass the right file.")
+    _refuse_unless_regular(_stat(p, what, error), p, what, error, max_bytes)
     if not os.access(p, os.R_OK):
         raise error(f"{what} {p}: permission denied (not readable); fix its permissions.")
     return p
+
+
+def open_regular_file(path: str | Path, what: str, *,
+                      error: type[Exception] = InputError,
+                      max_bytes: int | None = None) -> BinaryIO:
+    """``path`` opened for binary reading, after ``fstat`` of the open descriptor says it is
+    a regular file (of at most ``max_bytes``); close it (``with``) when done.
+
+    The open never blocks: ``O_NONBLOCK`` makes opening a FIFO return at once (and has no
+    effect on a regular file's reads; it is cleared anyway), so a path swapped for a FIFO or
+    device after an earlier ``stat`` is refused here with ``error`` and the same message as
+    :func:`check_input_file`, instead of hanging. ``O_CLOEXEC``: no child process inherits
+    it. Failures of the ``open`` itself (missing, permission, link loop) raise the usual
+    ``OSError`` for the caller to word.
+    """
+    p = Path(path)
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_BINARY", 0))
+    try:
+        _refuse_unless_regular(os.fstat(fd), p, what, error, max_bytes)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return open(fd, "rb", closefd=True)  # owns fd from here on
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_file(path: str | Path, what: str, *, error: type[Exception] = InputError,
+                      max_bytes: int | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (:func:`open_regular_file`), read from the
+    checked descriptor; at most ``max_bytes`` (a file that grew past it after the check is
+    refused too, never read whole)."""
+    p = Path(path)
+    with open_regular_file(p, what, error=error, max_bytes=max_bytes) as fh:
+        data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise error(f"{what} {p} is larger than the {max_bytes:,} bytes allowed for this "
+                    "input (it grew while being read); refused. Pass the right file.")
+    return data
 
 
 def check_input_folder(path: str | Path, what: str, *,

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hccatom.path_checks import read_regular_file
 
 __all__ = ["JSONLimitError", "JSONLimits", "load_limited", "loads_limited", "read_limited"]
 
@@ -49,25 +49,15 @@ class JSONLimits:
         self.max_number_chars = int(max_number_chars)
 
 
-def read_limited(path: str | Path, limits: JSONLimits) -> bytes:
-    """The bytes of ``path``, refusing a file larger than ``limits.max_bytes`` unread."""
-    p = Path(path)
-    st = os.stat(p)  # FileNotFoundError etc. are the caller's to word
-    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-        raise JSONLimitError("it is not a regular file (a named pipe or device would block "
-                             "or never end)")
-    if st.st_size > limits.max_bytes:
-        raise JSONLimitError(
-            f"the file has {st.st_size:,} bytes, larger than the {limits.max_bytes:,} bytes "
-            "allowed for this input (refused unread)"
-        )
-    with p.open("rb") as fh:
-        data = fh.read(limits.max_bytes + 1)
-    if len(data) > limits.max_bytes:
-        raise JSONLimitError(
-            f"the file is larger than the {limits.max_bytes:,} bytes allowed for this input"
-        )
-    return data
+def read_limited(path: str | Path, limits: JSONLimits, *, what: str = "the file",
+                 error: type[Exception] = JSONLimitError) -> bytes:
+    """The bytes of ``path``, refusing a file larger than ``limits.max_bytes`` unread.
+
+    Read through :func:`hccatom.path_checks.read_regular_file`: the open descriptor itself
+    is checked, so a FIFO or device (even one swapped in after an earlier ``stat``) raises
+    ``error`` (default :class:`JSONLimitError`; a caller passes its own typed error and
+    ``what`` names the input) instead of blocking."""
+    return read_regular_file(path, what, error=error, max_bytes=limits.max_bytes)
 
 
 def _depth(raw: bytes) -> int:
@@ -131,7 +121,9 @@ def loads_limited(text: bytes | str, limits: JSONLimits) -> Any:
         raise JSONLimitError(f"not valid JSON ({type(exc).__name__})") from None
 
 
-def load_limited(path: str | Path, limits: JSONLimits) -> Any:
+def load_limited(path: str | Path, limits: JSONLimits, *, what: str = "the file",
+                 error: type[Exception] = JSONLimitError) -> Any:
     """Parse the JSON file at ``path`` within ``limits``: a file over ``max_bytes`` is refused
-    unread. Raises :class:`JSONLimitError`, or ``OSError`` when the file cannot be opened."""
-    return loads_limited(read_limited(path, limits), limits)
+    unread, a FIFO or device raises ``error`` (:func:`read_limited`). Raises
+    :class:`JSONLimitError`, or ``OSError`` when the file cannot be opened."""
+    return loads_limited(read_limited(path, limits, what=what, error=error), limits)

@@ -103,6 +103,7 @@ for i, cohort in enumerate(("TACE", "HAIC", "TC", "HC")):
     torch.save(SelectionModel(get_size("tiny")).state_dict(), f"selection_{cohort.lower()}.pth")
 PY
 rm -rf nnunet_model export site-hcc-1.0.0.zip keys
+mkdir -m 700 keys  # keygen creates no folder (a missing one is refused, as for every output)
 run keygen hccatom bundle keygen --private keys/site-private.pem --public keys/site-public.pem
 cp -r "$ROOT/tests/fixtures/nnunet/model" nnunet_model
 if [ "$QUICK" = 1 ]; then

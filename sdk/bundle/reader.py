@@ -51,7 +51,12 @@ from hccatom.errors import (
     BundleVersionError,
     InputError,
 )
-from hccatom.path_checks import check_input_file, check_input_folder
+from hccatom.path_checks import (
+    check_input_file,
+    check_input_folder,
+    open_regular_file,
+    read_regular_file,
+)
 from hccatom.safe_json import JSONLimitError, JSONLimits, loads_limited
 
 MANIFEST_JSON_LIMITS = JSONLimits(max_bytes=8 << 20, max_depth=64, max_number_chars=40)
@@ -268,7 +273,9 @@ def _check_file(root: Path, entry: FileEntry) -> None:
             f"{root}: {entry.path!r} has {size} bytes, the manifest says {entry.size_bytes}; "
             "the file was changed or truncated: restore the original bundle."
         )
-    digest = sha256_file(path)
+    with open_regular_file(path, f"{root}: bundle file {entry.path!r}",
+                           error=BundleIntegrityError) as fh:  # swapped for a FIFO: refused
+        digest, _ = _sha256_stream(fh)
     if digest != entry.sha256:
         raise BundleIntegrityError(
             f"{root}: checksum mismatch for {entry.path!r} (sha256 {digest[:12]}..., manifest "
@@ -289,7 +296,7 @@ def _open_directory(path: Path, trust: TrustPolicy) -> Bundle:
             f"{path}: {MANIFEST_NAME} has {mpath.stat().st_size:,} bytes, more than the "
             f"{MANIFEST_JSON_LIMITS.max_bytes:,} a manifest may have; rebuild the bundle."
         )
-    raw = mpath.read_bytes()
+    raw = _bundle_file(mpath, MANIFEST_JSON_LIMITS.max_bytes)
     manifest = parse_manifest(raw, str(path))
     spath = path / SIGNATURE_NAME
     digest, sig = trust.check(raw, _small_file(spath) if spath.is_file() else None, str(path))
@@ -312,7 +319,14 @@ def _small_file(path: Path) -> bytes:
     size = path.stat().st_size
     if size > MAX_SIGNATURE_BYTES:
         raise _too_large(path.parent, size)
-    return path.read_bytes()
+    return _bundle_file(path, MAX_SIGNATURE_BYTES)
+
+
+def _bundle_file(path: Path, max_bytes: int) -> bytes:
+    """A bundle folder's manifest or signature, read through the checked descriptor: a FIFO
+    or device swapped in after the folder scan is refused as the scan refuses one."""
+    return read_regular_file(path, f"{path.parent}: bundle file {path.name!r}",
+                             error=BundleIntegrityError, max_bytes=max_bytes)
 
 
 def _small_member(zf: zipfile.ZipFile, name: str, path: Path) -> bytes:
@@ -380,9 +394,11 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> byte
     return data
 
 
-def _open_zip(path: Path, trust: TrustPolicy) -> Bundle:
+def _open_zip(path: Path, trust: TrustPolicy, fh: IO[bytes]) -> Bundle:
+    """Open the zip bundle ``path`` from its checked, open file ``fh`` (extracted, every
+    member's checksum verified)."""
     try:
-        zf = zipfile.ZipFile(path)
+        zf = zipfile.ZipFile(fh)
     except _ZIP_READ_ERRORS as exc:
         raise BundleFormatError(f"{path}: not a readable zip file ({exc}).") from exc
     with zf:
@@ -491,10 +507,10 @@ def load_bundle(
     if isinstance(path, Bundle):  # already open: apply what the caller requires now, if any
         if trust == TrustPolicy():
             return path
-        raw = (path.root / MANIFEST_NAME).read_bytes()
+        raw = _bundle_file(path.root / MANIFEST_NAME, MANIFEST_JSON_LIMITS.max_bytes)
         spath = path.root / SIGNATURE_NAME
         _, path.signature = trust.check(
-            raw, spath.read_bytes() if spath.is_file() else None, str(path.source))
+            raw, _small_file(spath) if spath.is_file() else None, str(path.source))
         return path
     p = Path(path).expanduser()
     if not p.exists() and not p.is_symlink():
@@ -505,8 +521,10 @@ def load_bundle(
     if p.is_dir():
         return _open_directory(check_input_folder(p, "bundle", error=BundleFormatError), trust)
     check_input_file(p, "bundle", error=BundleFormatError, max_bytes=MAX_BUNDLE_ZIP_BYTES)
-    if zipfile.is_zipfile(p):
-        return _open_zip(p, trust)
+    with open_regular_file(p, "bundle", error=BundleFormatError,
+                           max_bytes=MAX_BUNDLE_ZIP_BYTES) as fh:  # no stat-then-open race
+        if zipfile.is_zipfile(fh):
+            return _open_zip(p, trust, fh)
     raise BundleFormatError(f"{p}: a bundle is a directory or a .zip file; this is neither. "
                             "Pass the bundle folder (or its .zip), not a file inside it.")
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from hccatom.errors import BundleFormatError, BundleSignatureError, InputError
-from hccatom.path_checks import check_input_file
+from hccatom.path_checks import check_input_file, read_regular_file
 from hccatom.safe_json import JSONLimits, loads_limited
 
 SIGNATURE_NAME: Final[str] = "manifest.sig.json"
@@ -128,8 +128,9 @@ def _read_key(source: str | Path | bytes, what: str) -> tuple[bytes, str]:
         return source, f"the {what}"
     path = check_input_file(Path(source).expanduser(), f"the {what} file",
                             max_bytes=MAX_KEY_FILE_BYTES)
-    try:
-        return path.read_bytes(), str(path)
+    try:  # read through the checked descriptor: a FIFO swapped in since is refused
+        return read_regular_file(path, f"the {what} file",
+                                 max_bytes=MAX_KEY_FILE_BYTES), str(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot read the {what} ({exc}).") from exc
 

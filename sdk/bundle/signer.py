@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from hccatom.bundle.reader import MANIFEST_NAME, TrustPolicy, load_bundle
+from hccatom.bundle.reader import MANIFEST_JSON_LIMITS, MANIFEST_NAME, TrustPolicy, load_bundle
 from hccatom.bundle.signature import (
     DEMO_KEY_LABEL,
     DEMO_PUBLIC_KEY_PATH,
@@ -26,7 +26,8 @@ from hccatom.bundle.signature import (
     demo_public_key_raw,
     load_private_key,
 )
-from hccatom.errors import BundleFormatError, InputError
+from hccatom.errors import BundleFormatError, BundleIntegrityError, InputError
+from hccatom.path_checks import check_output_file, read_regular_file
 
 
 def generate_keypair(private_path: str | Path, public_path: str | Path, *,
@@ -34,6 +35,12 @@ def generate_keypair(private_path: str | Path, public_path: str | Path, *,
     """Write a new Ed25519 key pair as PEM (private: PKCS#8, mode 0600); returns its key id.
 
     Keep the private key secret and off the deployment machines; hand out the public key.
+    Both paths are checked before a key is made (:func:`hccatom.path_checks.check_output_file`:
+    an existing folder, a FIFO or device, a broken link, a missing or unwritable folder is an
+    :class:`InputError`). An existing key file is never replaced unless ``overwrite``; a new
+    file is created exclusively (``O_EXCL | O_NOFOLLOW``: never written through a link that
+    appeared meanwhile), a replaced one is written beside it and renamed over it, so the
+    private key is mode 0600 whatever the old file's mode was.
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -41,22 +48,46 @@ def generate_keypair(private_path: str | Path, public_path: str | Path, *,
     from hccatom.bundle.signature import key_id
 
     priv, pub = Path(private_path), Path(public_path)
-    for p in (priv, pub):
-        if p.exists() and not overwrite:
-            raise InputError(f"{p} exists; choose another path or pass --overwrite.")
+    if os.path.abspath(priv) == os.path.abspath(pub):
+        raise InputError(f"--private and --public are the same path ({priv}); give two files.")
+    for p, flag in ((priv, "--private"), (pub, "--public")):
+        check_output_file(p, flag)
+        if os.path.lexists(p) and not overwrite:
+            raise InputError(f"{flag} {p} exists; an existing key is never replaced silently: "
+                             "choose another path or pass --overwrite.")
     key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    priv.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
     public = key.public_key()
-    pub.parent.mkdir(parents=True, exist_ok=True)
-    pub.write_bytes(public.public_bytes(serialization.Encoding.PEM,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo))
+    _write_key_file(priv, pem, 0o600, overwrite, "--private")
+    _write_key_file(pub, public.public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo),
+                    0o644, overwrite, "--public")
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return key_id(raw)
+
+
+def _write_key_file(path: Path, data: bytes, mode: int, overwrite: bool, flag: str) -> None:
+    """Write a key file: created exclusively, or (``overwrite``) renamed over the old one."""
+    if not overwrite:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                         | getattr(os, "O_NOFOLLOW", 0), mode)
+        except FileExistsError:  # appeared since the check (or a link to elsewhere)
+            raise InputError(f"{flag} {path} exists; an existing key is never replaced "
+                             "silently: choose another path or pass --overwrite.") from None
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)  # replaces a link itself, never writes through it
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def signature_for(manifest_raw: bytes, private_key: str | Path | bytes,
@@ -81,9 +112,15 @@ def sign_bundle(path: str | Path, private_key: str | Path | bytes, *,
     ``label``: free text naming the key (default: the demo key's label for the demo key).
     """
     p = Path(path).expanduser()
+    if p.is_dir():  # where the signature goes can be written: checked before the checksums
+        check_output_file(p / SIGNATURE_NAME, "bundle signature")
+    elif p.exists():  # a zip is rewritten in place (through a temporary file beside it)
+        check_output_file(p, "bundle")
     # Integrity first (schema, checksums); an earlier signature may be stale: not checked.
     with load_bundle(p, trust=TrustPolicy(ignore_signature=True)) as bundle:
-        raw = (bundle.root / MANIFEST_NAME).read_bytes()
+        raw = read_regular_file(bundle.root / MANIFEST_NAME, f"bundle {p}: {MANIFEST_NAME}",
+                                error=BundleIntegrityError,
+                                max_bytes=MANIFEST_JSON_LIMITS.max_bytes)
     sig = signature_for(raw, private_key, label)
     if p.is_dir():
         (p / SIGNATURE_NAME).write_text(sig.to_json(), encoding="utf-8")

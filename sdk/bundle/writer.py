@@ -54,7 +54,8 @@ from hccatom.bundle.specs import (
     SegmentationSpec,
 )
 from hccatom.engines import OnnxRuntimeEngine
-from hccatom.errors import BundleError, ExportError, ParityError
+from hccatom.errors import BundleError, ExportError, HccatomError, ParityError
+from hccatom.path_checks import check_output_file, check_output_folder
 from hccatom.safe_json import JSONLimitError, JSONLimits, load_limited
 
 log = logging.getLogger(__name__)
@@ -245,6 +246,18 @@ def _check_image_size(model: Path, size_px: int) -> None:
             )
 
 
+def check_bundle_output(out: str | Path, what: str, *,
+                        error: type[HccatomError] = ExportError) -> Path:
+    """``out`` as a Path when a bundle can be written there: a ``.zip`` name is a file output
+    (:func:`hccatom.path_checks.check_output_file`: its folder exists and is writable, it is
+    no folder, FIFO or device), anything else a folder output (``check_output_folder``).
+    Cheap ``stat`` calls: callers run it before the slow work (export, training, verify)."""
+    p = Path(out)
+    if p.suffix.lower() == ".zip":
+        return check_output_file(p, what, error=error)
+    return check_output_folder(p, what, error=error)
+
+
 def build_bundle(
     out: str | Path,
     *,
@@ -283,7 +296,7 @@ def build_bundle(
     ``clinical_reference`` (variable -> reference value, see
     :func:`hccatom.bundle.explain_spec.reference_values`) go into ``selection.explain``.
     """
-    out_path = Path(out)
+    out_path = check_bundle_output(out, "bundle output")  # before the copies and the verify
     as_zip = out_path.suffix.lower() == ".zip"
     if out_path.exists() and not overwrite:
         raise ExportError(f"{out_path} exists; choose another --out or pass --overwrite.")
@@ -395,4 +408,10 @@ def write_zip(folder: Path, dest: Path) -> Path:
     return dest
 
 
-__all__ = ["build_bundle", "find_selection_export", "parse_thresholds", "write_zip"]
+__all__ = [
+    "build_bundle",
+    "check_bundle_output",
+    "find_selection_export",
+    "parse_thresholds",
+    "write_zip",
+]

@@ -27,7 +27,12 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.tag import Tag
 
 from hccatom.dicom.errors import DicomStudyError
-from hccatom.path_checks import check_input_folder, os_reason, special_kind
+from hccatom.path_checks import (
+    check_input_folder,
+    open_regular_file,
+    os_reason,
+    special_kind,
+)
 
 __all__ = ["InstanceInfo", "SeriesInfo", "StudyIndex", "index_study", "parse_time"]
 
@@ -328,8 +333,17 @@ def index_study(root: str | Path, *, progress: bool = False) -> StudyIndex:
     special: list[str] = []
     for path in _walk(base, special):
         n_files += 1
+        try:  # read through the checked descriptor: a FIFO swapped in since is skipped
+            fh = open_regular_file(path, "DICOM file", error=DicomStudyError)
+        except DicomStudyError:
+            special.append(f"{path.name} (not a regular file when opened)")
+            continue
+        except OSError:
+            unreadable += 1
+            continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
+            with fh:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=_TAGS)
         except InvalidDicomError:
             non_dicom += 1
             continue

@@ -29,6 +29,7 @@ from hccatom.dicom.grid import labels_to_source
 from hccatom.dicom.index import SeriesInfo
 from hccatom.dicom.seg import LIVER, TUMOUR, algorithm_identification, build_seg
 from hccatom.dicom.sr import PhaseMeasurements, build_sr, largest_diameter
+from hccatom.path_checks import open_regular_file
 from hccatom.phases import PHASES
 
 if TYPE_CHECKING:
@@ -76,7 +77,8 @@ def source_headers(series: SeriesInfo) -> list[pydicom.Dataset]:
     """
     out: list[pydicom.Dataset] = []
     for inst in series.instances:
-        ds = pydicom.dcmread(inst.path, stop_before_pixels=True, specific_tags=_SOURCE_TAGS)
+        with open_regular_file(inst.path, "DICOM source image", error=DicomStudyError) as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=_SOURCE_TAGS)
         if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
             del ds.SpecificCharacterSet
         out.append(ds)

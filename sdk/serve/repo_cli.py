@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hccatom.path_checks import check_output_folder
 from hccatom.serve.triton_repo import RepositoryOptions, check_repository, write_repository
 
 
@@ -43,6 +44,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write and check the repository; print one line per model."""
+    check_output_folder(args.out, "--out")  # before the bundle's checksums and the copies
     options = RepositoryOptions(
         max_batch_size=args.max_batch_size, queue_delay_us=args.queue_delay_us,
         max_queue_size=args.max_queue_size, instance_kind=args.instance_kind,

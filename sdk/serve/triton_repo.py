@@ -19,6 +19,7 @@ from typing import Any, Literal
 from hccatom.bundle import Bundle, load_bundle
 from hccatom.engines.base import TensorSpec
 from hccatom.engines.providers import file_sha256
+from hccatom.path_checks import read_regular_file
 from hccatom.serve.errors import RepositoryError, require
 from hccatom.serve.model_names import triton_model_name
 
@@ -157,6 +158,22 @@ def render_config(cfg: Any) -> str:
     return str(text_format.MessageToString(cfg))
 
 
+#: A config.pbtxt or SHA256SUMS is a few kB; anything larger is refused unread.
+MAX_TEXT_BYTES = 4 << 20
+
+
+def _read_text(path: Path) -> str:
+    """A repository text file, read through the checked descriptor (a FIFO or device, even
+    one swapped in after a ``stat``, is a :class:`RepositoryError`, not a blocked read)."""
+    data = read_regular_file(path, "repository file", error=RepositoryError,
+                             max_bytes=MAX_TEXT_BYTES)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RepositoryError(f"{path} is not UTF-8 text (byte {exc.start}); write the "
+                              "repository again") from None
+
+
 def parse_config(path: Path) -> Any:
     """Parse a ``config.pbtxt`` with Triton's ``ModelConfig`` schema.
 
@@ -167,7 +184,7 @@ def parse_config(path: Path) -> Any:
 
     pb = _model_config_pb2()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
     except OSError as exc:
         raise RepositoryError(f"cannot read {path}: {exc}") from exc
     try:
@@ -252,7 +269,11 @@ def check_repository(root: Path) -> dict[str, Any]:
         raise RepositoryError(f"{root} has no {CHECKSUMS}: not a repository written by "
                               "hccatom export triton")
     expected: dict[str, str] = {}
-    for line in sums_path.read_text(encoding="utf-8").splitlines():
+    try:
+        sums = _read_text(sums_path)
+    except OSError as exc:
+        raise RepositoryError(f"cannot read {sums_path}: {exc}") from exc
+    for line in sums.splitlines():
         sha, _, rel = line.partition("  ")
         if not rel:
             raise RepositoryError(f"{sums_path}: malformed line {line!r}")

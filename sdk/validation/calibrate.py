@@ -12,6 +12,7 @@ source's signature covered the old thresholds.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ import numpy as np
 from hccatom.atom import MODELS
 from hccatom.bundle.reader import MANIFEST_NAME, Bundle, load_bundle
 from hccatom.bundle.signature import SIGNATURE_NAME
+from hccatom.path_checks import check_output_folder
 from hccatom.validation.errors import StatisticsInputError
 from hccatom.validation.scoring import ScoredCase
 
@@ -75,14 +77,23 @@ def median_train_scores(scored: list[ScoredCase], min_cases: int = 2) -> tuple[
     return thresholds, counts
 
 
+def check_calibration_out(out: str | Path, what: str) -> Path:
+    """``out`` as a Path when the calibrated bundle can be written there: a new folder under
+    a writable one (:func:`hccatom.path_checks.check_output_folder`); an existing path is
+    refused (the source and earlier calibrations are never overwritten). Checked before the
+    cases are scored, and again when writing."""
+    p = check_output_folder(out, what, error=StatisticsInputError)
+    if os.path.lexists(p):
+        raise StatisticsInputError(f"{p} exists; choose a new folder for the calibrated bundle.")
+    return p
+
+
 def write_calibrated_bundle(bundle: Bundle, scored: list[ScoredCase], cohort_sha256: str,
                             out: Path, *, version_suffix: str = "site-calibrated",
                             sign_key: Path | None = None) -> Calibration:
     """Copy ``bundle`` to ``out`` with the median train scores as thresholds; verify it."""
     thresholds, counts = median_train_scores(scored)
-    out = Path(out)
-    if out.exists():
-        raise StatisticsInputError(f"{out} exists; choose a new folder for the calibrated bundle.")
+    out = check_calibration_out(out, "calibrated bundle folder")
     if out.resolve() == bundle.root.resolve() or bundle.root.resolve() in out.resolve().parents:
         raise StatisticsInputError("the calibrated bundle must be written outside the source.")
     m = bundle.manifest

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Literal
 from hccatom.atom import MODELS
 from hccatom.clinical import ClinicalVariables
 from hccatom.errors import ClinicalInputError
-from hccatom.path_checks import check_input_file
+from hccatom.path_checks import check_input_file, os_reason, read_regular_file
 from hccatom.phases import PHASES
 from hccatom.validation.errors import CohortInputError
 
@@ -102,7 +103,8 @@ class Cohort:
     cases: tuple[CohortCase, ...]
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def _read_rows(path: Path, data: bytes) -> tuple[list[str], list[dict[str, str]]]:
+    """Column names and rows of the table whose bytes ``data`` were read from ``path``."""
     if path.suffix.lower() == ".parquet":
         try:
             import pyarrow.parquet as pq
@@ -111,12 +113,12 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
                 f"{path.name}: reading Parquet needs pyarrow (pip install pyarrow); or save the "
                 "table as CSV."
             ) from None
-        table = pq.read_table(path)
+        table = pq.read_table(io.BytesIO(data))
         cols = list(table.column_names)
-        data = table.to_pylist()
-        return cols, [{k: "" if v is None else str(v) for k, v in r.items()} for r in data]
+        data_rows = table.to_pylist()
+        return cols, [{k: "" if v is None else str(v) for k, v in r.items()} for r in data_rows]
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        with io.TextIOWrapper(io.BytesIO(data), newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             cols = list(reader.fieldnames or [])
             rows: list[dict[str, str]] = []
@@ -125,10 +127,20 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
                     raise CohortInputError(f"{path.name}: more than {MAX_ROWS} rows; split it.")
                 rows.append({k: (v or "").strip() for k, v in r.items() if k is not None})
             return cols, rows
-    except FileNotFoundError:
-        raise CohortInputError(f"cohort table not found: {path}.") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise CohortInputError(f"{path.name}: not a UTF-8 CSV table ({exc}).") from None
+
+
+def _table_bytes(p: Path) -> bytes:
+    """The table's bytes, read once through the checked descriptor (a FIFO swapped in after
+    the ``stat`` check is refused, not waited on); parsed and digested from these bytes."""
+    try:
+        return read_regular_file(p, "cohort table", error=CohortInputError,
+                                 max_bytes=MAX_TABLE_BYTES)
+    except FileNotFoundError:
+        raise CohortInputError(f"cohort table not found: {p}.") from None
+    except OSError as exc:
+        raise CohortInputError(f"cohort table {p}: cannot read it ({os_reason(exc)}).") from None
 
 
 def _number(text: str) -> float:
@@ -292,7 +304,8 @@ def read_cohort(path: str | Path) -> Cohort:
     """Read and validate a cohort table; every bad row is reported in one error."""
     p = Path(path)
     check_input_file(p, "cohort table", error=CohortInputError, max_bytes=MAX_TABLE_BYTES)
-    cols, rows = _read_rows(p)
+    data = _table_bytes(p)
+    cols, rows = _read_rows(p, data)
     problems: list[tuple[int | None, str, str]] = []
     for required in ("case_id", "treatment"):
         if required not in cols:
@@ -319,7 +332,7 @@ def read_cohort(path: str | Path) -> Cohort:
             f"{p.name}: {len(problems)} problem(s) in {n_lines} row(s); fix them and rerun "
             "(nothing was scored).", problems,
         )
-    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
     return Cohort(source=p, sha256=digest, cases=tuple(cases))
 
 

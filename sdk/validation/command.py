@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hccatom.errors import ExtraMissingError, InputError
-from hccatom.path_checks import check_output_folder
+from hccatom.path_checks import check_input_file, check_output_folder
 
 VALIDATE_INSTALL = 'pip install "hccatom[validate]"'
 NEEDS = ("lifelines", "matplotlib")
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     _check_extra()
     from hccatom.predictor import Predictor
     from hccatom.validation.analyses import analyse
-    from hccatom.validation.calibrate import write_calibrated_bundle
+    from hccatom.validation.calibrate import check_calibration_out, write_calibrated_bundle
     from hccatom.validation.cohort import read_cohort
     from hccatom.validation.report import write_outputs
     from hccatom.validation.scoring import score_cohort
@@ -103,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     progress: Any = args.progress
     out: Path = check_output_folder(args.out, "--out")
+    if args.calibrate_thresholds is not None:  # before the scoring, not after it
+        check_calibration_out(args.calibrate_thresholds, "--calibrate-thresholds")
+    if args.sign_key is not None:
+        check_input_file(args.sign_key, "--sign-key")
     out.mkdir(parents=True, exist_ok=True)
     bundle_path = args.bundle
     cohort_path = args.cohort
