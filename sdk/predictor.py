@@ -53,6 +53,7 @@ from hccatom.explain.visual import (
 )
 from hccatom.phases import PHASES, Phase
 from hccatom.precision import check_precision, choose_graph, default_precision
+from hccatom.progress_events import ProgressCallback, ProgressEvent
 from hccatom.read_warmup import start_read_warmup
 from hccatom.recommendation import (
     BundleRef,
@@ -112,17 +113,6 @@ class CTStudy:
         return self.arterial if name == "arterial" else self.portal
 
 
-@dataclass(frozen=True)
-class ProgressEvent:
-    """A step of one recommendation: ``stage`` started (done 0) or advanced/finished."""
-
-    stage: str
-    done: int
-    total: int
-    elapsed_s: float
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
 LabelsCallback = Callable[[Phase, Volume, Volume], None]
 """Called per phase with the z-resampled CT and its labels (same internal grid)."""
 
