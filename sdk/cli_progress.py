@@ -146,8 +146,7 @@ class StderrProgress:
         elapsed = now - act.started
         if self.level == "verbose" or elapsed >= self.min_shown_s or act.total > 1:
             count = _counted(act, stage, progress=False).lstrip(", ")
-            self._line(f"{stage} done{(': ' + count.lstrip()) if count else ''} in "
-                       f"{elapsed:.1f} s")
+            self._line(f"{stage} done{(': ' + count) if count else ''} in {elapsed:.1f} s")
         elif self.tty:
             self._draw(now)
 

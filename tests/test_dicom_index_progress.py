@@ -197,3 +197,14 @@ def test_study_command_errors(tmp_path: Path, real_data: Path,
     write_study(generate_patient(1, SMALL), tmp_path / "two", plans)
     assert main(["study", str(tmp_path / "two")]) == 2
     assert "2 acquisitions look like the arterial phase" in capsys.readouterr().err
+
+
+def test_the_reconstruction_reason_names_the_spacing_where_it_differs() -> None:
+    from hccatom.dicom.phases import _Acquisition, _choose_recon, _Vote
+
+    vote = _Vote("arterial", 0.7, "R1-keyword", "series description has arterial keywords")
+    overlapping = _Acquisition(0.0, [_series(3.0, [0.0, 2.0, 4.0, 6.0])], [vote])
+    assert "; chose 3 mm slices every 2 mm, kernel class" in (
+        _choose_recon("arterial", overlapping).reasons[-1])
+    equal = _Acquisition(0.0, [_series(2.0, [0.0, 2.0, 4.0])], [vote])
+    assert "; chose 2 mm slices, kernel class" in _choose_recon("arterial", equal).reasons[-1]

@@ -64,6 +64,7 @@ from typing import Any, Literal
 from hccatom.dicom.errors import PhaseAmbiguityError, PhaseConflictError, PhaseSelectionError
 from hccatom.dicom.index import (
     CT_IMAGE_STORAGE,
+    SAME_SPACING_MM,
     SeriesInfo,
     StudyIndex,
     index_study,
@@ -364,9 +365,11 @@ def _order_votes(acqs: Sequence[_Acquisition]) -> None:
 def _choose_recon(phase: Phase, acq: _Acquisition) -> PhaseChoice:
     ranked = sorted(acq.series, key=_recon_key)
     best = ranked[0]
-    t = best.slice_thickness_mm
+    t, spacing = best.slice_thickness_mm, best.slice_spacing_mm
+    every = (f" every {round(spacing, 3):g} mm" if t is not None and spacing is not None
+             and abs(t - spacing) > SAME_SPACING_MM else "")  # overlapping or gapped slices
     recon = (f"P1-recon: {len(ranked)} reconstruction(s) of this acquisition; chose "
-             f"{t if t is not None else '?'} mm ({best.spacing_text()}), kernel class "
+             f"{f'{t:g}' if t is not None else '?'} mm slices{every}, kernel class "
              f"{('soft', 'unknown', 'sharp')[_kernel_class(best.kernel)]}")
     return PhaseChoice(
         phase=phase, series=best, confidence=acq.confidence(),
