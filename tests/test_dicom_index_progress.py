@@ -208,3 +208,18 @@ def test_the_reconstruction_reason_names_the_spacing_where_it_differs() -> None:
         _choose_recon("arterial", overlapping).reasons[-1])
     equal = _Acquisition(0.0, [_series(2.0, [0.0, 2.0, 4.0])], [vote])
     assert "; chose 2 mm slices, kernel class" in _choose_recon("arterial", equal).reasons[-1]
+
+
+def test_study_command_verbose_shows_the_stage_start_and_the_skip_counts(
+        study: tuple[Path, dict[str, str]], capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="hccatom.dicom.index"):
+        assert main(["study", "-v", str(study[0])]) == 0
+    err = capsys.readouterr().err
+    assert "hccatom: index_study ...\n" in err  # -v: the start line too
+    idx = index_study(study[0])
+    assert (f"Study indexed: {idx.n_files} files, {len(idx.series)} series, 1 not DICOM, "
+            "0 unreadable, 1 DICOMDIR, 0 skipped unopened") in caplog.text
+    assert str(study[0]) not in caplog.text  # counts only: no folder names in the log line
