@@ -5,6 +5,7 @@ Subcommands::
     hccatom recommend --bundle B --arterial PATH --portal PATH --clinical FILE.json
                       [--json OUT] [--device auto|cpu|cuda|tensorrt] [--threads N]
                       [--precision fp16|fp32]
+    hccatom study DIR                 (a DICOM study's series and the phases chosen; dicom extra)
     hccatom bundle build --segmentation DIR --selection TACE=DIR HAIC=DIR TC=DIR HC=DIR
                          [--fused DIR] --thresholds ... --out DIR|FILE.zip
                          [--sign-key PRIVATE.pem]
@@ -285,6 +286,40 @@ def _check_outputs(args: argparse.Namespace) -> None:
             check_output_file(path, flag)
     if args.dicom_out is not None:
         check_output_folder(args.dicom_out, "--dicom-out")
+
+
+# --- study ----------------------------------------------------------------------------
+def _add_study(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "study", help="list a DICOM study's series and the phases the rules choose",
+        parents=[LEAF], description="Index a DICOM study folder (headers only; progress on "
+        "stderr), list its series (number, UID, slices, slice spacing; no free text) and the "
+        "arterial and portal series that `recommend --study` would use, with the rules that "
+        "chose them. Exit 2 when the phases cannot be chosen (the message says how to choose "
+        "them). Needs the dicom extra.")
+    p.add_argument("study", type=Path, metavar="DIR", help="the DICOM study folder")
+    p.set_defaults(func=_run_study)
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from hccatom.dicom import require_extra
+
+    require_extra()
+    from hccatom.dicom.index import index_study
+    from hccatom.dicom.phases import eligibility, find_phases
+
+    if not args.study.is_dir():
+        raise InputError(f"{args.study}: no such folder; pass a DICOM study folder.")
+    check_input_folder(args.study, "study folder")
+    index = index_study(args.study, progress=args.progress)
+    args.progress.close()  # the live line ends before the listing
+    print(index.listing({s.series_instance_uid: f"excluded: {why}" for s in index.series
+                         if (why := eligibility(s)) is not None}))
+    selection = find_phases(index)  # PhaseSelectionError: exit 2, says how to choose
+    for choice in (selection.arterial, selection.portal):
+        print(f"{choice.phase}: {choice.series.brief()}, confidence {choice.confidence:.2f}, "
+              f"rules {', '.join(choice.rules)}")
+    return EXIT_OK
 
 
 # --- bundle ---------------------------------------------------------------------------
@@ -653,6 +688,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_recommend(sub)
+    _add_study(sub)
     _add_bundle(sub)
     _add_bench(sub)
     _add_serve(sub)

@@ -21,6 +21,9 @@ hccatom recommend --bundle B --arterial arterial_dicom/ --portal portal.nii.gz \
 hccatom recommend --bundle B --study STUDY_DIR --clinical clinical.json \\
     --report report.pdf          # dicom and report extras
 {DEMO_BUNDLE_HINT}""",
+    ("study",): """\
+hccatom study STUDY_DIR                        # its series, and which are arterial/portal
+hccatom study STUDY_DIR --quiet                # no progress on stderr""",
     ("demo",): """\
 hccatom demo                                   # a synthetic patient through the chain
 hccatom demo --seed 3 --json recommendation.json

@@ -1,8 +1,9 @@
 """Progress on stderr for the command line: stage names, tile counts, elapsed time.
 
-One object serves every command. It takes :class:`hccatom.predictor.ProgressEvent`-like
-events (``stage``, ``done``, ``total``, ``elapsed_s``) from the Predictor, and wraps other
-steps with :meth:`StderrProgress.stage`. Levels:
+One object serves every command. It takes :class:`hccatom.progress_events.ProgressEvent`-like
+events (``stage``, ``done``, ``total``, ``elapsed_s``, optional ``detail``) from the Predictor
+and the DICOM study index (files read, series found), and wraps other steps with
+:meth:`StderrProgress.stage`. Levels:
 
 * ``quiet``: nothing (errors are still printed by the CLI);
 * ``normal``: on a terminal a live status line (stages running now, tiles done/total, elapsed
@@ -31,12 +32,24 @@ class _Active:
     done: int = 0
     total: int = 0
     quarter: int = 0
+    detail: str = ""
 
 
 def _unit(stage: str) -> str:
     if stage.startswith("segment"):
         return "tiles"
+    if stage == "index_study":
+        return "files"
     return "models" if stage.endswith("models") else ""
+
+
+def _counted(act: _Active, stage: str, *, progress: bool) -> str:
+    """``" 3/27 tiles"`` (``progress``) or ``" 27 tiles"``, then ``", detail"``; or ``""``."""
+    count = ""
+    if act.total > 1:
+        count = (f" {act.done}/{act.total}" if progress else f" {act.total}")
+        count = f"{count} {_unit(stage)}".rstrip()
+    return count + (f", {act.detail}" if act.detail else "")
 
 
 class StderrProgress:
@@ -63,11 +76,14 @@ class StderrProgress:
     # --- events --------------------------------------------------------------------------
     def __call__(self, event: Any) -> None:
         """A Predictor progress event: 0 of 1 starts a stage, 1 of 1 ends it, and
-        ``done`` of ``total`` > 1 in between counts (tiles)."""
-        self.update(event.stage, int(event.done), int(event.total))
+        ``done`` of ``total`` > 1 in between counts (tiles, files); ``detail`` is shown
+        beside the count."""
+        self.update(event.stage, int(event.done), int(event.total),
+                    str(getattr(event, "detail", "") or ""))
 
-    def update(self, stage: str, done: int, total: int) -> None:
-        """Record ``done`` of ``total`` for ``stage``: starts it if new, ends it at 1 of 1."""
+    def update(self, stage: str, done: int, total: int, detail: str = "") -> None:
+        """Record ``done`` of ``total`` for ``stage``: starts it if new, ends it at 1 of 1;
+        ``detail`` (e.g. ``"3 series"``) replaces the stage's previous one."""
         if self.level == "quiet":
             return
         with self._lock:
@@ -80,6 +96,8 @@ class StderrProgress:
                     self._line(f"{stage} ...")
             if total > 1:
                 act.done, act.total = done, total
+            if detail:
+                act.detail = detail
             if total == 1 and done >= 1:
                 self._finish(stage, act, now)
             elif total > 1:
@@ -127,8 +145,8 @@ class StderrProgress:
         self._active.pop(stage, None)
         elapsed = now - act.started
         if self.level == "verbose" or elapsed >= self.min_shown_s or act.total > 1:
-            count = f" {act.total} {_unit(stage)}".rstrip() if act.total > 1 else ""
-            self._line(f"{stage} done{(':' + count) if count else ''} in {elapsed:.1f} s")
+            count = _counted(act, stage, progress=False).lstrip(", ")
+            self._line(f"{stage} done{(': ' + count) if count else ''} in {elapsed:.1f} s")
         elif self.tty:
             self._draw(now)
 
@@ -139,14 +157,14 @@ class StderrProgress:
         quarter = (4 * act.done) // max(act.total, 1)
         if quarter > act.quarter and act.done < act.total:
             act.quarter = quarter
-            self._line(f"{stage} {act.done}/{act.total} {_unit(stage)} "
-                       f"{now - act.started:.1f} s".replace("  ", " "))
+            self._line(f"{stage}{_counted(act, stage, progress=True)} "
+                       f"{now - act.started:.1f} s")
 
     def _status(self, now: float) -> str:
         parts = []
         for stage, act in self._active.items():
-            count = f" {act.done}/{act.total} {_unit(stage)}".rstrip() if act.total > 1 else ""
-            parts.append(f"{stage}{count} {now - act.started:.1f} s")
+            parts.append(f"{stage}{_counted(act, stage, progress=True)} "
+                         f"{now - act.started:.1f} s")
         if self._detail:
             parts.append(self._detail)
         return " | ".join(parts)

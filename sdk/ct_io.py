@@ -204,10 +204,11 @@ def _read_path(path: Path, series_uid: str | None, notes: list[str]) -> tuple[si
     check_memory(size, f"Reading CT file {path} ({format_bytes(size)} on disk)",
                  "Pass the right file (one CT phase).", error=InputTooLargeError)
     _check_header_before_itk(path)
-    reader = _file_info(path)
     image_io = sitk.ImageFileReader.GetImageIOFromFileName(str(path))
-    if image_io == "GDCMImageIO" or _get(reader, "0008|0060") is not None:
-        _check_modality(_get(reader, "0008|0060"), str(path), notes)
+    if image_io != "NiftiImageIO":  # NIfTI carries no DICOM Modality: one header read less
+        reader = _file_info(path)
+        if image_io == "GDCMImageIO" or _get(reader, "0008|0060") is not None:
+            _check_modality(_get(reader, "0008|0060"), str(path), notes)
     return _read_file(path), str(path)
 
 

@@ -8,12 +8,13 @@ keep spinning in the caller's process. The child is killed when the limit passes
 child killed by a signal (a crash in native code) is reported too; the caller's process is
 never at risk.
 
-Cost: one child process, started on the first file read (0.15-0.8 s on a 2-core VM) and
-kept for later reads (milliseconds each); a child that timed out or crashed is killed and
-replaced on the next read. The limit comes
-from ``HCCATOM_HEADER_TIMEOUT_S`` (seconds, default 20; ``0`` turns the guard off, e.g.
-where starting processes is not allowed). POSIX only: on Windows the guard is off and the
-header checks of :mod:`hccatom.image_headers` stand alone.
+Cost: one child process, started on the first file read (0.15-0.8 s on a 2-core VM), or
+ahead of it by :func:`start_prober` (``Predictor.from_bundle`` does, see
+:mod:`hccatom.read_warmup`), and kept for later reads (milliseconds each); a child that
+timed out or crashed is killed and replaced on the next read. The limit comes from
+``HCCATOM_HEADER_TIMEOUT_S`` (seconds, default 20; ``0`` turns the guard off, e.g. where
+starting processes is not allowed). POSIX only: on Windows the guard is off and the header
+checks of :mod:`hccatom.image_headers` stand alone.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from hccatom.errors import CTInputError
 
-__all__ = ["DEFAULT_TIMEOUT_S", "ENV_VAR", "probe_header", "timeout_s"]
+__all__ = ["DEFAULT_TIMEOUT_S", "ENV_VAR", "probe_header", "start_prober", "timeout_s"]
 
 ENV_VAR = "HCCATOM_HEADER_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 20.0
@@ -64,6 +65,11 @@ class _Prober:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._script = ""
+
+    def start(self) -> None:
+        """Start the child now (no request), so that the first probe finds it warm."""
+        with self._lock:
+            self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None or self._script != _PROBE:
@@ -132,6 +138,18 @@ def timeout_s() -> float:
             f"{ENV_VAR}={text!r} is not a number of seconds; unset it or write e.g. 20."
         ) from None
     return max(0.0, value)
+
+
+def start_prober() -> None:
+    """Start the probe child ahead of the first read (e.g. while a bundle loads): its start
+    (Python and SimpleITK, 0.15-0.8 s) then overlaps other work instead of delaying the
+    first file read. Nothing where the guard is off or processes cannot be started."""
+    try:
+        if timeout_s() <= 0 or os.name == "nt":
+            return
+        _PROBER.start()
+    except (OSError, CTInputError):  # a bad limit is reported by the read itself
+        return
 
 
 def probe_header(path: Path, limit_s: float | None = None) -> None:

@@ -53,6 +53,8 @@ from hccatom.explain.visual import (
 )
 from hccatom.phases import PHASES, Phase
 from hccatom.precision import check_precision, choose_graph, default_precision
+from hccatom.progress_events import ProgressCallback, ProgressEvent
+from hccatom.read_warmup import start_read_warmup
 from hccatom.recommendation import (
     BundleRef,
     EngineInfo,
@@ -111,17 +113,6 @@ class CTStudy:
         return self.arterial if name == "arterial" else self.portal
 
 
-@dataclass(frozen=True)
-class ProgressEvent:
-    """A step of one recommendation: ``stage`` started (done 0) or advanced/finished."""
-
-    stage: str
-    done: int
-    total: int
-    elapsed_s: float
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
 LabelsCallback = Callable[[Phase, Volume, Volume], None]
 """Called per phase with the z-resampled CT and its labels (same internal grid)."""
 
@@ -318,6 +309,7 @@ class Predictor:
             threads = max(1, (os.cpu_count() or 2) // 2)  # half the cores per phase
         requested = check_precision(precision)
         preferred = default_precision(device, ort_available_providers())
+        start_read_warmup()  # the first read's one-time costs overlap the load (read_warmup)
         bundle = load_bundle(path, trusted_keys=trusted_keys,
                              require_signature=require_signature, expect_sha256=expect_sha256)
         m = bundle.manifest

@@ -32,6 +32,7 @@ from typing import overload
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hccatom.blas_threads import single_blas_thread
 from hccatom.errors import CTInputError, InputError, NoLiverError, NoTumourError
 from hccatom.model_base import FrozenModel
 from hccatom.volume import Volume
@@ -160,10 +161,11 @@ def resample_z(volume: Volume, thickness_mm: float = 1.0, order: int = 3) -> Vol
     else:
         weights = _spline_weights(nz, positions, min(order, nz - 1))
         out = np.empty((n_new, *src.shape[1:]), dtype=np.float32)
-        for k, row in enumerate(weights):
-            (taps,) = np.nonzero(row)
-            j0, j1 = int(taps[0]), int(taps[-1]) + 1
-            out[k] = np.tensordot(row[j0:j1].astype(np.float32), src[j0:j1], axes=1)
+        with single_blas_thread():  # ~200 small products: threads only wait (blas_threads)
+            for k, row in enumerate(weights):
+                (taps,) = np.nonzero(row)
+                j0, j1 = int(taps[0]), int(taps[-1]) + 1
+                out[k] = np.tensordot(row[j0:j1].astype(np.float32), src[j0:j1], axes=1)
     zdir = np.asarray(volume.direction, dtype=float)[:, 0]
     origin = np.asarray(volume.origin, dtype=float) + zdir * (first * sz)
     note = f"z resampled {sz:g} mm x {nz} -> {thickness_mm:g} mm x {n_new} (order {order})"

@@ -43,7 +43,11 @@ class InputSeries(FrozenModel):
     series_instance_uid: str
     series_number: int | None = None
     n_slices: int
-    slice_thickness_mm: float | None = None
+    slice_thickness_mm: float | None = Field(
+        default=None, description="The Slice Thickness tag (may exceed the spacing: overlap).")
+    slice_spacing_mm: float | None = Field(
+        default=None, description="Distance between slice positions, mm: the volume's z "
+        "spacing (None when positions are missing).")
     confidence: float = Field(description="0..1; 1 for an explicit choice.")
     rules: list[str] = Field(description="Rule ids of hccatom.dicom.phases that decided.")
     reasons: list[str]

@@ -268,7 +268,10 @@ def test_cli_study_and_dicom_out(tmp_path: Path, case: dict,
                  "--portal", case["uids"]["portal"], "--clinical", str(clinical),
                  "--device", "cpu", "--no-mirroring", "--dicom-out", str(out),
                  "--json", str(tmp_path / "rec.json")])
-    assert code == 0, capsys.readouterr()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    idx = index_study(case["root"])  # indexing the study showed files and series found
+    assert f"index_study done: {idx.n_files} files, {len(idx.series)} series in" in err
     assert sorted(p.name for p in out.iterdir()) == [
         "REPORT_SC.dcm", "SEG_arterial.dcm", "SEG_portal.dcm", "SR.dcm"]
     rec = Recommendation.from_json(tmp_path / "rec.json")
@@ -358,9 +361,14 @@ def test_one_folder_per_phase_names_source_images_too(tmp_path: Path, case: dict
         (tmp_path / phase).mkdir()
         for inst in index_study(study).by_uid(uids[phase]).instances:
             inst.path.rename(tmp_path / phase / inst.path.name)
+    events: list = []
     rec = case["predictor"].recommend({"arterial": str(tmp_path / "arterial"),
-                                       "portal": tmp_path / "portal"}, case["member"].clinical)
+                                       "portal": tmp_path / "portal"}, case["member"].clinical,
+                                      progress=events.append)
     assert rec.input_series is not None and rec.input_series["portal"].rules == ["explicit"]
+    indexed = [e for e in events if e.stage == "index_study" and e.total > 1]
+    assert [(e.done, e.total, e.detail) for e in indexed if e.done == e.total] == [
+        (SPEC.n_slices, SPEC.n_slices, "1 series")] * 2  # each phase folder, every file
     src = rec.phases["arterial"].source_image
     assert src is not None and src.series_instance_uid == uids["arterial"]
     files = rec.to_dicom(tmp_path / "out")

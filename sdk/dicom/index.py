@@ -8,6 +8,13 @@ and its instances sorted along the slice normal (row x column direction; inferio
 superior for the usual axial orientation).
 
 Time-of-day tags (TM) are kept as seconds after midnight; dates are not read.
+
+Progress (``progress=``): a study of thousands of files takes a while, so the index reports
+stage ``index_study`` as :class:`~hccatom.progress_events.ProgressEvent` events: started
+(0 of 1), files read of files found with ``detail`` ``"<n> series"`` at most every
+:data:`PROGRESS_INTERVAL_S` seconds and after the last file, then done (1 of 1, ``detail``
+``"<n> series"``). ``True`` shows them on stderr the way the command line
+does (:class:`hccatom.cli_progress.StderrProgress`).
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import math
 import os
 import stat
 import struct
-from collections.abc import Iterator, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +42,10 @@ from hccatom.path_checks import (
     os_reason,
     special_kind,
 )
+from hccatom.progress_events import ProgressCallback, ProgressEvent
 
-__all__ = ["InstanceInfo", "SeriesInfo", "StudyIndex", "index_study", "parse_time"]
+__all__ = ["INDEX_STAGE", "PROGRESS_INTERVAL_S", "SAME_SPACING_MM", "InstanceInfo",
+           "SeriesInfo", "StudyIndex", "index_study", "parse_time"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,13 @@ _TAGS = [Tag(k) for k in (
     "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient",
     "FrameOfReferenceUID", "Rows", "Columns", "PixelSpacing", "NumberOfFrames",
 )]
+
+SAME_SPACING_MM = 0.01
+"""Slice thickness and position spacing closer than this are shown as one number."""
+INDEX_STAGE = "index_study"
+"""The stage name of the index's progress events."""
+PROGRESS_INTERVAL_S = 0.5
+"""At most one count event per this many seconds (plus one after the last file)."""
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
@@ -213,13 +231,26 @@ class SeriesInfo:
             return None
         return np.array([float(np.dot(i.position, n)) for i in self.instances])  # type: ignore[arg-type]
 
+    def spacing_text(self) -> str:
+        """The slice spacing (from the slice positions), with the Slice Thickness tag beside
+        it only where the two differ: ``"spacing 2 mm (slice thickness 3 mm: overlapping
+        slices)"``; ``"spacing 1.25 mm"`` where they agree. Scanners reconstruct overlapping
+        (thickness > spacing) or gapped slices; the volume's z spacing is the position
+        spacing, so that is the one to show as spacing."""
+        spacing, thick = self.slice_spacing_mm, self.slice_thickness_mm
+        if spacing is None:
+            return f"slice thickness {thick:g} mm" if thick is not None else "spacing ? mm"
+        text = f"spacing {round(spacing, 3):g} mm"
+        if thick is None or abs(thick - spacing) <= SAME_SPACING_MM:
+            return text
+        why = "overlapping slices" if thick > spacing else "gaps between slices"
+        return f"{text} (slice thickness {thick:g} mm: {why})"
+
     def brief(self) -> str:
         """A one-line description safe for messages: no free text, no patient data."""
         num = f"#{self.series_number}" if self.series_number is not None else "#?"
-        thick = (f"{self.slice_thickness_mm:g} mm" if self.slice_thickness_mm is not None
-                 else "? mm")
         return (f"series {num} UID {self.series_instance_uid or '<none>'} ({self.modality or '?'}"
-                f", {self.n_slices} slices, {thick})")
+                f", {self.n_slices} slices, {self.spacing_text()})")
 
 
 @dataclass(frozen=True)
@@ -235,6 +266,20 @@ class StudyIndex:
     """DICOM files whose header could not be parsed (truncated, corrupt)."""
     skipped_special: int = 0
     """Entries never opened: FIFOs, devices, sockets, broken links, link loops."""
+
+    def listing(self, notes: Mapping[str, str] | None = None) -> str:
+        """What was found, one line per series (:meth:`SeriesInfo.brief`: no free text),
+        each followed by ``notes[its Series Instance UID]`` where given."""
+        notes = notes or {}
+        skipped = [f"{n} {what}" for n, what in (
+            (self.skipped_non_dicom, "not DICOM"), (self.unreadable, "unreadable"),
+            (self.skipped_dicomdir, "DICOMDIR"), (self.skipped_special, "not regular files"))
+            if n]
+        head = (f"{self.n_files} file{'' if self.n_files == 1 else 's'}, {len(self.series)} "
+                f"series" + (f" ({', '.join(skipped)})" if skipped else ""))
+        return "\n".join([head, *(
+            f"  - {s.brief()}" + (f", {notes[uid]}" if (uid := s.series_instance_uid) in notes
+                                  else "") for s in self.series)])
 
     def by_uid(self, uid: str) -> SeriesInfo:
         """The series with this Series Instance UID; DicomStudyError if absent."""
@@ -315,12 +360,31 @@ def _finish(series: SeriesInfo) -> None:
         series.problems.append("two images share one slice position (several acquisitions?)")
 
 
-def index_study(root: str | Path, *, progress: bool = False) -> StudyIndex:
+def _progress_sink(progress: bool | ProgressCallback | None
+                   ) -> tuple[ProgressCallback | None, Callable[[], None]]:
+    """(callback or None, close): ``True`` shows the events on stderr."""
+    if progress is True:
+        from hccatom.cli_progress import StderrProgress
+
+        shown = StderrProgress(sys.stderr)
+        return shown, shown.close
+    if progress is False or progress is None:
+        return None, lambda: None
+    if not callable(progress):
+        raise DicomStudyError(f"index_study: progress must be True, False or a callable taking "
+                              f"a ProgressEvent, not {type(progress).__name__}.")
+    return progress, lambda: None
+
+
+def index_study(root: str | Path, *,
+                progress: bool | ProgressCallback | None = False) -> StudyIndex:
     """Index every DICOM image under ``root`` (recursively) by series; headers only.
 
     Files that are not DICOM (no ``DICM`` preamble) are skipped and counted; ``DICOMDIR``
     files are ignored (counted). Raises :class:`DicomStudyError` when ``root`` is missing
-    or holds no DICOM image.
+    or holds no DICOM image. ``progress``: a callable receiving
+    :class:`~hccatom.progress_events.ProgressEvent` events (see the module doc), ``True`` to
+    show them on stderr, ``False``/``None`` for none.
     """
     base = Path(root)
     if not base.exists():
@@ -328,69 +392,104 @@ def index_study(root: str | Path, *, progress: bool = False) -> StudyIndex:
     if not base.is_dir():
         raise DicomStudyError(f"{base} is a file; pass the study folder that holds the series.")
     check_input_folder(base, "Study folder", error=DicomStudyError)
+    sink, close = _progress_sink(progress)
+    t0 = time.monotonic()
+
+    def report(done: int, total: int, detail: str = "") -> None:
+        if sink is not None:
+            sink(ProgressEvent(INDEX_STAGE, done, total, time.monotonic() - t0, detail))
+
+    report(0, 1)
+    counts = _Counts()
     series: dict[str, SeriesInfo] = {}
-    n_files = non_dicom = dicomdir = unreadable = 0
     special: list[str] = []
-    for path in _walk(base, special):
-        n_files += 1
-        try:  # read through the checked descriptor: a FIFO swapped in since is skipped
-            fh = open_regular_file(path, "DICOM file", error=DicomStudyError)
-        except DicomStudyError:
-            special.append(f"{path.name} (not a regular file when opened)")
-            continue
-        except OSError:
-            unreadable += 1
-            continue
-        try:
-            with fh:
-                ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=_TAGS)
-        except InvalidDicomError:
-            non_dicom += 1
-            continue
-        except (OSError, EOFError, *_DECODE_ERRORS):
-            unreadable += 1
-            continue
-        if not _values_decode(ds):  # a malformed element among the tags read
-            unreadable += 1
-            continue
-        media_class = str(getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", ""))
-        if path.name.upper() == "DICOMDIR" or media_class == "1.2.840.10008.1.3.10":
-            dicomdir += 1
-            continue
-        uid = _text(ds, "SeriesInstanceUID") or f"<no series UID in {path.parent}>"
-        info = series.get(uid)
-        if info is None:
-            info = series[uid] = _new_series(ds, uid, media_class)
-        elif _floats(ds, "ImageOrientationPatient", 6) not in (None, info.orientation) and (
-            "mixed image orientations" not in info.problems
-        ):
-            info.problems.append("mixed image orientations")
-        pos = _floats(ds, "ImagePositionPatient", 3)
-        info.instances.append(InstanceInfo(
-            path=path,
-            sop_instance_uid=_text(ds, "SOPInstanceUID"),
-            sop_class_uid=_text(ds, "SOPClassUID") or media_class,
-            instance_number=_int(ds, "InstanceNumber"),
-            position=(pos[0], pos[1], pos[2]) if pos else None,
-            acquisition_time_s=parse_time(ds.get("AcquisitionTime")),
-            content_time_s=parse_time(ds.get("ContentTime")),
-        ))
+    try:
+        paths = list(_walk(base, special))
+        counts.files = len(paths)
+        last = t0
+        for done, path in enumerate(paths, start=1):
+            _index_file(path, series, counts, special)
+            now = time.monotonic()
+            if len(paths) > 1 and (done == len(paths) or now - last >= PROGRESS_INTERVAL_S):
+                last = now
+                report(done, len(paths), f"{len(series)} series")
+    finally:
+        report(1, 1, f"{len(series)} series")
+        close()
     if special:
         log.warning("Study folder %s: %d entries skipped unopened (not regular files): %s",
                     base, len(special), ", ".join(special[:5])
                     + (f" and {len(special) - 5} more" if len(special) > 5 else ""))
+    log.info("Study indexed: %d files, %d series, %d not DICOM, %d unreadable, %d DICOMDIR, "
+             "%d skipped unopened", counts.files, len(series), counts.non_dicom,
+             counts.unreadable, counts.dicomdir, len(special))
     for info in series.values():
         _finish(info)
     if not series:
         raise DicomStudyError(
-            f"No DICOM image found under {base} ({n_files} files, {non_dicom} not DICOM, "
-            f"{unreadable} unreadable). Pass the folder of a DICOM study."
+            f"No DICOM image found under {base} ({counts.files} files, {counts.non_dicom} not "
+            f"DICOM, {counts.unreadable} unreadable). Pass the folder of a DICOM study."
         )
     ordered = sorted(series.values(), key=lambda s: (
         s.series_number if s.series_number is not None else 1 << 30, s.series_instance_uid))
-    return StudyIndex(root=base, series=ordered, n_files=n_files, skipped_non_dicom=non_dicom,
-                      skipped_dicomdir=dicomdir, unreadable=unreadable,
-                      skipped_special=len(special))
+    return StudyIndex(root=base, series=ordered, n_files=counts.files,
+                      skipped_non_dicom=counts.non_dicom, skipped_dicomdir=counts.dicomdir,
+                      unreadable=counts.unreadable, skipped_special=len(special))
+
+
+@dataclass
+class _Counts:
+    files: int = 0
+    non_dicom: int = 0
+    dicomdir: int = 0
+    unreadable: int = 0
+
+
+def _index_file(path: Path, series: dict[str, SeriesInfo], counts: _Counts,
+                special: list[str]) -> None:
+    """Read one file's header into ``series`` (or count why not, or add it to ``special``)."""
+    try:  # read through the checked descriptor: a FIFO swapped in since is skipped
+        fh = open_regular_file(path, "DICOM file", error=DicomStudyError)
+    except DicomStudyError:
+        special.append(f"{path.name} (not a regular file when opened)")
+        return
+    except OSError:
+        counts.unreadable += 1
+        return
+    try:
+        with fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=_TAGS)
+    except InvalidDicomError:
+        counts.non_dicom += 1
+        return
+    except (OSError, EOFError, *_DECODE_ERRORS):
+        counts.unreadable += 1
+        return
+    if not _values_decode(ds):  # a malformed element among the tags read
+        counts.unreadable += 1
+        return
+    media_class = str(getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", ""))
+    if path.name.upper() == "DICOMDIR" or media_class == "1.2.840.10008.1.3.10":
+        counts.dicomdir += 1
+        return
+    uid = _text(ds, "SeriesInstanceUID") or f"<no series UID in {path.parent}>"
+    info = series.get(uid)
+    if info is None:
+        info = series[uid] = _new_series(ds, uid, media_class)
+    elif _floats(ds, "ImageOrientationPatient", 6) not in (None, info.orientation) and (
+        "mixed image orientations" not in info.problems
+    ):
+        info.problems.append("mixed image orientations")
+    pos = _floats(ds, "ImagePositionPatient", 3)
+    info.instances.append(InstanceInfo(
+        path=path,
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        sop_class_uid=_text(ds, "SOPClassUID") or media_class,
+        instance_number=_int(ds, "InstanceNumber"),
+        position=(pos[0], pos[1], pos[2]) if pos else None,
+        acquisition_time_s=parse_time(ds.get("AcquisitionTime")),
+        content_time_s=parse_time(ds.get("ContentTime")),
+    ))
 
 
 def files_of(series: SeriesInfo) -> Sequence[str]:

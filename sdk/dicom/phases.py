@@ -64,11 +64,13 @@ from typing import Any, Literal
 from hccatom.dicom.errors import PhaseAmbiguityError, PhaseConflictError, PhaseSelectionError
 from hccatom.dicom.index import (
     CT_IMAGE_STORAGE,
+    SAME_SPACING_MM,
     SeriesInfo,
     StudyIndex,
     index_study,
 )
 from hccatom.phases import PHASES, Phase
+from hccatom.progress_events import ProgressCallback
 
 __all__ = [
     "KEYWORDS",
@@ -218,6 +220,8 @@ class PhaseChoice:
             "series_number": self.series.series_number,
             "n_slices": self.series.n_slices,
             "slice_thickness_mm": self.series.slice_thickness_mm,
+            "slice_spacing_mm": (None if self.series.slice_spacing_mm is None
+                                 else round(self.series.slice_spacing_mm, 6)),
             "confidence": round(self.confidence, 3),
             "rules": list(self.rules),
             "reasons": list(self.reasons),
@@ -361,9 +365,11 @@ def _order_votes(acqs: Sequence[_Acquisition]) -> None:
 def _choose_recon(phase: Phase, acq: _Acquisition) -> PhaseChoice:
     ranked = sorted(acq.series, key=_recon_key)
     best = ranked[0]
-    t = best.slice_thickness_mm
+    t, spacing = best.slice_thickness_mm, best.slice_spacing_mm
+    every = (f" every {round(spacing, 3):g} mm" if t is not None and spacing is not None
+             and abs(t - spacing) > SAME_SPACING_MM else "")  # overlapping or gapped slices
     recon = (f"P1-recon: {len(ranked)} reconstruction(s) of this acquisition; chose "
-             f"{t if t is not None else '?'} mm, kernel class "
+             f"{f'{t:g}' if t is not None else '?'} mm slices{every}, kernel class "
              f"{('soft', 'unknown', 'sharp')[_kernel_class(best.kernel)]}")
     return PhaseChoice(
         phase=phase, series=best, confidence=acq.confidence(),
@@ -388,15 +394,16 @@ def find_phases(
     *,
     arterial: str | None = None,
     portal: str | None = None,
+    progress: bool | ProgressCallback | None = False,
 ) -> PhaseSelection:
     """Pick the arterial and portal-venous series of a study (see the module doc).
 
-    ``study``: a folder (indexed with :func:`index_study`) or an index. ``arterial`` /
-    ``portal``: Series Instance UIDs that override the rules. Raises
-    :class:`PhaseAmbiguityError` (with ``candidates``) when a phase cannot be told apart,
-    :class:`PhaseConflictError` when both would be the same series.
+    ``study``: a folder (indexed with :func:`index_study`, which reports to ``progress``)
+    or an index. ``arterial`` / ``portal``: Series Instance UIDs that override the rules.
+    Raises :class:`PhaseAmbiguityError` (with ``candidates``) when a phase cannot be told
+    apart, :class:`PhaseConflictError` when both would be the same series.
     """
-    index = study if isinstance(study, StudyIndex) else index_study(study)
+    index = study if isinstance(study, StudyIndex) else index_study(study, progress=progress)
     if arterial is not None and arterial == portal:
         s = index.by_uid(arterial)
         raise PhaseConflictError(

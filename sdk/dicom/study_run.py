@@ -31,7 +31,8 @@ from hccatom.volume import Volume
 
 if TYPE_CHECKING:
     from hccatom.explain.runner import ExplainMode
-    from hccatom.predictor import Predictor, ProgressCallback
+    from hccatom.predictor import Predictor
+    from hccatom.progress_events import ProgressCallback
 
 __all__ = ["DicomContext", "PhaseData", "crop_to_labels", "liver_mean_hu", "recommend_folders",
            "recommend_study", "swap_flag"]
@@ -136,16 +137,17 @@ def recommend_study(
     require_extra()
     t0 = time.perf_counter()
     timer = _Timer(progress)
-    with timer.stage("find_phases"):
-        selection = find_phases(study, arterial=arterial, portal=portal)
+    with timer.stage("find_phases"):  # the index reports files read (index_study events)
+        selection = find_phases(study, arterial=arterial, portal=portal, progress=progress)
     return _run(predictor, selection, clinical, timer, t0, explain)
 
 
-def _single_series(folder: Path) -> PhaseChoice | None:
+def _single_series(folder: Path, progress: ProgressCallback | None = None
+                   ) -> PhaseChoice | None:
     """The explicit choice of a folder's only series, or None when it is not exactly one
     usable CT series (the ordinary chain then reads it and reports what is wrong)."""
     try:
-        index = index_study(folder)
+        index = index_study(folder, progress=progress)
     except DicomStudyError:
         return None
     if len(index.series) != 1:
@@ -176,7 +178,7 @@ def recommend_folders(
     t0 = time.perf_counter()
     timer = _Timer(progress)
     with timer.stage("find_phases"):
-        choices = {p: _single_series(folders[p]) for p in PHASES}
+        choices = {p: _single_series(folders[p], progress) for p in PHASES}
     art, por = choices["arterial"], choices["portal"]
     if art is None or por is None:
         return None
