@@ -145,26 +145,70 @@ def test_serve_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch,
     assert 'pip install "hccatom[serve]"' in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("preset", [None, "3", "junk"])
-def test_allocator_settings_are_set_in_code(preset: str | None) -> None:
-    """``hccatom serve --malloc serving``: arenas limited in this process (mallopt) and in the
-    environment the Triton server inherits; a valid user value is kept; trim runs."""
+_MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_")
+
+
+def _python_without_malloc_env(code: str, *args: str, **preset: str) -> list[str]:
+    """Run ``code`` in a fresh Python whose environment has only the given malloc variables;
+    its stdout's words."""
     import os
-    import platform
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-    if preset is not None:
-        env["MALLOC_ARENA_MAX"] = preset
-    code = ("import os; from hccatom.serve.allocator import limit_arenas, trim; "
-            "print(limit_arenas(), trim(), os.environ['MALLOC_ARENA_MAX'])")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True, timeout=60).stdout.split()
+    env = {k: v for k, v in os.environ.items() if k not in _MALLOC_ENV}
+    env.update(preset)
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, check=True, timeout=60).stdout.split()
+
+
+@pytest.mark.parametrize("preset", [None, "3", "junk"])
+def test_allocator_settings_are_set_in_code(preset: str | None) -> None:
+    """``hccatom serve --malloc serving``: arenas limited and the mmap threshold fixed in this
+    process (mallopt) and in the environment the Triton server inherits; a valid user value
+    is kept; trim runs."""
+    import platform
+
+    code = ("import os; from hccatom.serve.allocator import use_serving_settings, trim; "
+            "print(use_serving_settings(), trim(), os.environ['MALLOC_ARENA_MAX'], "
+            "os.environ['MALLOC_MMAP_THRESHOLD_'])")
+    given = {} if preset is None else {"MALLOC_ARENA_MAX": preset,
+                                       "MALLOC_MMAP_THRESHOLD_": preset}
+    out = _python_without_malloc_env(code, **given)
     glibc = platform.libc_ver()[0] == "glibc"
-    assert out[0] == str(glibc)  # mallopt took it (only glibc has it)
+    assert out[0] == str(glibc)  # mallopt took both (only glibc has it)
     assert out[1] in ("True", "False")  # malloc_trim ran (True: it returned memory)
     assert out[2] == ("3" if preset == "3" else "2")
+    assert out[3] == ("3" if preset == "3" else str(1 << 20))
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc",
+                    reason="mallinfo2 and the mmap threshold are glibc's")
+def test_fixed_mmap_threshold_keeps_large_blocks_out_of_the_heap() -> None:
+    """glibc raises its mmap threshold when an mmap-ed block is freed, so the next block of
+    that size comes from the heap (where blocks fragment it); with the serving settings it
+    gets its own mapping again, returned to the system when freed."""
+    code = """
+import ctypes, sys
+from hccatom.serve.allocator import fix_mmap_threshold
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost").split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes, libc.mallinfo2.restype = [ctypes.c_void_p], Info
+if sys.argv[1:] == ["fixed"]:
+    fix_mmap_threshold()
+libc.free(libc.malloc(4 << 20))  # mmap-ed (above the initial 128 kB threshold), then freed
+before = libc.mallinfo2().hblks
+block = libc.malloc(4 << 20)
+print(libc.mallinfo2().hblks - before)  # 1: a mapping of its own; 0: from the heap
+libc.free(block)
+"""
+    def mapped(*args: str) -> int:
+        return int(_python_without_malloc_env(code, *args)[0])
+
+    assert mapped() == 0  # glibc's dynamic threshold: the second block came from the heap
+    assert mapped("fixed") == 1
 
 
 class _FakeTriton:

@@ -42,9 +42,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study-root", type=Path, default=None,
                         help="allow study_path requests for DICOM studies under this folder")
     parser.add_argument("--malloc", choices=("serving", "glibc"), default="serving",
-                        help="serving (default): at most 2 malloc arenas and freed memory "
-                             "returned after each request, so memory levels off; glibc: "
-                             "glibc's defaults")
+                        help="serving (default): at most 2 malloc arenas, blocks of 1 MiB "
+                             "or more in their own mappings and freed memory returned after "
+                             "each request, so memory levels off; glibc: glibc's defaults")
     parser.add_argument("--exit-timeout", type=int, default=30,
                         help="seconds in-flight requests may take to finish on SIGTERM")
 
@@ -52,13 +52,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the bundle, serve until signalled."""
     from hccatom.predictor import Predictor
-    from hccatom.serve.allocator import limit_arenas
+    from hccatom.serve.allocator import use_serving_settings
     from hccatom.serve.pytriton_env import prepare
     from hccatom.serve.server import ServeOptions, serve
 
     prepare()  # extra, glibc, numpy, libpython: refused before the bundle loads
-    if args.malloc == "serving":  # before the models load: arenas are made on first use
-        limit_arenas()
+    if args.malloc == "serving":  # before the models load and the Triton server starts
+        use_serving_settings()
     options = ServeOptions(
         ports=Ports(args.grpc_port, args.http_port, args.metrics_port, args.host),
         instances=args.instances, max_queue=args.max_queue,
