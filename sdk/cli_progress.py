@@ -109,13 +109,15 @@ class StderrProgress:
     def stage(self, name: str) -> Iterator[Callable[[int, int], None]]:
         """Wrap a step: shows it while it runs; the yielded ``tick(done, total)`` counts."""
         self.update(name, 0, 1)
+        finished = False
         try:
             yield lambda done, total: self.update(name, done, total) if total > 1 else None
-        finally:
+            finished = True
+        finally:  # a step that raised is not "done": its error follows this line
             with self._lock:
                 act = self._active.get(name)
                 if act is not None and self.level != "quiet":
-                    self._finish(name, act, time.monotonic())
+                    self._finish(name, act, time.monotonic(), failed=not finished)
 
     def note(self, text: str) -> None:
         """A plain progress line (e.g. a build step's own report); nothing when quiet."""
@@ -141,10 +143,13 @@ class StderrProgress:
             self._clear()
 
     # --- drawing (lock held) --------------------------------------------------------------
-    def _finish(self, stage: str, act: _Active, now: float) -> None:
+    def _finish(self, stage: str, act: _Active, now: float, *, failed: bool = False) -> None:
         self._active.pop(stage, None)
         elapsed = now - act.started
         if self.level == "verbose" or elapsed >= self.min_shown_s or act.total > 1:
+            if failed:
+                self._line(f"{stage} failed after {elapsed:.1f} s")
+                return
             count = _counted(act, stage, progress=False).lstrip(", ")
             self._line(f"{stage} done{(': ' + count) if count else ''} in {elapsed:.1f} s")
         elif self.tty:

@@ -343,6 +343,25 @@ def test_progress_on_a_terminal_and_in_a_log() -> None:
     assert quiet.getvalue() == ""
 
 
+
+def test_a_stage_that_raises_is_reported_failed_not_done() -> None:
+    import io
+
+    from hccatom.cli_progress import StderrProgress
+
+    log = io.StringIO()
+    show = StderrProgress(log, "verbose", tty=False)
+    with pytest.raises(RuntimeError), show.stage("export_selection"):
+        raise RuntimeError("the checkpoint is corrupt")
+    with show.stage("write_bundle"):
+        pass
+    show.close()
+    text = log.getvalue()
+    assert "export_selection failed after" in text
+    assert "export_selection done" not in text
+    assert "write_bundle done in" in text
+
+
 def test_progress_heartbeat_keeps_a_long_stage_from_being_silent() -> None:
     import io
     import time
