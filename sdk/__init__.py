@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the names a static checker sees; at runtime __getattr__ loa
     from hccatom.segmentation import Segmenter
     from hccatom.volume import Volume
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 #: Public name -> the module that defines it.
 _LAZY: dict[str, str] = {
