@@ -1,10 +1,11 @@
-"""glibc malloc settings of ``hccatom serve``: few arenas, and freed memory handed back.
+"""glibc malloc settings of ``hccatom serve``: few arenas, large blocks in their own mappings,
+and freed memory handed back.
 
 A long-running server that runs ONNX Runtime, numpy and SciPy from many threads (Triton's
 request threads, ONNX Runtime's pools) lets glibc create up to eight malloc arenas per core;
 each keeps the memory its thread freed, so the resident size creeps up request after request
 without any object being kept alive (``benchmarks/serve_memory.py`` measured it: Python's heap
-and object count flat, the process's anonymous memory growing). Two settings stop that:
+and object count flat, the process's anonymous memory growing). Three settings stop that:
 
 - ``M_ARENA_MAX`` (:data:`ARENA_MAX` arenas): set with ``mallopt`` in this process before the
   models load (arenas are made lazily, per thread, on first use), and as ``MALLOC_ARENA_MAX``
